@@ -1,0 +1,591 @@
+"""Framework-neutral code shared by torch_/ and jittor_/.
+
+Everything here is plain Python + numpy, written once, so that the two frameworks
+cannot drift apart on it: reading the CIFAR-10 files, the split index lists, the
+seeded augmentation and batch order, the LR and warm-up schedules, the default
+hyperparameters and presets, checkpoint files, TensorBoard event and JSON writing.
+The framework folders only turn these numpy batches into tensors and do the maths.
+"""
+import hashlib
+import json
+import os
+import pickle
+import queue
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.request
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DATA_DIR = os.path.join(ROOT, "data")
+# KD_LOG_DIR / KD_CKPT_DIR move outputs elsewhere (the tests write to a temp folder)
+LOG_DIR = os.environ.get("KD_LOG_DIR", os.path.join(ROOT, "log"))
+CKPT_DIR = os.environ.get("KD_CKPT_DIR", os.path.join(ROOT, "ckpt"))
+IMG_DIR = os.path.join(ROOT, "img")
+
+# ----------------------------------------------------------------------------
+# Hyperparameters. Defaults reproduce the original experiment (CIFAR-10, batch 128,
+# teacher CIFAR10Quick, student CIFAR10Simple); presets override some of them.
+# ----------------------------------------------------------------------------
+TEACHER_DEFAULTS = dict(model="cifar10quick", epochs=30, lr=0.01, milestones=[15, 25],
+                        batch_size=128, train_size=25000, val_size=5000,
+                        momentum=0.9, weight_decay=5e-4, seed=0)
+STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[15, 30],
+                        batch_size=128, train_size=5000, val_size=1000,
+                        momentum=0.9, weight_decay=5e-4, seed=0,
+                        warmup=10, temperature=4.0,
+                        # mdistiller's CIFAR weights: KD = 0.1 CE + 0.9 KD; DKD = 1.0 CE + DKD
+                        kd_ce_weight=0.1, kd_weight=0.9, dkd_ce_weight=1.0,
+                        alpha=1.0, beta=8.0)
+PRESETS = {
+    # about a minute per stage on 2 CPU cores (Jittor's first-run compilation included)
+    "quick": dict(teacher=dict(epochs=2, milestones=[1], train_size=4000, val_size=1000),
+                  student=dict(epochs=3, milestones=[2], warmup=1, train_size=2000, val_size=500)),
+    "full": dict(teacher={}, student={}),
+}
+EVAL_BATCH_SIZE = 500
+SPLIT_SEED = 0  # the train/val split is fixed; --seed changes init, shuffling and augmentation only
+MODELS = ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"]
+
+
+def apply_preset(args, stage, defaults):
+    """Fill every argparse value left at None from the preset, then the defaults."""
+    preset = PRESETS[args.preset][stage] if args.preset else {}
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, preset.get(key, value))
+    return args
+
+
+def add_common_args(parser, defaults):
+    """Flags every training stage shares (same names in both frameworks)."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="a named set of settings (quick: about a minute per stage on CPU)")
+    parser.add_argument("--model", choices=MODELS, default=None,
+                        help=f"architecture (default {defaults['model']})")
+    parser.add_argument("--epochs", type=int, default=None, help=f"epochs (default {defaults['epochs']})")
+    parser.add_argument("--lr", type=float, default=None, help=f"initial learning rate (default {defaults['lr']})")
+    parser.add_argument("--milestones", type=int, nargs="*", default=None,
+                        help=f"epochs (0-based) at which lr is multiplied by 0.1 (default {defaults['milestones']})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"training batch size (default {defaults['batch_size']})")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help=f"training images taken from the 50,000 (default {defaults['train_size']})")
+    parser.add_argument("--val-size", type=int, default=None,
+                        help=f"validation images held out from the 50,000 (default {defaults['val_size']})")
+    parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="SGD weight decay (default 5e-4)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for split, init, shuffling and augmentation (default 0)")
+    parser.add_argument("--init", default=None, help="checkpoint to start the model from (weights only)")
+    parser.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
+    parser.add_argument("--name", default=None, help="run name: log/<name>/<framework>, ckpt/<name>_<framework>.ckpt")
+    parser.add_argument("--data-dir", default=DATA_DIR, help="folder holding cifar-10-batches-py/")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto uses the GPU when the framework finds one")
+    return parser
+
+
+# ----------------------------------------------------------------------------
+# CIFAR-10 files (official python layout)
+# ----------------------------------------------------------------------------
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+CIFAR10_TEST_FILES = ["test_batch"]
+NUM_CLASSES = 10
+CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
+CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
+
+
+class UserError(RuntimeError):
+    """Bad input from the user (missing data, wrong checkpoint, bad sizes): reported without a traceback."""
+
+
+class DataError(UserError):
+    """The dataset is missing or unreadable; the message says what to do."""
+
+
+def _missing_message(folder):
+    return (f"CIFAR-10 not found: expected {folder}/ with data_batch_1..5, test_batch and batches.meta.\n"
+            f"Download {CIFAR10_URL} (md5 {CIFAR10_MD5}) and unpack it into {os.path.dirname(folder)}/, e.g.\n"
+            f"  mkdir -p {os.path.dirname(folder)} && tar -xzf cifar-10-python.tar.gz -C {os.path.dirname(folder)}")
+
+
+def md5sum(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_cifar10(data_dir):
+    """Download the official archive, verify its md5, unpack it. Raises DataError offline."""
+    os.makedirs(data_dir, exist_ok=True)
+    folder = os.path.join(data_dir, CIFAR10_FOLDER)
+    fd, tmp = tempfile.mkstemp(dir=data_dir, suffix=".tar.gz.part")
+    os.close(fd)
+    try:
+        print(f"downloading {CIFAR10_URL} ...", flush=True)
+        try:
+            urllib.request.urlretrieve(CIFAR10_URL, tmp)
+        except OSError as e:  # URLError is an OSError: no network, DNS, refused
+            raise DataError(f"could not download CIFAR-10 ({e}).\n" + _missing_message(folder)) from None
+        if md5sum(tmp) != CIFAR10_MD5:
+            raise DataError(f"downloaded archive has the wrong md5 (expected {CIFAR10_MD5}); try again.\n"
+                            + _missing_message(folder))
+        # unpack next to the final folder, then rename: never a half-unpacked folder
+        staging = tempfile.mkdtemp(dir=data_dir)
+        with tarfile.open(tmp, "r:gz") as tar:
+            tar.extractall(staging, filter="data")
+        os.replace(os.path.join(staging, CIFAR10_FOLDER), folder)
+        os.rmdir(staging)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _read_pickle(path):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise DataError(f"missing file {path}.\n" + _missing_message(os.path.dirname(path))) from None
+    except Exception as e:  # truncated or not a pickle at all
+        raise DataError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); "
+                        f"delete {os.path.dirname(path)}/ and download it again.") from None
+
+
+def read_batch_file(path):
+    """One official batch file -> (images uint8 N x 3 x 32 x 32, labels int64 N), checked."""
+    batch = _read_pickle(path)
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} is not a CIFAR batch (a pickled dict); found {type(batch).__name__}")
+    get = lambda key: batch.get(key, batch.get(key.encode()))  # official files may use bytes keys
+    data, labels = get("data"), get("labels")
+    if data is None or labels is None:
+        raise DataError(f"{path} is not a CIFAR-10 batch: no 'data'/'labels' keys (found {sorted(map(str, batch))})")
+    data, labels = np.asarray(data), np.asarray(labels, dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise DataError(f"{path}: expected uint8 data of shape (N, 3072) and N labels, "
+                        f"got {data.dtype} {data.shape} and {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DataError(f"{path}: labels outside 0..{NUM_CLASSES - 1}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(data_dir=DATA_DIR, download=True):
+    """Whole CIFAR-10 in memory: dict of train_x, train_y, test_x, test_y, classes."""
+    folder = os.path.join(data_dir, CIFAR10_FOLDER)
+    if not os.path.isdir(folder):
+        if not download or os.environ.get("KD_NO_DOWNLOAD") == "1":
+            raise DataError(_missing_message(folder))
+        download_cifar10(data_dir)
+    parts = [read_batch_file(os.path.join(folder, name)) for name in CIFAR10_TRAIN_FILES]
+    test_x, test_y = read_batch_file(os.path.join(folder, CIFAR10_TEST_FILES[0]))
+    meta = _read_pickle(os.path.join(folder, "batches.meta"))
+    classes = meta.get("label_names", meta.get(b"label_names")) if isinstance(meta, dict) else None
+    if not classes or len(classes) != NUM_CLASSES:
+        raise DataError(f"{folder}/batches.meta has no list of {NUM_CLASSES} label_names")
+    return dict(train_x=np.concatenate([p[0] for p in parts]), train_y=np.concatenate([p[1] for p in parts]),
+                test_x=test_x, test_y=test_y,
+                classes=[c.decode() if isinstance(c, bytes) else str(c) for c in classes])
+
+
+def split_indices(n_total, train_size, val_size, seed):
+    """Fixed, seeded train/val index lists over the 50,000 training images.
+
+    Validation comes first in one permutation, so with the same seed a smaller split
+    (the students' 5,000/1,000) takes its validation images from inside the teacher's
+    validation set: the teacher has never trained on a student's validation image.
+    """
+    if train_size < 1 or val_size < 0 or train_size + val_size > n_total:
+        raise UserError(f"train_size + val_size must be between 1 and {n_total}, got {train_size} + {val_size}")
+    perm = np.random.default_rng(seed).permutation(n_total)
+    return np.sort(perm[val_size:val_size + train_size]), np.sort(perm[:val_size])
+
+
+# ----------------------------------------------------------------------------
+# Augmentation and batches: one numpy pipeline, so both frameworks get identical batches
+# ----------------------------------------------------------------------------
+# lookup table uint8 value -> normalised float32, per channel: (v / 255 - mean) / std
+_NORM_LUT = ((np.arange(256, dtype=np.float32)[None, :] / 255.0 - CIFAR10_MEAN[:, None])
+             / CIFAR10_STD[:, None]).astype(np.float32)
+_CHANNEL = np.arange(3)[None, :, None, None]
+
+
+def normalise(images):
+    """uint8 N x 3 x H x W -> float32, per-channel (x/255 - mean) / std."""
+    return _NORM_LUT[_CHANNEL, images]
+
+
+def augment(images, rng, pad=4):
+    """Pad with zeros, take a random 32x32 crop, flip half of the images, normalise.
+
+    Same maths as torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip()
+    + Normalize, done for the whole batch in one gather.
+    """
+    n, _, h, w = images.shape
+    padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    top = rng.integers(0, 2 * pad + 1, size=n)
+    left = rng.integers(0, 2 * pad + 1, size=n)
+    flip = rng.random(n) < 0.5
+    rows = top[:, None] + np.arange(h)[None, :]
+    cols = left[:, None] + np.where(flip[:, None], np.arange(w)[::-1], np.arange(w))[None, :][0]
+    cropped = padded[np.arange(n)[:, None, None, None], _CHANNEL,
+                     rows[:, None, :, None], cols[:, None, None, :]]
+    return normalise(cropped)
+
+
+def epoch_rng(seed, epoch):
+    """The one RNG for an epoch's shuffle and augmentation, seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch])
+
+
+def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0):
+    """Yield (float32 N x 3 x 32 x 32, int64 N) numpy batches.
+
+    train=True: shuffled and augmented from epoch_rng(seed, epoch), the last incomplete
+    batch dropped (a constant batch shape: no recompilation in Jittor, no BatchNorm
+    over a single image). train=False: in order, normalised only, every image kept.
+    """
+    n = len(labels)
+    if train:
+        rng = epoch_rng(seed, epoch)
+        order = rng.permutation(n)
+        stop = n - n % batch_size if n >= batch_size else n
+    else:
+        order, stop = np.arange(n), n
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size]
+        x = augment(images[idx], rng) if train else normalise(images[idx])
+        yield x, labels[idx]
+
+
+def prefetch(iterator, depth=2):
+    """Run a batch iterator in a background thread, `depth` batches ahead.
+
+    numpy's gathers release the GIL, so augmentation overlaps the framework's compute.
+    The order of batches is unchanged, so prefetching cannot change results.
+    """
+    q = queue.Queue(maxsize=depth)
+    done = object()
+
+    def worker():
+        try:
+            for item in iterator:
+                q.put(item)
+            q.put(done)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+
+    threading.Thread(target=worker, daemon=True).start()
+    while True:
+        item = q.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def num_batches(n, batch_size, train):
+    if train and n >= batch_size:
+        return n // batch_size
+    return -(-n // batch_size)
+
+
+# ----------------------------------------------------------------------------
+# Schedules: computed here, per epoch, and set by hand in both frameworks
+# (Jittor's MultiStepLR decays one epoch later than torch's; we use neither).
+# ----------------------------------------------------------------------------
+def lr_at(epoch, base_lr, milestones, gamma=0.1):
+    """Step LR: base_lr * gamma^(number of milestones <= epoch), epochs 0-based."""
+    return base_lr * gamma ** sum(epoch >= m for m in milestones)
+
+
+def warmup_factor(epoch, warmup_epochs):
+    """Linear warm-up of the distillation weight, as mdistiller: min((epoch+1)/warmup, 1)."""
+    return 1.0 if warmup_epochs <= 0 else min((epoch + 1) / warmup_epochs, 1.0)
+
+
+# ----------------------------------------------------------------------------
+# Initial weights: drawn in numpy by name, so both frameworks start from the same numbers
+# ----------------------------------------------------------------------------
+def init_weights(shapes, seed, conv_init="uniform"):
+    """Initial values for a model's state, given {name: shape} in state-dict order.
+
+    Conv/linear weights: "uniform" is torch's default, U(+-1/sqrt(fan_in)) (Jittor's
+    own default matches it); "kaiming_normal" is N(0, 2/fan_out) for convolutions
+    (mdistiller's ResNets). Biases: U(+-1/sqrt(fan_in)). 1-D weights are BatchNorm
+    scales (1) with biases 0; running_mean 0, running_var 1.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in shapes.items():
+        leaf, owner = name.rsplit(".", 1)[-1], name.rsplit(".", 1)[0]
+        weight_shape = shapes.get(owner + ".weight")
+        if leaf == "running_mean" or (leaf == "bias" and len(weight_shape) == 1):
+            value = np.zeros(shape)
+        elif leaf == "running_var" or (leaf == "weight" and len(shape) == 1):
+            value = np.ones(shape)
+        elif leaf in ("weight", "bias"):
+            fan_in = int(np.prod(weight_shape[1:]))
+            if leaf == "weight" and len(shape) == 4 and conv_init == "kaiming_normal":
+                fan_out = shape[0] * int(np.prod(shape[2:]))
+                value = rng.normal(0.0, np.sqrt(2.0 / fan_out), size=shape)
+            else:
+                bound = 1.0 / np.sqrt(fan_in)
+                value = rng.uniform(-bound, bound, size=shape)
+        else:
+            raise KeyError(f"init_weights: no rule for state entry {name!r}")
+        out[name] = value.astype(np.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints: one pickled dict of numpy arrays, readable by either framework
+# ----------------------------------------------------------------------------
+CKPT_KEYS = ("model", "optimizer", "epoch", "best_top1", "config", "framework", "arch")
+
+
+def ckpt_path(name, framework):
+    return os.path.join(CKPT_DIR, f"{name}_{framework}.ckpt")
+
+
+def atomic_write(path, write_fn, mode="wb"):
+    """Write through a temp file in the same folder, then rename: a crash leaves the old file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+
+def save_checkpoint(path, ckpt):
+    missing = [k for k in CKPT_KEYS if k not in ckpt]
+    assert not missing, f"checkpoint lacks {missing}"
+    atomic_write(path, lambda f: pickle.dump(ckpt, f, protocol=4))
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used for what was asked; the message says why."""
+
+
+def load_checkpoint(path):
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            ckpt = pickle.load(f)
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint of this repo "
+                              f"({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "arch" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this repo (expected a dict with "
+                              f"{', '.join(CKPT_KEYS)})")
+    return ckpt
+
+
+def check_arch(ckpt, expected_arch, path):
+    if ckpt["arch"] != expected_arch:
+        raise CheckpointError(f"checkpoint {path} holds a {ckpt['arch']!r} model, "
+                              f"but this run builds {expected_arch!r} (see --model)")
+
+
+def match_state(state, expected_shapes, path):
+    """Check a {name: array} state against a model's {name: shape}; name the first mismatch."""
+    for name, shape in expected_shapes.items():
+        if name not in state:
+            raise CheckpointError(f"{path}: missing weight {name!r} (expected shape {tuple(shape)})")
+        if tuple(state[name].shape) != tuple(shape):
+            raise CheckpointError(f"{path}: weight {name!r} has shape {tuple(state[name].shape)}, "
+                                  f"the model expects {tuple(shape)}")
+    extra = [k for k in state if k not in expected_shapes]
+    if extra:
+        raise CheckpointError(f"{path}: unexpected weight {extra[0]!r} (not in the model)")
+
+
+# ----------------------------------------------------------------------------
+# Logging: TensorBoard events (same tags in both frameworks), JSON, progress lines
+# ----------------------------------------------------------------------------
+class EventWriter:
+    """Scalars to a TensorBoard event file, with tensorboard's own writer (no torch needed)."""
+
+    def __init__(self, logdir, purge=False):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        os.makedirs(logdir, exist_ok=True)
+        if purge:  # a fresh (not resumed) run replaces the old curves instead of overlaying them
+            for f in os.listdir(logdir):
+                if f.startswith("events.out.tfevents"):
+                    os.remove(os.path.join(logdir, f))
+        self._writer = EventFileWriter(logdir)
+
+    def scalar(self, tag, value, step):
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))])
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def scalars(self, values, step):
+        for tag, value in values.items():
+            self.scalar(tag, value, step)
+
+    def close(self):
+        self._writer.flush()
+        self._writer.close()
+
+
+def read_scalars(logdir):
+    """{tag: [(step, value), ...]} from the event files of one run folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(logdir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def write_json(path, obj):
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True), mode="w")
+
+
+def run_dir(name, framework):
+    return os.path.join(LOG_DIR, name, framework)
+
+
+def epoch_line(framework, stage, epoch, epochs, metrics):
+    """One progress line per epoch, identical in format for both frameworks."""
+    parts = [f"[{framework} {stage}] epoch {epoch + 1}/{epochs}"]
+    for key in ("lr", "train/loss", "train/top1", "val/loss", "val/top1", "time/data", "time/train", "time/eval"):
+        if key in metrics:
+            v = metrics[key]
+            parts.append(f"{key} {v:.4g}" if key == "lr" else f"{key} {v:.3f}" if "loss" in key
+                         else f"{key} {v:.2f}" if "top" in key else f"{key} {v:.1f}s")
+    return "  ".join(parts)
+
+
+class Meter:
+    """Sample-weighted running sums: sum(value * n) / sum(n), never a mean of batch means."""
+
+    def __init__(self):
+        self.sums, self.count = {}, 0
+
+    def update(self, values, n):
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * n
+        self.count += n
+
+    def means(self):
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+def topk_hits(logits, labels, k):
+    """Boolean N x k: is the label among the k highest logits? (numpy; ties broken by index)"""
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return order == labels[:, None]
+
+
+def batch_accuracy(logits, labels):
+    """Top-1 and top-5 accuracy (percent) of one batch."""
+    hits = topk_hits(logits, labels, 5)
+    return {"top1": 100.0 * hits[:, 0].mean(), "top5": 100.0 * hits.any(1).mean()}
+
+
+class EvalAccumulator:
+    """Loss, top-1, top-5 and per-class accuracy over a whole split.
+
+    Counts correct samples and sums losses over samples, then divides once by the number
+    of samples: right with a smaller last batch, unlike a mean of per-batch accuracies.
+    """
+
+    def __init__(self, num_classes=NUM_CLASSES):
+        self.num_classes = num_classes
+        self.n = self.loss_sum = self.top1 = self.top5 = 0
+        self.class_correct = np.zeros(num_classes, dtype=np.int64)
+        self.class_count = np.zeros(num_classes, dtype=np.int64)
+
+    def add(self, logits, labels, loss_sum):
+        hits = topk_hits(logits, labels, min(5, logits.shape[1]))
+        self.n += len(labels)
+        self.loss_sum += float(loss_sum)
+        self.top1 += int(hits[:, 0].sum())
+        self.top5 += int(hits.any(1).sum())
+        np.add.at(self.class_correct, labels, hits[:, 0])
+        np.add.at(self.class_count, labels, 1)
+
+    def result(self):
+        n = max(self.n, 1)
+        per_class = 100.0 * self.class_correct / np.maximum(self.class_count, 1)
+        return {"loss": self.loss_sum / n, "top1": 100.0 * self.top1 / n, "top5": 100.0 * self.top5 / n,
+                "per_class": per_class.tolist(), "n": self.n}
+
+
+def format_test_report(metrics, classes):
+    lines = [f"[{metrics['framework']}] {metrics['arch']} ({metrics['ckpt_framework']} checkpoint) on {metrics['n']} test images: "
+             f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  "
+             f"{metrics['images_per_s']:.0f} images/s"]
+    lines += [f"  {name:>10s} {acc:6.2f}%" for name, acc in zip(classes, metrics["per_class"])]
+    return "\n".join(lines)
+
+
+def test_json_path(ckpt, framework):
+    """log/<run>/<framework>/test.json; test_from_<other>.json for the other framework's checkpoint."""
+    name = "test.json" if ckpt["framework"] == framework else f"test_from_{ckpt['framework']}.json"
+    return os.path.join(run_dir(ckpt["config"]["name"], framework), name)
+
+
+def num_threads():
+    """CPU threads for both frameworks (equal, for a fair comparison): KD_THREADS or all cores."""
+    return int(os.environ.get("KD_THREADS", os.cpu_count() or 1))
+
+
+def run_summary(args, framework, stage, history, best_top1):
+    """The small JSON written at the end of a training run: final metrics and time per stage."""
+    last = history[-1] if history else {}
+    return {"framework": framework, "stage": stage, "name": args.name, "epochs": len(history),
+            "final": {k: last[k] for k in last if k.startswith(("val/", "train/"))},
+            "best_val_top1": best_top1,
+            "seconds": {part: sum(h[f"time/{part}"] for h in history) for part in ("data", "train", "eval")},
+            "config": vars(args)}
+
+
+def has_nvidia_gpu():
+    return os.path.exists("/dev/nvidia0") or bool(os.path.isdir("/proc/driver/nvidia/gpus")
+                                                  and os.listdir("/proc/driver/nvidia/gpus"))
+
+
+def jittor_dnnl_dir():
+    """Where Jittor looks for oneDNN before downloading it (setup_jittor.py fills it)."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mkl", "dnnl_lnx_2.2.0_cpu_gomp")
+
+
+def prepare_jittor():
+    """Environment Jittor reads when it is imported; call before `import jittor`.
+
+    Without a GPU, nvcc_path="" stops Jittor from finding an installed nvcc and then
+    dying on a missing libcudart. A GPU machine keeps Jittor's own CUDA detection.
+    Without the oneDNN folder Jittor would try to download it (and fail offline):
+    then it runs without oneDNN, and says so.
+    """
+    if "nvcc_path" not in os.environ and not has_nvidia_gpu():
+        os.environ["nvcc_path"] = ""
+    os.environ.setdefault("log_silent", "1")  # no info lines at import; compile progress still shows
+    if "use_mkl" not in os.environ and not os.path.isfile(os.path.join(jittor_dnnl_dir(), "lib", "libmkldnn.so")):
+        os.environ["use_mkl"] = "0"
+        print("warning: oneDNN is not set up for Jittor (run `make setup`): "
+              "Jittor uses its slow convolution path", file=sys.stderr)
+
+
+def die(message, code=2):
+    """Clean exit for a user error: one clear message, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)

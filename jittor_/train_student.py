@@ -1,0 +1,203 @@
+"""Stage 2/3: train a student with cross-entropy only (ce), Hinton KD (kd) or Decoupled KD (dkd).
+
+    python jittor_/train_student.py --method ce
+    python jittor_/train_student.py --method kd  --teacher ckpt/teacher_s0_jittor.ckpt
+    python jittor_/train_student.py --method dkd --teacher ckpt/teacher_s0_jittor.ckpt --beta 8
+
+The teacher is frozen (eval mode, no gradients) and its logits are computed online, on
+the very batch (same images, same augmentation) the student sees. kd_loss and dkd_loss
+are pure functions, importable without side effects.
+"""
+import argparse
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import common  # noqa: E402
+common.prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
+import jittor as jt  # noqa: E402
+from jittor import nn  # noqa: E402
+from jittor_ import models, test  # noqa: E402
+from jittor_.train_teacher import fit, load_init  # noqa: E402
+
+FRAMEWORK = "jittor"
+
+
+# ---------------------------------------------------------------- losses (pure functions)
+def logsumexp(x):
+    """log(sum(exp(x))) per row, shifted by the row max: stable for logits in the thousands.
+
+    (torch.logsumexp does the same; Jittor's built-in does not shift and overflows, so both files use this.)
+    Entries equal to -inf contribute exp(-inf) = 0: that is how classes are masked out.
+    """
+    m = x.max(dim=1, keepdims=True).detach()  # any constant works; the gradient through it cancels
+    return m + (x - m).exp().sum(dim=1, keepdims=True).log()
+
+
+
+def log_softmax(z):
+    """log-softmax per row, as (z - max) - log(sum(exp(z - max))): exact for logits in the thousands.
+
+    Jittor compiles fused kernels with fast-math, which may rewrite this as z - (max + log(sum))
+    and lose ~1e-4 when |z| ~ 5000; Jittor's file stops fusion at z - max (stop_fuse).
+    """
+    shifted = (z - z.max(dim=1, keepdims=True).detach()).stop_fuse()
+    return shifted - shifted.exp().sum(dim=1, keepdims=True).log()
+
+def kl_from_log_probs(log_p, log_q):
+    """KL(p || q) per row, sum_i p_i (log p_i - log q_i), from log-probabilities.
+
+    p = exp(log p) with log p from log_softmax: a probability that underflows to exactly 0
+    contributes 0 * (finite) = 0. kl_div(log q, p) computes p * log(p) instead, which is
+    0 * log(0) = NaN in Jittor's KLDivLoss.
+    """
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def kd_loss(logits_student, logits_teacher, temperature):
+    """Hinton KD: KL(teacher || student) of the softened distributions, times T^2, batch mean."""
+    log_p_student = log_softmax(logits_student / temperature)
+    log_p_teacher = log_softmax(logits_teacher / temperature)
+    return kl_from_log_probs(log_p_teacher, log_p_student).mean() * temperature ** 2
+
+
+def binary_log_probs(z, gt_mask):
+    """log [p_target, p_rest] of softmax(z), in log space (exact even when p_target ~ 1).
+
+    Built from log_softmax (which subtracts the row max first), never from z - logsumexp(z):
+    with z in the thousands, logsumexp(z) rounds to ~5e-4 in float32 and so would every
+    log-probability.
+    """
+    log_p = log_softmax(z)
+    log_p_target = (log_p * gt_mask).sum(dim=1, keepdims=True)
+    log_p_rest = logsumexp(log_p.masked_fill(gt_mask, float("-inf")))
+    return jt.concat([log_p_target, log_p_rest], dim=1)
+
+
+def non_target_log_probs(z, gt_mask):
+    """log-softmax over the non-target classes only; 0 at the target so it adds exp(0)*(0-0) = 0 to a KL.
+
+    The target is removed with -inf, not with the usual "z - 1000 * gt_mask": once |z| is
+    in the thousands, 1000 no longer removes it and NCKD silently includes the target.
+    """
+    log_q = log_softmax(z.masked_fill(gt_mask, float("-inf")))
+    return log_q.masked_fill(gt_mask, 0.0)
+
+
+def dkd_loss_terms(logits_student, logits_teacher, target, temperature):
+    """DKD's two parts (Zhao et al. 2022), each times T^2 and averaged over the batch.
+
+    TCKD: KL between the binary (target, non-target) distributions.
+    NCKD: KL between the distributions over the non-target classes.
+    """
+    gt_mask = nn.one_hot(target, logits_student.shape[1]).bool()
+    z_student, z_teacher = logits_student / temperature, logits_teacher / temperature
+    tckd = kl_from_log_probs(binary_log_probs(z_teacher, gt_mask), binary_log_probs(z_student, gt_mask))
+    nckd = kl_from_log_probs(non_target_log_probs(z_teacher, gt_mask), non_target_log_probs(z_student, gt_mask))
+    return {"tckd": tckd.mean() * temperature ** 2, "nckd": nckd.mean() * temperature ** 2}
+
+
+def dkd_loss(logits_student, logits_teacher, target, alpha, beta, temperature):
+    """alpha * TCKD + beta * NCKD."""
+    terms = dkd_loss_terms(logits_student, logits_teacher, target, temperature)
+    return alpha * terms["tckd"] + beta * terms["nckd"]
+
+
+def loss_terms(method, logits, logits_teacher, labels, distill_weight, args):
+    """The named, weighted loss terms of one batch; the training loss is their sum."""
+    ce = nn.cross_entropy_loss(logits, labels)
+    if method == "ce":
+        return {"ce": ce}
+    if method == "kd":
+        kd = kd_loss(logits, logits_teacher, args.temperature)
+        return {"ce": args.kd_ce_weight * ce, "kd": distill_weight * args.kd_weight * kd}
+    terms = dkd_loss_terms(logits, logits_teacher, labels, args.temperature)
+    return {"ce": args.dkd_ce_weight * ce, "tckd": distill_weight * args.alpha * terms["tckd"],
+            "nckd": distill_weight * args.beta * terms["nckd"]}
+
+
+# ---------------------------------------------------------------- one epoch
+def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
+    """One pass of distillation; the teacher sees exactly the student's batch."""
+    student.train()
+    if teacher is not None:
+        teacher.eval()  # frozen BN statistics and no dropout, every epoch (mdistiller forces this too)
+    distill_weight = common.warmup_factor(epoch, args.warmup)
+    meter = common.Meter()
+    t_data = t_train = 0.0
+    end = time.perf_counter()
+    for images, labels in loader.epoch(epoch):
+        start = time.perf_counter()
+        t_data += start - end
+        logits = student(images)
+        logits_teacher = None
+        if teacher is not None:
+            with jt.no_grad():
+                logits_teacher = teacher(images)
+        terms = loss_terms(args.method, logits, logits_teacher, labels, distill_weight, args)
+        loss = sum(terms.values())
+        optimizer.zero_grad()
+        optimizer.backward(loss)
+        optimizer.step()
+        models.sync(device)
+        meter.update({"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
+                      **common.batch_accuracy(logits.numpy(), labels.numpy())}, len(labels))
+        end = time.perf_counter()
+        t_train += end - start
+    metrics = {f"train/{k}": v for k, v in meter.means().items()}
+    return {**metrics, "distill_weight": distill_weight, "time/data": t_data, "time/train": t_train}
+
+
+def load_teacher(path, device):
+    """The frozen teacher: eval mode, no gradients, from a checkpoint of either framework."""
+    teacher, ckpt = test.load_model(path, device)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.stop_grad()
+    print(f"[{FRAMEWORK}] teacher {ckpt['arch']} from {path} ({ckpt['framework']} checkpoint, "
+          f"best val top-1 {ckpt['best_top1']:.2f}%)")
+    return teacher
+
+
+def parse_args(argv=None):
+    d = common.STUDENT_DEFAULTS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=["ce", "kd", "dkd"], required=True, help="ce only, Hinton KD, or DKD")
+    parser.add_argument("--teacher", default=None, help="teacher checkpoint (required for kd and dkd)")
+    common.add_common_args(parser, d)
+    parser.add_argument("--temperature", type=float, default=None, help=f"T for KD and DKD (default {d['temperature']})")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"epochs of linear warm-up of the distillation weight (default {d['warmup']})")
+    parser.add_argument("--alpha", type=float, default=None, help=f"DKD weight of TCKD (default {d['alpha']})")
+    parser.add_argument("--beta", type=float, default=None, help=f"DKD weight of NCKD (default {d['beta']})")
+    parser.add_argument("--kd-ce-weight", type=float, default=None, help=f"KD: weight of CE (default {d['kd_ce_weight']})")
+    parser.add_argument("--kd-weight", type=float, default=None, help=f"KD: weight of the KD term (default {d['kd_weight']})")
+    parser.add_argument("--dkd-ce-weight", type=float, default=None, help=f"DKD: weight of CE (default {d['dkd_ce_weight']})")
+    args = parser.parse_args(argv)
+    common.apply_preset(args, "student", d)
+    if args.method != "ce" and not args.teacher:
+        parser.error(f"--method {args.method} needs --teacher CKPT")
+    args.name = args.name or f"student_{args.method}_s{args.seed}"
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = models.select_device(args.device)
+    jt.set_global_seed(args.seed)
+    try:
+        teacher = load_teacher(args.teacher, device) if args.method != "ce" else None
+        student = models.build_model(args.model, args.seed)
+        if args.init and not args.resume:
+            load_init(student, args.init, args.model)
+        train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(
+            model, teacher, loader, optimizer, epoch, args, device)
+        return fit(args, f"student-{args.method}", student, train_epoch, device)
+    except common.UserError as e:
+        common.die(str(e))
+
+
+if __name__ == "__main__":
+    main()

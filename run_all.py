@@ -1,0 +1,136 @@
+"""The main job: teacher, then CE / KD / DKD students, in both frameworks; test all; print the table.
+
+    python run_all.py                      # quick preset (a few minutes on 2 CPU cores)
+    python run_all.py --preset full        # the original setting (hours on CPU)
+    python run_all.py --preset full --seeds 3
+
+Each stage is its own process (torch_/... or jittor_/... script), so the frameworks never
+share a process. Runs are named <tag>/<stage>_s<seed> (tag = the preset unless --tag):
+TensorBoard events in log/<tag>/..., checkpoints in ckpt/<tag>/.... The table reports top-1
+on the 10,000 test images (mean +- std over seeds) and seconds per stage (data loading,
+training, evaluation summed over epochs) per framework; it is also written to
+log/<tag>/summary.md and summary.json.
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import common
+
+FRAMEWORKS = ["torch", "jittor"]
+METHODS = ["ce", "kd", "dkd"]
+
+
+def run(cmd):
+    """Run one stage, streaming its output; stop the whole job if it fails."""
+    print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    start = time.perf_counter()
+    if subprocess.call(cmd, cwd=common.ROOT) != 0:
+        sys.exit(f"error: stage failed: {' '.join(cmd)}")
+    return time.perf_counter() - start
+
+
+def stage_script(framework, stage):
+    return os.path.join(common.ROOT, f"{framework}_", f"{stage}.py")
+
+
+def run_framework(framework, args, seed):
+    """All stages of one framework and seed; returns {stage: record}."""
+    py = sys.executable
+    common_flags = ["--seed", str(seed)] + (["--preset", args.preset] if args.preset else [])
+    teacher_name = f"{args.tag}/teacher_s{seed}"
+    records = {}
+    stages = [("teacher", teacher_name, [py, stage_script(framework, "train_teacher"), "--name", teacher_name]
+               + common_flags + shlex.split(args.teacher_args))]
+    for method in args.methods:
+        name = f"{args.tag}/student_{method}_s{seed}"
+        cmd = [py, stage_script(framework, "train_student"), "--method", method, "--name", name] + common_flags
+        if method != "ce":
+            cmd += ["--teacher", common.ckpt_path(teacher_name, framework)]
+        if method == "dkd" and args.beta is not None:
+            cmd += ["--beta", str(args.beta)]
+        stages.append((method, name, cmd + shlex.split(args.student_args)))
+    for stage, name, cmd in stages:
+        wall = run(cmd)
+        ckpt = common.ckpt_path(name, framework)
+        test_json = os.path.join(common.run_dir(name, framework), "test.json")
+        run([py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json])
+        with open(os.path.join(common.run_dir(name, framework), "metrics.json")) as f:
+            train = json.load(f)
+        with open(test_json) as f:
+            test = json.load(f)
+        records[stage] = {"top1": test["top1"], "top5": test["top5"], "wall": wall,
+                          "seconds": train["seconds"], "test_images_per_s": test["images_per_s"]}
+    return records
+
+
+def mean_std(values):
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def fmt(values, digits=2):
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def summary_table(results, frameworks, stages):
+    """Markdown table: top-1 and seconds per stage, per framework, with difference and ratio."""
+    a, b = frameworks[0], frameworks[-1]
+    rows = [f"| stage | top-1 {a} | top-1 {b} | diff ({b} - {a}) | train s {a} | train s {b} | ratio {b}/{a} "
+            f"| data s {a} | data s {b} | eval s {a} | eval s {b} |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for stage in stages:
+        get = lambda fw, f: [f(r[stage]) for r in results[fw]]
+        top = {fw: get(fw, lambda r: r["top1"]) for fw in (a, b)}
+        sec = {(fw, part): get(fw, lambda r, p=part: r["seconds"][p]) for fw in (a, b) for part in ("data", "train", "eval")}
+        diff = mean_std(top[b])[0] - mean_std(top[a])[0]
+        ratio = mean_std(sec[(b, "train")])[0] / max(mean_std(sec[(a, "train")])[0], 1e-9)
+        rows.append(f"| {stage} | {fmt(top[a])} | {fmt(top[b])} | {diff:+.2f} | {fmt(sec[(a, 'train')], 1)} "
+                    f"| {fmt(sec[(b, 'train')], 1)} | {ratio:.2f} | {fmt(sec[(a, 'data')], 1)} | {fmt(sec[(b, 'data')], 1)} "
+                    f"| {fmt(sec[(a, 'eval')], 1)} | {fmt(sec[(b, 'eval')], 1)} |")
+    return "\n".join(rows)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(common.PRESETS), default="quick",
+                        help="settings for every stage (default quick; full = the original experiment)")
+    parser.add_argument("--seeds", type=int, default=1, help="run every stage with seeds 0..k-1 (table: mean ± std)")
+    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=FRAMEWORKS, help="frameworks to run")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="student methods to run")
+    parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: the student default, 8)")
+    parser.add_argument("--teacher-args", default="", help="extra flags for train_teacher.py, e.g. '--epochs 10'")
+    parser.add_argument("--student-args", default="", help="extra flags for train_student.py")
+    parser.add_argument("--tag", default=None, help="prefix of run names (default: the preset)")
+    args = parser.parse_args(argv)
+    args.tag = args.tag or args.preset
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    results = {fw: [] for fw in args.frameworks}
+    for seed in range(args.seeds):
+        for framework in args.frameworks:
+            results[framework].append(run_framework(framework, args, seed))
+    stages = ["teacher"] + args.methods
+    table = summary_table(results, args.frameworks, stages)
+    header = (f"Test-set top-1 (%) and seconds per stage (summed over epochs), preset {args.preset}, "
+              f"{args.seeds} seed(s), {common.num_threads()} CPU threads; total wall {time.perf_counter() - start:.0f} s")
+    out_dir = os.path.join(common.LOG_DIR, args.tag)
+    common.atomic_write(os.path.join(out_dir, "summary.md"), lambda f: f.write(header + "\n\n" + table + "\n"), mode="w")
+    common.write_json(os.path.join(out_dir, "summary.json"), {"args": vars(args), "results": results})
+    print("\n" + header + "\n\n" + table)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Shared fixtures. Outputs (log/, ckpt/) go to a temp folder; no download is ever tried."""
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = tempfile.mkdtemp(prefix="kd-tests-")
+os.environ.update(KD_LOG_DIR=os.path.join(OUT, "log"), KD_CKPT_DIR=os.path.join(OUT, "ckpt"),
+                  KD_NO_DOWNLOAD="1", log_silent="1")
+sys.path.insert(0, ROOT)
+
+import common  # noqa: E402
+import torch  # noqa: E402,F401  (torch before jittor: Jittor's own advice when both share a process)
+
+common.prepare_jittor()
+import jittor  # noqa: E402,F401
+
+TINY = dict(train_per_batch=60, test=70)  # 300 training images, 70 test images (not a multiple of any batch)
+
+
+def write_tiny_cifar(data_dir, seed=0):
+    """A small CIFAR-10 in the official python layout, so the real reader is used.
+
+    Images are class-dependent colour blobs + noise, so a few epochs learn something.
+    """
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(data_dir, common.CIFAR10_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    palette = rng.integers(0, 256, size=(10, 3))
+
+    def make(n):
+        labels = rng.integers(0, 10, size=n)
+        base = palette[labels][:, :, None, None] * np.ones((1, 1, 32, 32))
+        images = np.clip(base + rng.normal(0, 40, size=(n, 3, 32, 32)), 0, 255).astype(np.uint8)
+        return images.reshape(n, 3072), labels
+
+    for i, name in enumerate(common.CIFAR10_TRAIN_FILES + common.CIFAR10_TEST_FILES):
+        data, labels = make(TINY["test"] if name == "test_batch" else TINY["train_per_batch"])
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({"data": data, "labels": labels.tolist(), "batch_label": name,
+                         "filenames": [f"{name}_{j}.png" for j in range(len(labels))]}, f)
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                     "ship", "truck"], "num_cases_per_batch": 60, "num_vis": 3072}, f)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    return write_tiny_cifar(str(tmp_path_factory.mktemp("data")))
+
+
+def run_script(framework, stage, *args, check=True):
+    """Run a stage script as a user would; returns the CompletedProcess."""
+    cmd = [sys.executable, os.path.join(ROOT, f"{framework}_", f"{stage}.py"), *map(str, args)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc

@@ -1,0 +1,144 @@
+"""Stage 1: train the teacher with cross-entropy (SGD, momentum, weight decay, step LR).
+
+    python torch_/train_teacher.py                  # the original setting (25,000 / 5,000 images)
+    python torch_/train_teacher.py --preset quick   # about a minute on 2 CPU cores
+    python torch_/train_teacher.py --resume         # continue an interrupted run
+
+Writes ckpt/<name>_torch.ckpt after every epoch (atomically), TensorBoard events and
+metrics.json under log/<name>/torch/. The loop (fit) is shared with train_student.py.
+"""
+import argparse
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import common  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch_ import dataset, models, test  # noqa: E402
+
+FRAMEWORK = "torch"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser, common.TEACHER_DEFAULTS)
+    args = parser.parse_args(argv)
+    common.apply_preset(args, "teacher", common.TEACHER_DEFAULTS)
+    args.name = args.name or f"teacher_s{args.seed}"
+    return args
+
+
+# ---------------------------------------------------------------- optimizer helpers
+def make_optimizer(model, args):
+    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+
+
+def set_lr(optimizer, lr):
+    """The schedule is common.lr_at, set by hand each epoch (no framework scheduler)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def get_optimizer_state(model, optimizer):
+    """SGD momentum buffers as {parameter name: numpy array}, the same format in both frameworks."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return {names[id(p)]: s["momentum_buffer"].cpu().numpy() for p, s in optimizer.state.items()
+            if s.get("momentum_buffer") is not None}
+
+
+def load_optimizer_state(model, optimizer, state):
+    for name, p in model.named_parameters():
+        if name in state:
+            optimizer.state[p]["momentum_buffer"] = torch.from_numpy(state[name]).to(p.device)
+
+
+def load_init(model, path, arch):
+    """--init: start from the weights of a checkpoint (either framework), same architecture."""
+    ckpt = common.load_checkpoint(path)
+    common.check_arch(ckpt, arch, path)
+    models.load_state(model, ckpt["model"], path)
+    print(f"[{FRAMEWORK}] initial weights from {path} ({ckpt['framework']} checkpoint)")
+
+
+# ---------------------------------------------------------------- one epoch
+def train_one_epoch(model, loader, optimizer, epoch, device):
+    """One pass of cross-entropy training; sample-weighted means and honest timings."""
+    model.train()
+    meter = common.Meter()
+    t_data = t_train = 0.0
+    end = time.perf_counter()
+    for images, labels in loader.epoch(epoch):
+        start = time.perf_counter()
+        t_data += start - end  # waiting for the next batch (prefetched in the background)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        models.sync(device)
+        meter.update({"loss": loss.item(), **common.batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())},
+                     len(labels))
+        end = time.perf_counter()
+        t_train += end - start
+    return {**{f"train/{k}": v for k, v in meter.means().items()}, "time/data": t_data, "time/train": t_train}
+
+
+# ---------------------------------------------------------------- the loop both stages share
+def fit(args, stage, model, train_epoch, device):
+    """Resume or start, then per epoch: set lr, train, evaluate, checkpoint, log."""
+    train_loader, val_loader = dataset.build_loaders(args, device)
+    optimizer = make_optimizer(model, args)
+    path = common.ckpt_path(args.name, FRAMEWORK)
+    start_epoch, best_top1, history = 0, 0.0, []
+    if args.resume:
+        ckpt = common.load_checkpoint(path)
+        common.check_arch(ckpt, args.model, path)
+        models.load_state(model, ckpt["model"], path)
+        load_optimizer_state(model, optimizer, ckpt["optimizer"])
+        start_epoch, best_top1, history = ckpt["epoch"] + 1, ckpt["best_top1"], ckpt["history"]
+        print(f"[{FRAMEWORK} {stage}] resuming {path} after epoch {start_epoch}")
+    writer = common.EventWriter(common.run_dir(args.name, FRAMEWORK), purge=not args.resume)
+    print(f"[{FRAMEWORK} {stage}] {args.model} on {device}, {args.train_size} train / {args.val_size} val images, "
+          f"{len(train_loader)} batches of {args.batch_size}, {args.epochs} epochs")
+    for epoch in range(start_epoch, args.epochs):
+        lr = common.lr_at(epoch, args.lr, args.milestones)
+        set_lr(optimizer, lr)
+        metrics = train_epoch(model, train_loader, optimizer, epoch)
+        start = time.perf_counter()
+        val = test.evaluate(model, val_loader)
+        models.sync(device)
+        metrics.update({"val/loss": val["loss"], "val/top1": val["top1"], "val/top5": val["top5"],
+                        "time/eval": time.perf_counter() - start, "lr": lr})
+        best_top1 = max(best_top1, val["top1"])
+        history.append(metrics)
+        common.save_checkpoint(path, {"model": models.get_state(model), "optimizer": get_optimizer_state(model, optimizer),
+                                      "epoch": epoch, "best_top1": best_top1, "config": vars(args),
+                                      "framework": FRAMEWORK, "arch": args.model, "history": history})
+        writer.scalars(metrics, epoch + 1)
+        print(common.epoch_line(FRAMEWORK, stage, epoch, args.epochs, metrics), flush=True)
+    writer.close()
+    summary = common.run_summary(args, FRAMEWORK, stage, history, best_top1)
+    common.write_json(os.path.join(common.run_dir(args.name, FRAMEWORK), "metrics.json"), summary)
+    print(f"[{FRAMEWORK} {stage}] done: best val top-1 {best_top1:.2f}%, checkpoint {os.path.relpath(path, ROOT)}")
+    return summary
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = models.select_device(args.device)
+    torch.manual_seed(args.seed)  # dropout masks; data order and init come from common's seeded numpy
+    try:
+        model = models.build_model(args.model, args.seed).to(device)
+        if args.init and not args.resume:
+            load_init(model, args.init, args.model)
+        train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(model, loader, optimizer, epoch, device)
+        return fit(args, "teacher", model, train_epoch, device)
+    except common.UserError as e:
+        common.die(str(e))
+
+
+if __name__ == "__main__":
+    main()
