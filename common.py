@@ -353,6 +353,11 @@ def init_weights(shapes, seed, conv_init="uniform"):
 CKPT_KEYS = ("model", "optimizer", "epoch", "best_top1", "config", "framework", "arch")
 
 
+def is_buffer(name):
+    """BatchNorm running statistics: saved with the weights, but not trained (Jittor lists them as parameters)."""
+    return name.endswith(("running_mean", "running_var"))
+
+
 def ckpt_path(name, framework):
     return os.path.join(CKPT_DIR, f"{name}_{framework}.ckpt")
 
@@ -579,6 +584,9 @@ def prepare_jittor():
     if "nvcc_path" not in os.environ and not has_nvidia_gpu():
         os.environ["nvcc_path"] = ""
     os.environ.setdefault("log_silent", "1")  # no info lines at import; compile progress still shows
+    # Jittor names its compile cache after the git branch around its install folder: with the venv
+    # inside this repo, every branch switch would recompile everything. One fixed name instead.
+    os.environ.setdefault("cache_name", "default")
     if "use_mkl" not in os.environ and not os.path.isfile(os.path.join(jittor_dnnl_dir(), "lib", "libmkldnn.so")):
         os.environ["use_mkl"] = "0"
         print("warning: oneDNN is not set up for Jittor (run `make setup`): "

@@ -46,8 +46,9 @@ def set_lr(optimizer, lr):
 def get_optimizer_state(model, optimizer):
     """SGD momentum buffers as {parameter name: numpy array}, the same format in both frameworks."""
     names = {id(p): name for name, p in model.named_parameters()}
+    # not p.is_stop_grad(): Jittor's model.eval() marks every parameter stop_grad until train()
     return {names[id(p)]: v.numpy() for group in optimizer.param_groups
-            for p, v in zip(group["params"], group["values"]) if not p.is_stop_grad()}
+            for p, v in zip(group["params"], group["values"]) if not common.is_buffer(names[id(p)])}
 
 
 def load_optimizer_state(model, optimizer, state):

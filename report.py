@@ -1,0 +1,383 @@
+"""Figures and a results table, read back from the TensorBoard event files of run_all.py's runs.
+
+    python report.py                      # tag quick: the runs log/quick/<stage>_s<seed>/<framework>/
+    python report.py --tag long           # another tag
+    python report.py --tag beta --sweep   # DKD beta sweep: runs log/beta/student_dkd_beta<beta>_s<seed>/
+
+Per stage (teacher, student_ce, student_kd, student_dkd) it draws img/<tag>_<stage>.png: loss and
+top-1 per epoch, train solid and val dashed, torch and Jittor overlaid; over several seeds the mean
+line with a min-max band. The table gives final and best val top-1, test top-1 (test.json), the
+difference jittor - torch, and seconds per stage (time/data + time/train + time/eval summed over
+epochs) with the jittor/torch ratio; mean +- std (ddof=1) over seeds.
+
+The table and the image links replace whatever lies between two README markers,
+    <!-- report:<tag>:start -->   and   <!-- report:<tag>:end -->
+(<tag>-sweep with --sweep). Without the markers README.md is left alone and the table is only
+printed. It is also written to log/<tag>/report.md (report_sweep.md with --sweep).
+"""
+import argparse
+import json
+import os
+import re
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+import common  # noqa: E402
+
+FRAMEWORKS = ["torch", "jittor"]
+COLORS = {"torch": "#ee4c2c", "jittor": "#1f77b4"}  # one colour per framework in every figure
+STAGES = ["teacher", "student_ce", "student_kd", "student_dkd"]
+STAGE_RUN = re.compile(r"^(teacher|student_ce|student_kd|student_dkd)_s(\d+)$")
+SWEEP_RUN = re.compile(r"^student_dkd_beta(\d+(?:\.\d+)?)_s(\d+)$")
+TIME_TAGS = ("time/data", "time/train", "time/eval")
+DASH = "–"  # an empty table cell
+
+
+# ----------------------------------------------------------------------------
+# Reading runs
+# ----------------------------------------------------------------------------
+def read_json(path):
+    """A JSON file, or None when it is missing or unreadable (with a warning)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"warning: ignoring {path} ({e})", file=sys.stderr)
+        return None
+
+
+def read_framework(folder):
+    """One framework's run folder -> {"scalars": {tag: {step: value}}, "test": dict or None,
+    "finished": bool}; None when it holds no events."""
+    if not os.path.isdir(folder) or not any(f.startswith("events.out.tfevents") for f in os.listdir(folder)):
+        return None
+    scalars = {tag: dict(points) for tag, points in common.read_scalars(folder).items()}  # step -> value
+    if not scalars:
+        return None
+    return {"scalars": scalars, "test": read_json(os.path.join(folder, "test.json")),
+            "finished": os.path.isfile(os.path.join(folder, "metrics.json"))}  # written after the last epoch
+
+
+def find_runs(tag, pattern, key=str):
+    """{key: {seed: {framework: run}}} for the run folders under log/<tag>/ whose names match pattern.
+
+    pattern's first group is the key (the stage, or the beta of a sweep), its second the seed.
+    """
+    root = os.path.join(common.LOG_DIR, tag)
+    if not os.path.isdir(root):
+        raise SystemExit(f"error: no runs for tag {tag!r}: {root} does not exist "
+                         f"(train first, e.g. `python run_all.py --tag {tag}`)")
+    runs = {}
+    for name in sorted(os.listdir(root)):
+        match = pattern.match(name)
+        if not match:
+            continue
+        found = {fw: read_framework(os.path.join(root, name, fw)) for fw in FRAMEWORKS}
+        found = {fw: run for fw, run in found.items() if run}
+        if found:
+            runs.setdefault(key(match.group(1)), {})[int(match.group(2))] = found
+    if not runs:
+        raise SystemExit(f"error: {root} holds no runs with event files named like {pattern.pattern} "
+                         f"(is this a beta sweep? then add --sweep)")
+    return runs
+
+
+# ----------------------------------------------------------------------------
+# Numbers from one run, and over seeds
+# ----------------------------------------------------------------------------
+def final_value(run, tag):
+    points = run["scalars"].get(tag)
+    return points[max(points)] if points else None
+
+
+def best_value(run, tag):
+    points = run["scalars"].get(tag)
+    return max(points.values()) if points else None
+
+
+def test_top1(run):
+    return run["test"]["top1"] if run["test"] else None
+
+
+def stage_seconds(run):
+    """Seconds of one stage: data loading + training + evaluation, summed over epochs."""
+    return sum(sum(run["scalars"].get(tag, {}).values()) for tag in TIME_TAGS)
+
+
+def over_seeds(seeds, framework, get):
+    """[get(run)] for every seed that has this framework, leaving out missing numbers."""
+    values = [get(runs[framework]) for _, runs in sorted(seeds.items()) if framework in runs]
+    return [v for v in values if v is not None]
+
+
+def mean_std(values):
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def fmt(values, digits=2):
+    """'mean ± std' over seeds, just the value for one seed, a dash for none."""
+    if not values:
+        return DASH
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def diff_cell(values):
+    """jittor - torch of the means, signed; a dash if a framework has no value."""
+    if not values["torch"] or not values["jittor"]:
+        return DASH
+    return f"{mean_std(values['jittor'])[0] - mean_std(values['torch'])[0]:+.2f}"
+
+
+def ratio_cell(values):
+    """jittor / torch of the means."""
+    if not values["torch"] or not values["jittor"] or mean_std(values["torch"])[0] <= 0:
+        return DASH
+    return f"{mean_std(values['jittor'])[0] / mean_std(values['torch'])[0]:.2f}"
+
+
+def seed_curve(runs, tag):
+    """Steps and the mean, min and max over runs of one scalar; a seed missing a step is left out there."""
+    steps = sorted({step for run in runs for step in run["scalars"].get(tag, {})})
+    per_step = [[run["scalars"][tag][s] for run in runs if s in run["scalars"].get(tag, {})] for s in steps]
+    return (steps, [np.mean(v) for v in per_step], [min(v) for v in per_step], [max(v) for v in per_step])
+
+
+# ----------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------
+def plot_line(ax, x, mean, lo, hi, color, linestyle, label, n_runs):
+    """The mean line, with markers when there are few points and a min-max band over several runs."""
+    ax.plot(x, mean, color=color, linestyle=linestyle, label=label, linewidth=1.6,
+            marker="o" if len(x) <= 20 else None, markersize=3)
+    if n_runs > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
+
+
+def plot_panel(ax, seeds, name, ylabel):
+    """One panel: train (solid) and val (dashed) of one quantity, both frameworks."""
+    last_epoch = 1
+    for fw in FRAMEWORKS:
+        runs = [r[fw] for _, r in sorted(seeds.items()) if fw in r]
+        for split, style in (("train", "-"), ("val", "--")):
+            steps, mean, lo, hi = seed_curve(runs, f"{split}/{name}")
+            if steps:
+                plot_line(ax, steps, mean, lo, hi, COLORS[fw], style, f"{fw} {split}", len(runs))
+                last_epoch = max(last_epoch, steps[-1])
+    ax.set_xlim(0.5, last_epoch + 0.5)  # also sensible after a single epoch
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_figure(fig, path):
+    write_file(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+def stage_figure(tag, stage, seeds, path):
+    """img/<tag>_<stage>.png: loss and top-1 per epoch, torch vs jittor."""
+    fig, (ax_loss, ax_top1) = plt.subplots(1, 2, figsize=(10, 3.5))
+    plot_panel(ax_loss, seeds, "loss", "loss")
+    plot_panel(ax_top1, seeds, "top1", "top-1 (%)")
+    band = f"mean and min-max over {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
+    ax_loss.set_title(f"{stage}: loss")
+    ax_top1.set_title(f"{stage}: top-1 accuracy")
+    fig.suptitle(f"{tag} / {stage}  (solid = train, dashed = val; {band})", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------
+# Markdown
+# ----------------------------------------------------------------------------
+def md_row(cells):
+    return "| " + " | ".join(cells) + " |"
+
+
+def stage_row(stage, seeds):
+    """One table row: val and test top-1 per framework, their difference, seconds and ratio."""
+    get = lambda f: {fw: over_seeds(seeds, fw, f) for fw in FRAMEWORKS}
+    final, best = get(lambda r: final_value(r, "val/top1")), get(lambda r: best_value(r, "val/top1"))
+    test, seconds = get(test_top1), get(stage_seconds)
+    if test["torch"] and test["jittor"]:
+        diff = diff_cell(test)
+    else:  # a framework has no test.json: compare final val top-1, and say so
+        diff = diff_cell(final) + (" (val)" if final["torch"] and final["jittor"] else "")
+    cells = [stage] + [fmt(v[fw]) for v in (final, best, test) for fw in FRAMEWORKS] + [diff]
+    return md_row(cells + [fmt(seconds[fw], 1) for fw in FRAMEWORKS] + [ratio_cell(seconds)])
+
+
+def seeds_phrase(groups):
+    """'mean ± std ... over 2 seeds (0, 1)', or '1 seed (0)', for the groups of a table."""
+    counts = sorted({len(seeds) for seeds in groups.values()})
+    seeds = ", ".join(map(str, sorted({s for runs in groups.values() for s in runs})))
+    if counts == [1]:
+        return f"1 seed ({seeds})"
+    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} (depending on the row)"
+    return f"mean ± std (ddof=1) over {n} seeds ({seeds})"
+
+
+def unfinished_line(groups):
+    """A warning line naming runs that have no metrics.json yet (still training, or stopped)."""
+    names = [f"{key}/s{seed}/{fw}" for key, seeds in groups.items() for seed, runs in sorted(seeds.items())
+             for fw, run in runs.items() if not run["finished"]]
+    return f"\nUnfinished runs (no metrics.json yet; their last logged epoch is used): {', '.join(names)}.\n" if names else ""
+
+
+def image_links(figures, base_dir):
+    """Markdown image links, relative to the folder of the file they go into."""
+    return "\n\n".join(f"![{name}]({os.path.relpath(path, base_dir).replace(os.sep, '/')})"
+                       for name, path in figures.items())
+
+
+def stage_markdown(tag, runs, figures, base_dir):
+    header = md_row(["stage"] + [f"{what} {fw}" for what in ("final val top-1", "best val top-1", "test top-1")
+                                 for fw in FRAMEWORKS]
+                    + ["Δ top-1 (jittor − torch)", "s/stage torch", "s/stage jittor", "ratio jittor/torch"])
+    rows = [header, "|---" + "|---:" * 10 + "|"] + [stage_row(stage, runs[stage]) for stage in STAGES if stage in runs]
+    note = (f"Top-1 in %, {seeds_phrase(runs)}. Δ is on test top-1 "
+            f"(on final val top-1 where marked \"(val)\": no test.json). s/stage = time/data + time/train + "
+            f"time/eval summed over epochs. Generated by `python report.py --tag {tag}` from the TensorBoard "
+            f"event files and test.json under log/{tag}/; do not edit by hand.")
+    return "\n".join([note, unfinished_line(runs), *rows, "", image_links(figures, base_dir)])
+
+
+# ----------------------------------------------------------------------------
+# DKD beta sweep
+# ----------------------------------------------------------------------------
+def sweep_top1(run):
+    """(top-1, source): test top-1 if test.json exists, else final val top-1."""
+    return (test_top1(run), "test") if run["test"] else (final_value(run, "val/top1"), "val")
+
+
+def sweep_values(runs, beta, framework):
+    """Top-1 over seeds at one beta, and whether any of them is a val (not test) number."""
+    pairs = over_seeds(runs[beta], framework, sweep_top1)
+    return [v for v, _ in pairs if v is not None], any(src == "val" for _, src in pairs)
+
+
+def sweep_figure(tag, runs, path):
+    """img/<tag>_beta_sweep.png: top-1 against beta, both frameworks, min-max band over seeds."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for fw in FRAMEWORKS:
+        points = [(beta, sweep_values(runs, beta, fw)[0]) for beta in sorted(runs)]
+        points = [(beta, v) for beta, v in points if v]
+        if points:
+            betas, values = [b for b, _ in points], [v for _, v in points]
+            plot_line(ax, betas, [np.mean(v) for v in values], [min(v) for v in values],
+                      [max(v) for v in values], COLORS[fw], "-", fw, max(len(v) for v in values))
+    ax.set_xticks(sorted(runs))
+    ax.set_xlabel("DKD beta (weight of the non-target term)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"{tag}: DKD beta sweep (test top-1; final val where no test.json)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def sweep_row(runs, beta):
+    values, cells = {}, [f"{beta:g}"]
+    for fw in FRAMEWORKS:
+        values[fw], from_val = sweep_values(runs, beta, fw)
+        cells.append(fmt(values[fw]) + (" (val)" if from_val else ""))
+    return md_row(cells + [diff_cell(values)])
+
+
+def sweep_markdown(tag, runs, figures, base_dir):
+    rows = [md_row(["beta"] + [f"top-1 {fw}" for fw in FRAMEWORKS] + ["Δ (jittor − torch)"]), "|---:|---:|---:|---:|"]
+    rows += [sweep_row(runs, beta) for beta in sorted(runs)]
+    note = (f"DKD student top-1 (%) on the test set against beta (\"(val)\": final val top-1, no test.json), "
+            f"{seeds_phrase(runs)}. Generated by `python report.py --tag {tag} --sweep` "
+            f"from the TensorBoard event files and test.json under log/{tag}/; do not edit by hand.")
+    return "\n".join([note, unfinished_line(runs), *rows, "", image_links(figures, base_dir)])
+
+
+# ----------------------------------------------------------------------------
+# Files: report.md and the README block
+# ----------------------------------------------------------------------------
+def write_file(path, write_fn):
+    """common.atomic_write (binary), keeping the file's permissions (its temp file is owner-only)."""
+    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
+    common.atomic_write(path, write_fn)
+    os.chmod(path, mode)
+
+
+def write_text(path, text):
+    write_file(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def replace_block(text, key, block):
+    """text with block between the report:<key> markers; None if the markers are missing."""
+    start, end = f"<!-- report:{key}:start -->", f"<!-- report:{key}:end -->"
+    i = text.find(start)
+    j = text.find(end, i + len(start)) if i >= 0 else -1
+    if j < 0:
+        return None
+    return text[:i + len(start)] + "\n" + block + "\n" + text[j:]
+
+
+def update_readme(readme, key, block):
+    """Put block between the README markers; say so (README untouched) when they are missing."""
+    text = None
+    if os.path.isfile(readme):
+        with open(readme, encoding="utf-8", newline="") as f:  # newline="": keep the file's line ends
+            text = replace_block(f.read(), key, block)
+    if text is None:
+        problem = "no such file" if not os.path.isfile(readme) else "markers missing"
+        print(f"\n{readme}: {problem}, so it was not modified. To insert the table, put the two markers "
+              f"<!-- report:{key}:start --> and <!-- report:{key}:end --> where it should go.")
+        return False
+    write_text(readme, text)
+    print(f"\nupdated {readme} between the report:{key} markers")
+    return True
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tag", default="quick", help="run tag: reads log/<tag>/ (default quick, run_all.py's default)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="DKD beta sweep: runs <tag>/student_dkd_beta<beta>_s<seed>, top-1 against beta")
+    parser.add_argument("--readme", default=os.path.join(common.ROOT, "README.md"),
+                        help="markdown file holding the report markers (default README.md)")
+    parser.add_argument("--img-dir", default=common.IMG_DIR, help="folder for the PNG figures (default img/)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Read the runs, draw the figures, write log/<tag>/report.md and the README block; returns the block."""
+    args = parse_args(argv)
+    log_dir = os.path.join(common.LOG_DIR, args.tag)
+    if args.sweep:
+        runs = find_runs(args.tag, SWEEP_RUN, key=float)
+        figures = {"beta sweep": os.path.join(args.img_dir, f"{args.tag}_beta_sweep.png")}
+        sweep_figure(args.tag, runs, figures["beta sweep"])
+        key, out, markdown = f"{args.tag}-sweep", "report_sweep.md", sweep_markdown
+    else:
+        runs = find_runs(args.tag, STAGE_RUN)
+        figures = {stage: os.path.join(args.img_dir, f"{args.tag}_{stage}.png") for stage in STAGES if stage in runs}
+        for stage, path in figures.items():
+            stage_figure(args.tag, stage, runs[stage], path)
+        key, out, markdown = args.tag, "report.md", stage_markdown
+    print("wrote " + ", ".join(figures.values()))
+    write_text(os.path.join(log_dir, out), markdown(args.tag, runs, figures, log_dir) + "\n")
+    block = markdown(args.tag, runs, figures, os.path.dirname(os.path.abspath(args.readme)))
+    print(f"wrote {os.path.join(log_dir, out)}\n\n{block}")
+    update_readme(args.readme, key, block)
+    return block
+
+
+if __name__ == "__main__":
+    main()

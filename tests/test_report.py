@@ -1,0 +1,183 @@
+"""report.py on fake runs with known numbers: figures, table, README markers, sweep mode, errors."""
+import argparse
+import json
+import os
+
+import numpy as np
+import pytest
+
+import common
+import report
+
+SEEDS = [0, 1]
+EPOCHS = 3
+# val top-1 per epoch; the best epoch is not always the last one
+VAL_TOP1 = {("torch", 0): [50.0, 62.0, 60.0], ("torch", 1): [52.0, 61.0, 63.0],
+            ("jittor", 0): [49.0, 63.0, 59.0], ("jittor", 1): [51.0, 60.0, 64.5]}
+TEST_TOP1 = {("torch", 0): 58.0, ("torch", 1): 61.5, ("jittor", 0): 57.25, ("jittor", 1): 62.0}
+STAGE_OFFSET = {"teacher": 10.0, "student_kd": 0.0}
+SECONDS = {"torch": (1.0, 10.0, 2.0), "jittor": (1.5, 14.0, 2.5)}  # time/data, train, eval per epoch, seed 0
+
+
+def epoch_metrics(fw, seed, epoch, offset):
+    data, train, evaluate = SECONDS[fw]
+    return {"train/loss": 2.0 / (epoch + 1), "train/top1": 30.0 + 15 * epoch, "train/top5": 90.0,
+            "val/loss": 2.2 / (epoch + 1) + 0.1 * seed, "val/top1": VAL_TOP1[fw, seed][epoch] + offset,
+            "val/top5": 95.0, "lr": 0.01, "time/data": data, "time/train": train + seed, "time/eval": evaluate}
+
+
+def write_run(name, fw, seed, offset=0.0, test_top1=None, finished=True):
+    """One fake run folder as a training script and test.py leave it."""
+    folder = common.run_dir(name, fw)
+    writer = common.EventWriter(folder, purge=True)
+    history = []
+    for epoch in range(EPOCHS):
+        history.append(epoch_metrics(fw, seed, epoch, offset))
+        writer.scalars(history[-1], epoch + 1)
+    writer.close()
+    if finished:
+        best = max(h["val/top1"] for h in history)
+        common.write_json(os.path.join(folder, "metrics.json"),
+                          common.run_summary(argparse.Namespace(name=name), fw, "stage", history, best))
+    if test_top1 is not None:
+        common.write_json(os.path.join(folder, "test.json"), {"top1": test_top1, "top5": 99.0, "loss": 1.0,
+                                                              "per_class": [test_top1] * 10, "images_per_s": 1000.0,
+                                                              "n": 10000})
+
+
+def fmt(values, digits=2):
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def table_rows(block):
+    """{first cell: [cells]} of the markdown table rows."""
+    rows = [line.strip().strip("|").split("|") for line in block.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
+
+
+def assert_png(path):
+    assert os.path.getsize(path) > 5000
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+README = ("# Title\r\n\r\nText before, with ± and Δ.\n<!-- report:rep:start -->\nold table\n<!-- report:rep:end -->\n"
+          "between\n<!-- report:rep-sweep:start -->\nold sweep\n<!-- report:rep-sweep:end -->\nafter\n")
+
+
+@pytest.fixture(scope="module")
+def stage_runs():
+    """teacher: complete, with test.json; student_kd: jittor has no test.json and seed 1 jittor is unfinished."""
+    for seed in SEEDS:
+        for fw in report.FRAMEWORKS:
+            write_run(f"rep/teacher_s{seed}", fw, seed, STAGE_OFFSET["teacher"], TEST_TOP1[fw, seed])
+            write_run(f"rep/student_kd_s{seed}", fw, seed, STAGE_OFFSET["student_kd"],
+                      TEST_TOP1[fw, seed] if fw == "torch" else None, finished=(fw, seed) != ("jittor", 1))
+    os.makedirs(os.path.join(common.LOG_DIR, "rep", "not_a_run"), exist_ok=True)  # ignored
+    return "rep"
+
+
+def test_stage_report(stage_runs, tmp_path, capsys):
+    readme, img = tmp_path / "README.md", tmp_path / "img"
+    readme.write_bytes(README.encode("utf-8"))
+    argv = ["--tag", stage_runs, "--readme", str(readme), "--img-dir", str(img)]
+    block = report.main(argv)
+
+    for stage in ("teacher", "student_kd"):
+        assert_png(img / f"rep_{stage}.png")
+        assert f"![{stage}](img/rep_{stage}.png)" in block
+    assert not (img / "rep_student_ce.png").exists()
+
+    rows = table_rows(block)
+    assert set(rows) == {"stage", "teacher", "student_kd"}
+    seconds = {fw: [EPOCHS * (sum(SECONDS[fw]) + seed) for seed in SEEDS] for fw in report.FRAMEWORKS}
+    ratio = f"{np.mean(seconds['jittor']) / np.mean(seconds['torch']):.2f}"
+    for stage, offset in STAGE_OFFSET.items():
+        final = {fw: [VAL_TOP1[fw, s][-1] + offset for s in SEEDS] for fw in report.FRAMEWORKS}
+        best = {fw: [max(VAL_TOP1[fw, s]) + offset for s in SEEDS] for fw in report.FRAMEWORKS}
+        test = {fw: [TEST_TOP1[fw, s] for s in SEEDS] for fw in report.FRAMEWORKS}
+        expected = [stage, fmt(final["torch"]), fmt(final["jittor"]), fmt(best["torch"]), fmt(best["jittor"]),
+                    fmt(test["torch"])]
+        if stage == "teacher":
+            expected += [fmt(test["jittor"]), f"{np.mean(test['jittor']) - np.mean(test['torch']):+.2f}"]
+        else:  # no jittor test.json: the difference falls back to final val top-1, marked
+            expected += ["–", f"{np.mean(final['jittor']) - np.mean(final['torch']):+.2f} (val)"]
+        expected += [fmt(seconds["torch"], 1), fmt(seconds["jittor"], 1), ratio]
+        assert rows[stage] == expected
+    assert rows["teacher"][1] == "71.50 ± 2.12"  # one by hand: 70 and 73
+    assert rows["teacher"][7] == "-0.12" and rows["teacher"][10] == "1.37"  # 59.625 - 59.75; 55.5 / 40.5
+    assert "2 seeds (0, 1)" in block and "generated by `python report.py --tag rep`" in block.lower()
+    assert "Unfinished runs" in block and "student_kd/s1/jittor" in block
+
+    text = readme.read_bytes().decode("utf-8")
+    start, end = "<!-- report:rep:start -->", "<!-- report:rep:end -->"
+    assert text.startswith(README[:README.index(start) + len(start)])  # CRLF and non-ASCII kept
+    assert text.endswith(README[README.index(end):])  # the sweep block is untouched
+    assert "old table" not in text and block in text
+    with open(os.path.join(common.LOG_DIR, "rep", "report.md"), encoding="utf-8") as f:
+        saved = f.read()
+    assert table_rows(saved) == rows and "![teacher](" in saved
+
+    report.main(argv)  # running again changes nothing
+    assert readme.read_bytes().decode("utf-8") == text
+    assert "updated" in capsys.readouterr().out
+
+
+def test_readme_without_markers_is_left_alone(stage_runs, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# No markers here\n")
+    report.main(["--tag", stage_runs, "--readme", str(readme), "--img-dir", str(tmp_path / "img")])
+    out = capsys.readouterr().out
+    assert readme.read_text() == "# No markers here\n"
+    assert "markers missing" in out and "not modified" in out and "| teacher |" in out
+
+
+def test_missing_or_empty_tag_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no runs for tag 'nope'.*does not exist"):
+        report.main(["--tag", "nope", "--readme", str(tmp_path / "README.md"), "--img-dir", str(tmp_path)])
+    os.makedirs(os.path.join(common.LOG_DIR, "empty", "junk"), exist_ok=True)
+    with pytest.raises(SystemExit, match="holds no runs"):
+        report.main(["--tag", "empty", "--readme", str(tmp_path / "README.md"), "--img-dir", str(tmp_path)])
+
+
+BETAS = ["0", "0.5", "1", "2"]
+
+
+def sweep_top1(fw, seed, beta):
+    return 60.0 + 2 * float(beta) + seed + (0.5 if fw == "jittor" else 0.0)
+
+
+def test_sweep_report(tmp_path):
+    """beta 2 in Jittor has no test.json: its cell is final val top-1, marked (val)."""
+    for beta in BETAS:
+        for seed in SEEDS:
+            for fw in report.FRAMEWORKS:
+                has_test = (fw, beta) != ("jittor", "2")
+                write_run(f"sweep/student_dkd_beta{beta}_s{seed}", fw, seed,
+                          test_top1=sweep_top1(fw, seed, beta) if has_test else None)
+    write_run("sweep/student_dkd_s0", "torch", 0)  # not a sweep run: ignored
+    readme, img = tmp_path / "README.md", tmp_path / "img"
+    readme.write_bytes(README.replace("report:rep-sweep", "report:sweep-sweep").encode("utf-8"))
+    block = report.main(["--tag", "sweep", "--sweep", "--readme", str(readme), "--img-dir", str(img)])
+
+    assert_png(img / "sweep_beta_sweep.png")
+    assert "![beta sweep](img/sweep_beta_sweep.png)" in block
+    rows = table_rows(block)
+    assert list(rows) == ["beta"] + BETAS  # sorted numerically, written with %g
+    for beta in BETAS:
+        torch_top1 = [sweep_top1("torch", s, beta) for s in SEEDS]
+        jittor_top1 = ([VAL_TOP1["jittor", s][-1] for s in SEEDS] if beta == "2"
+                       else [sweep_top1("jittor", s, beta) for s in SEEDS])
+        expected_jittor = fmt(jittor_top1) + (" (val)" if beta == "2" else "")
+        diff = f"{np.mean(jittor_top1) - np.mean(torch_top1):+.2f}"
+        assert rows[beta] == [beta, fmt(torch_top1), expected_jittor, diff]
+    assert rows["0.5"] == ["0.5", "61.50 ± 0.71", "62.00 ± 0.71", "+0.50"]
+
+    text = readme.read_bytes().decode("utf-8")
+    start, end = "<!-- report:sweep-sweep:start -->", "<!-- report:sweep-sweep:end -->"
+    expected_text = README.replace("report:rep-sweep", "report:sweep-sweep")
+    assert text.startswith(expected_text[:expected_text.index(start) + len(start)])
+    assert text.endswith(expected_text[expected_text.index(end):])
+    assert "old sweep" not in text and "old table" in text and block in text
+    assert os.path.isfile(os.path.join(common.LOG_DIR, "sweep", "report_sweep.md"))
