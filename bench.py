@@ -373,74 +373,100 @@ def count_flops(backend, arch):
 
 
 # ============================================================================ worker: one framework, one model
-def model_worker(cfg):
-    """Every measurement of one model in one framework, in this process."""
-    start = time.perf_counter()
-    backend = (TorchBackend if cfg["framework"] == "torch" else JittorBackend)(cfg)
-    import_s = time.perf_counter() - start
-    rss_import = peak_rss_mib()
-    plan, arch, wanted = Plan(**cfg["plan"]), cfg["model"], cfg["measure"]
-    teacher_arch = TEACHER_OF.get(arch)
-    args = argparse.Namespace(**common.STUDENT_DEFAULTS)  # lr, momentum, weight decay, T, loss weights
-    subset = np.load(cfg["subset"])
-    batches = common.iterate_batches(subset["x"], subset["y"], BATCH_SIZE, True)  # real, augmented batches
-    pool = [(backend.tensor(x), backend.tensor(y)) for (x, y), _ in zip(batches, range(POOL))]
-    eval_x = tile(subset["x"], common.EVAL_BATCH_SIZE)
-    results, step = {}, iter(range(10 ** 9))
+class ModelBench:
+    """Every measurement of one model in one framework, inside one worker process.
 
-    def record(name, call, images, **kw):
-        kernels = backend.compiled_kernels()
-        results[name] = time_calls(call, images, plan, sync=backend.sync, **kw)
+    The bare loops cycle over POOL pre-made batches (real augmented images, already tensors),
+    so they time the framework alone; the repo loop times train_one_epoch with its Loader.
+    """
+
+    def __init__(self, backend, cfg):
+        self.backend, self.arch, self.plan = backend, cfg["model"], Plan(**cfg["plan"])
+        self.teacher_arch = TEACHER_OF.get(self.arch)
+        self.args = argparse.Namespace(**common.STUDENT_DEFAULTS)  # lr, momentum, weight decay, T, loss weights
+        self.subset = np.load(cfg["subset"])
+        augmented = common.iterate_batches(self.subset["x"], self.subset["y"], BATCH_SIZE, True)
+        self.pool = [(backend.tensor(x), backend.tensor(y)) for (x, y), _ in zip(augmented, range(POOL))]
+        self.model = backend.build(self.arch)
+        self.optimizer = backend.teacher_stage.make_optimizer(self.model, self.args)  # the stages' SGD
+        self.results, self.calls = {}, iter(range(10 ** 9))
+
+    def next_batch(self):
+        return self.pool[next(self.calls) % len(self.pool)]
+
+    def record(self, name, call, images, **kw):
+        kernels = self.backend.compiled_kernels()
+        r = self.results[name] = time_calls(call, images, self.plan, sync=self.backend.sync, **kw)
         if kernels is not None:
-            results[name]["new_kernels"] = backend.compiled_kernels() - kernels
-        r = results[name]
-        print(f"[bench {backend.name} {arch}] {name}: {r['images_per_s']['median']:.1f} images/s "
-              f"(x{r['steps']} steps x{r['repeats']} repeats), first call {r['first_call_s']:.2f}s", flush=True)
+            r["new_kernels"] = self.backend.compiled_kernels() - kernels
+        print(f"[bench {self.backend.name} {self.arch}] {name}: {r['images_per_s']['median']:.1f} images/s "
+              f"({r['repeats']} repeats of {r['steps'] * images} images), first call {r['first_call_s']:.2f}s",
+              flush=True)
 
-    model = backend.build(arch)
-    optimizer = backend.teacher_stage.make_optimizer(model, args)
-
-    def train(method, teacher=None):
+    def train_call(self, method, teacher=None):
         def call():
-            images, labels = pool[next(step) % len(pool)]
-            backend.train_step(model, optimizer, images, labels, method, teacher, args)
+            images, labels = self.next_batch()
+            self.backend.train_step(self.model, self.optimizer, images, labels, method, teacher, self.args)
         return call
 
-    model.train()
-    if "train_ce" in wanted or "loop" in wanted:
-        record("train_ce", train("ce"), BATCH_SIZE)
-    if "loop" in wanted:
-        # the same number of batches per repeat as the bare loop; model and optimizer already warm
-        batches = min(cfg["plan"]["steps"] or results["train_ce"]["steps"], SUBSET // BATCH_SIZE)
-        loader = backend.dataset.Loader(subset["x"][:batches * BATCH_SIZE], subset["y"][:batches * BATCH_SIZE],
-                                        BATCH_SIZE, True, 0, backend.device)
+    def measure_train(self):
+        self.model.train()
+        self.record("train_ce", self.train_call("ce"), BATCH_SIZE)
+
+    def measure_loop(self):
+        """train_one_epoch of the model's own stage file, over as many batches per epoch as the bare loop's repeat."""
+        b = self.backend
+        batches = min(self.plan.steps or self.results["train_ce"]["steps"], SUBSET // BATCH_SIZE)
+        n = batches * BATCH_SIZE
+        loader = b.dataset.Loader(self.subset["x"][:n], self.subset["y"][:n], BATCH_SIZE, True, 0, b.device)
         epochs = iter(range(10 ** 6))
-        if teacher_arch:  # a student: the student stage's loop, CE only (the loop's overhead does not depend on the loss)
-            ce_args = argparse.Namespace(**vars(args), method="ce")
-            loop = lambda: backend.student.train_one_epoch(model, None, loader, optimizer, next(epochs),
-                                                            ce_args, backend.device)
+        if self.teacher_arch:  # a student: the student stage's loop, CE (its overhead does not depend on the loss)
+            args = argparse.Namespace(**vars(self.args), method="ce")
+            loop = lambda: b.student.train_one_epoch(self.model, None, loader, self.optimizer, next(epochs), args, b.device)
         else:
-            loop = lambda: backend.teacher_stage.train_one_epoch(model, loader, optimizer, next(epochs), backend.device)
-        record("loop", loop, batches * BATCH_SIZE, warmup=0, steps=1)
-    if teacher_arch and {"teacher_forward", "train_kd", "train_dkd"} & set(wanted):
-        teacher = backend.freeze(backend.build(teacher_arch))  # random weights: the speed does not depend on them
+            loop = lambda: b.teacher_stage.train_one_epoch(self.model, loader, self.optimizer, next(epochs), b.device)
+        # model and optimizer are warm already (measure_train): no untimed warm-up; one call = one epoch
+        self.record("loop", loop, n, warmup=0, steps=1)
+        self.results["loop"]["batches_per_epoch"] = batches
+
+    def measure_distillation(self, wanted):
+        """The teacher's forward alone, then the KD and DKD steps (student step + teacher forward + loss)."""
+        teacher = self.backend.freeze(self.backend.build(self.teacher_arch))  # random weights: same speed
         if "teacher_forward" in wanted:
-            record("teacher_forward", lambda: backend.forward(teacher, pool[next(step) % len(pool)][0], fetch=False),
-                   BATCH_SIZE)
+            self.record("teacher_forward", lambda: self.backend.forward(teacher, self.next_batch()[0], fetch=False),
+                        BATCH_SIZE)
         for method in ("kd", "dkd"):
             if f"train_{method}" in wanted:
-                model.train()
-                record(f"train_{method}", train(method, teacher), BATCH_SIZE)
-        del teacher
-    if "eval" in wanted:
-        model.eval()
-        x = backend.tensor(common.normalise(eval_x))
-        record("eval", lambda: backend.forward(model, x, fetch=True), common.EVAL_BATCH_SIZE)
-    peak = peak_rss_mib()  # before the FLOP count builds more models
-    flops = {arch: count_flops(backend, arch)}
-    if teacher_arch:
-        flops[teacher_arch] = count_flops(backend, teacher_arch)
-    return {"framework": backend.name, "model": arch, "info": backend.info(), "import_s": import_s,
+                self.model.train()
+                self.record(f"train_{method}", self.train_call(method, teacher), BATCH_SIZE)
+
+    def measure_eval(self):
+        """Forward of one EVAL_BATCH_SIZE batch, logits fetched as test.evaluate needs them."""
+        self.model.eval()
+        x = self.backend.tensor(common.normalise(tile(self.subset["x"], common.EVAL_BATCH_SIZE)))
+        self.record("eval", lambda: self.backend.forward(self.model, x, fetch=True), common.EVAL_BATCH_SIZE)
+
+    def run(self, wanted):
+        if "train_ce" in wanted or "loop" in wanted:  # the loop's ratio needs the bare CE step
+            self.measure_train()
+        if "loop" in wanted:
+            self.measure_loop()
+        if self.teacher_arch and {"teacher_forward", "train_kd", "train_dkd"} & set(wanted):
+            self.measure_distillation(wanted)
+        if "eval" in wanted:
+            self.measure_eval()
+        return self.results
+
+
+def model_worker(cfg):
+    start = time.perf_counter()
+    backend = (TorchBackend if cfg["framework"] == "torch" else JittorBackend)(cfg)
+    import_s, rss_import = time.perf_counter() - start, peak_rss_mib()
+    bench = ModelBench(backend, cfg)
+    results = bench.run(cfg["measure"])
+    peak = peak_rss_mib()  # before count_flops builds more models
+    flops = {arch: count_flops(backend, arch) for arch in filter(None, (bench.arch, bench.teacher_arch))}
+    return {"framework": backend.name, "model": bench.arch, "info": backend.info(), "import_s": import_s,
             "rss_after_import_mib": rss_import, "peak_rss_mib": peak, "measurements": results,
             "forward_flops_per_image": flops}
 

@@ -3,6 +3,7 @@
     python run_all.py                      # quick preset (a few minutes on 2 CPU cores)
     python run_all.py --preset full        # the original setting (hours on CPU)
     python run_all.py --preset full --seeds 3
+    python run_all.py --preset full --tag beta --beta-sweep 0 0.3 0.5 1 1.5 2   # DKD beta sweep
 
 Each stage is its own process (torch_/... or jittor_/... script), so the frameworks never
 share a process. Runs are named <tag>/<stage>_s<seed> (tag = the preset unless --tag):
@@ -48,14 +49,18 @@ def run_framework(framework, args, seed):
     records = {}
     stages = [("teacher", teacher_name, [py, stage_script(framework, "train_teacher"), "--name", teacher_name]
                + common_flags + shlex.split(args.teacher_args))]
-    for method in args.methods:
-        name = f"{args.tag}/student_{method}_s{seed}"
+    # (stage label, run name, method, beta): the three students, or one DKD student per swept beta
+    students = [(m, f"student_{m}", m, args.beta if m == "dkd" else None) for m in args.methods]
+    if args.beta_sweep:
+        students = [(f"dkd beta={b:g}", f"student_dkd_beta{b:g}", "dkd", b) for b in args.beta_sweep]
+    for label, run_name, method, beta in students:
+        name = f"{args.tag}/{run_name}_s{seed}"
         cmd = [py, stage_script(framework, "train_student"), "--method", method, "--name", name] + common_flags
         if method != "ce":
             cmd += ["--teacher", common.ckpt_path(teacher_name, framework)]
-        if method == "dkd" and args.beta is not None:
-            cmd += ["--beta", str(args.beta)]
-        stages.append((method, name, cmd + shlex.split(args.student_args)))
+        if beta is not None:
+            cmd += ["--beta", str(beta)]
+        stages.append((label, name, cmd + shlex.split(args.student_args)))
     for stage, name, cmd in stages:
         wall = run(cmd)
         ckpt = common.ckpt_path(name, framework)
@@ -106,6 +111,9 @@ def parse_args(argv=None):
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=FRAMEWORKS, help="frameworks to run")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="student methods to run")
     parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: the student default, 8)")
+    parser.add_argument("--beta-sweep", type=float, nargs="*", default=None,
+                        help="instead of the three students, one DKD student per beta (the original sweep: "
+                             "0 0.3 0.5 1 1.5 2); then run `python report.py --tag TAG --sweep`")
     parser.add_argument("--teacher-args", default="", help="extra flags for train_teacher.py, e.g. '--epochs 10'")
     parser.add_argument("--student-args", default="", help="extra flags for train_student.py")
     parser.add_argument("--tag", default=None, help="prefix of run names (default: the preset)")
@@ -121,7 +129,7 @@ def main(argv=None):
     for seed in range(args.seeds):
         for framework in args.frameworks:
             results[framework].append(run_framework(framework, args, seed))
-    stages = ["teacher"] + args.methods
+    stages = list(results[args.frameworks[0]][0])
     table = summary_table(results, args.frameworks, stages)
     header = (f"Test-set top-1 (%) and seconds per stage (summed over epochs), preset {args.preset}, "
               f"{args.seeds} seed(s), {common.num_threads()} CPU threads; total wall {time.perf_counter() - start:.0f} s")

@@ -1,0 +1,118 @@
+"""Convert weights between torch, Jittor and this repo's checkpoint format, by parameter name.
+
+    python convert.py ckpt/full/teacher_s0_jittor.ckpt teacher.pt     # -> torch state_dict (torch.save)
+    python convert.py ckpt/full/teacher_s0_torch.ckpt teacher.pkl     # -> Jittor state dict (jt.save)
+    python convert.py teacher.pt teacher.ckpt --arch cifar10quick     # torch state_dict -> repo checkpoint
+    python convert.py ckpt_epoch_240.pth resnet32x4.ckpt              # mdistiller-style {"model": state_dict}
+
+The repo's own checkpoints (.ckpt) already hold numpy arrays that both frameworks load, so
+--init / --teacher / test.py take either framework's .ckpt directly; this tool is for weights
+coming from, or going to, plain torch / Jittor code. The architecture is read from a .ckpt,
+given with --arch, or found by matching every name and shape against the known models. Any
+mismatch is an error naming the first missing or mis-shaped weight.
+"""
+import argparse
+import os
+
+import numpy as np
+
+import common
+import torch  # before jittor: Jittor's advice when both share a process
+
+common.prepare_jittor()
+import jittor as jt  # noqa: E402
+from torch_ import models as tm  # noqa: E402
+
+FORMATS = {".ckpt": "repo", ".pt": "torch", ".pth": "torch", ".pkl": "jittor"}
+
+
+def file_format(path):
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise common.UserError(f"{path}: unknown extension {ext!r}; use one of {', '.join(FORMATS)}")
+    return FORMATS[ext]
+
+
+def to_numpy_state(obj, path):
+    """A state dict (torch tensors, Jittor Vars or numpy), possibly under "model"/"state_dict", as numpy."""
+    if isinstance(obj, dict) and not any(hasattr(v, "shape") for v in obj.values()):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                return to_numpy_state(obj[key], path)
+        raise common.CheckpointError(f"{path}: no state dict found (keys: {sorted(map(str, obj))[:8]})")
+    state = {}
+    for name, value in obj.items():
+        if name.endswith("num_batches_tracked"):
+            continue  # torch-only BatchNorm counter
+        name = name[len("module."):] if name.startswith("module.") else name  # DataParallel prefix
+        value = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        state[name] = value.astype(np.float32)
+    return state
+
+
+def read(path):
+    """(numpy state, arch or None, source framework) from any supported file."""
+    fmt = file_format(path)
+    if not os.path.isfile(path):
+        raise common.CheckpointError(f"checkpoint not found: {path}")
+    if fmt == "repo":
+        ckpt = common.load_checkpoint(path)
+        return ckpt["model"], ckpt["arch"], ckpt["framework"]
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True) if fmt == "torch" else jt.load(path)
+    except Exception as e:
+        raise common.CheckpointError(f"{path} is not a readable {fmt} file ({type(e).__name__}: {e})") from None
+    return to_numpy_state(obj, path), None, fmt
+
+
+def find_arch(state, path):
+    """The one known model whose names and shapes all match the state."""
+    for arch in tm.ARCHS:
+        shapes = tm.state_shapes(tm.build_model(arch))
+        if set(shapes) == set(state) and all(tuple(state[k].shape) == tuple(s) for k, s in shapes.items()):
+            return arch
+    raise common.CheckpointError(f"{path}: matches none of the known models ({', '.join(tm.ARCHS)}); "
+                                 f"pass --arch to see the first mismatched weight")
+
+
+def write(path, state, arch, source):
+    fmt = file_format(path)
+    if fmt == "repo":
+        name = os.path.splitext(os.path.basename(path))[0]
+        common.save_checkpoint(path, {"model": state, "optimizer": {}, "epoch": -1, "best_top1": 0.0,
+                                      "config": {"name": f"converted/{name}"}, "framework": source, "arch": arch})
+    elif fmt == "torch":
+        model = tm.build_model(arch)
+        tm.load_state(model, state, path)
+        common.atomic_write(path, lambda f: torch.save(model.state_dict(), f))
+    else:
+        common.atomic_write(path, lambda f: f.write(b""))  # create the folder, then let Jittor write
+        jt.save(state, path)
+
+
+def convert(src, dst, arch=None):
+    file_format(dst)  # an unknown output format fails before any work
+    state, ckpt_arch, source = read(src)
+    arch = arch or ckpt_arch or find_arch(state, src)
+    if arch not in tm.ARCHS:
+        raise common.UserError(f"unknown model {arch!r}; choose one of {', '.join(tm.ARCHS)}")
+    common.match_state(state, tm.state_shapes(tm.build_model(arch)), src)
+    write(dst, state, arch, source)
+    return arch
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="input: .ckpt (this repo), .pt/.pth (torch), .pkl (Jittor)")
+    parser.add_argument("dst", help="output: .ckpt, .pt/.pth or .pkl")
+    parser.add_argument("--arch", choices=list(tm.ARCHS), default=None, help="model (default: from the file)")
+    args = parser.parse_args(argv)
+    try:
+        arch = convert(args.src, args.dst, args.arch)
+    except common.UserError as e:
+        common.die(str(e))
+    print(f"wrote {args.dst} ({arch}, {file_format(args.dst)} format)")
+
+
+if __name__ == "__main__":
+    main()
