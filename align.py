@@ -8,7 +8,9 @@
 Per step it prints the loss in each framework, their relative difference, and the largest
 absolute differences of the logits, of the gradient norm and of the parameters after the
 update. Targets (float32, CPU): relative loss difference < 1e-5 at step 1 and < 1e-3 after
-50 steps; the first step that crosses each tolerance is reported.
+50 steps; the first step that crosses each tolerance is reported. As a yardstick it also runs
+the torch code in float64 and prints how far torch float32 drifts from it: float32 SGD on
+these nets is chaotic, so two float32 runs that differ only in rounding part ways too.
 
 One intended difference: dropout masks come from each framework's own RNG, so the teacher's
 dropout is switched off (p=0) here; everything else is the training code of the stage files.
@@ -25,6 +27,7 @@ maths then agree much longer (see README, "Alignment").
 Both frameworks run in this one process (torch imported first); no timing is measured here.
 """
 import argparse
+import copy
 import sys
 
 import numpy as np
@@ -124,25 +127,34 @@ def batches(args):
 
 
 def run_parity(args):
-    """N steps in both frameworks; returns one dict per step."""
+    """N steps in both frameworks (and torch in float64 as the yardstick); one dict per step."""
     arch, teacher_arch = STAGES[args.stage]
     model_t, model_j = model_pair(arch, args.seed)
+    model_64 = copy.deepcopy(model_t).double() if args.float64 else None
     teacher_t = teacher_j = None
+    teacher_64 = None
     if teacher_arch:
         teacher_t, teacher_j = model_pair(teacher_arch, args.seed + 1, args.teacher)
         teacher_t.eval()
         teacher_j.eval()
+        teacher_64 = copy.deepcopy(teacher_t).double()
     hp = loss_args(args)
     hp.lr = args.lr
     opt_t, opt_j = tt.make_optimizer(model_t, hp), jtt.make_optimizer(model_j, hp)
+    opt_64 = tt.make_optimizer(model_64, hp) if model_64 is not None else None
     rows = []
     for step, (x, y) in zip(range(1, args.steps + 1), batches(args)):
         loss_t, logits_t, gn_t = torch_step(model_t, teacher_t, opt_t, torch.from_numpy(x), torch.from_numpy(y), hp)
         loss_j, logits_j, gn_j = jittor_step(model_j, teacher_j, opt_j, jt.array(x), jt.array(y), hp)
-        rows.append({"step": step, "loss_torch": loss_t, "loss_jittor": loss_j,
-                     "rel_loss": abs(loss_t - loss_j) / max(abs(loss_t), 1e-12),
-                     "logits": float(np.abs(logits_t - logits_j).max()), "grad_norm": abs(gn_t - gn_j),
-                     "params": max_param_diff(model_t, model_j)})
+        row = {"step": step, "loss_torch": loss_t, "loss_jittor": loss_j,
+               "rel_loss": abs(loss_t - loss_j) / max(abs(loss_t), 1e-12),
+               "logits": float(np.abs(logits_t - logits_j).max()), "grad_norm": abs(gn_t - gn_j),
+               "params": max_param_diff(model_t, model_j)}
+        if model_64 is not None:
+            # the same torch code in float64: how far float32 rounding alone moves a run by this step
+            loss_64, _, _ = torch_step(model_64, teacher_64, opt_64, torch.from_numpy(x).double(), torch.from_numpy(y), hp)
+            row["rel_loss_f32_vs_f64"] = abs(loss_t - loss_64) / max(abs(loss_64), 1e-12)
+        rows.append(row)
     return rows
 
 
@@ -154,11 +166,16 @@ def verdict(rows):
     """Check the targets: step 1 below 1e-5, every step up to 50 below 1e-3."""
     ok1 = rows[0]["rel_loss"] < STEP1_TOL
     ok50 = all(r["rel_loss"] < LATE_TOL for r in rows[:50])
+    yardstick = ""
+    if "rel_loss_f32_vs_f64" in rows[0]:
+        yardstick = (f"; for scale, torch float32 vs float64 (same code, same data): max "
+                     f"{max(r['rel_loss_f32_vs_f64'] for r in rows[:50]):.2e}, first step over 1e-3: "
+                     f"{next((r['step'] for r in rows if r['rel_loss_f32_vs_f64'] > LATE_TOL), None)}")
     return ok1 and ok50, (f"step 1: rel. loss diff {rows[0]['rel_loss']:.2e} (target < {STEP1_TOL:g}) "
                           f"{'ok' if ok1 else 'FAILED'}; steps 1-{min(len(rows), 50)}: max "
                           f"{max(r['rel_loss'] for r in rows[:50]):.2e} (target < {LATE_TOL:g}) {'ok' if ok50 else 'FAILED'}; "
                           f"first step over 1e-5: {first_crossing(rows, STEP1_TOL)}, "
-                          f"over 1e-3: {first_crossing(rows, LATE_TOL)}")
+                          f"over 1e-3: {first_crossing(rows, LATE_TOL)}" + yardstick)
 
 
 def compare_ckpt(args):
@@ -190,6 +207,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batches")
     parser.add_argument("--jitter", type=float, default=0.0,
                         help="std of identical noise added to every batch in both frameworks (breaks max-pool ties)")
+    parser.add_argument("--no-float64", dest="float64", action="store_false",
+                        help="skip the torch float64 reference run (the yardstick for float32 drift)")
     parser.add_argument("--teacher", default=None, help="teacher checkpoint for kd/dkd (default: a seeded init)")
     parser.add_argument("--compare-ckpt", default=None, help="instead: evaluate this checkpoint in both frameworks")
     parser.add_argument("--data-dir", default=common.DATA_DIR, help="folder holding cifar-10-batches-py/")
@@ -210,10 +229,11 @@ def main(argv=None):
     print(f"stage {args.stage}: {args.steps} SGD steps, batch {args.batch_size}, lr {args.lr}, "
           f"jitter {args.jitter:g}, float32, CPU")
     print(f"{'step':>4} {'loss torch':>12} {'loss jittor':>12} {'rel diff':>9} {'max|dlogit|':>11} "
-          f"{'|dgradnorm|':>11} {'max|dparam|':>11}")
+          f"{'|dgradnorm|':>11} {'max|dparam|':>11} {'f32 vs f64':>10}")
     for r in rows:
         print(f"{r['step']:4d} {r['loss_torch']:12.6f} {r['loss_jittor']:12.6f} {r['rel_loss']:9.2e} "
-              f"{r['logits']:11.2e} {r['grad_norm']:11.2e} {r['params']:11.2e}")
+              f"{r['logits']:11.2e} {r['grad_norm']:11.2e} {r['params']:11.2e} "
+              f"{r.get('rel_loss_f32_vs_f64', float('nan')):10.2e}")
     ok, message = verdict(rows)
     print(message)
     if not ok:

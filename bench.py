@@ -1,6 +1,6 @@
 """Speed benchmark: torch vs Jittor on this machine, for every model of the repo.
 
-    python bench.py                                  # all four models, both frameworks (< 10 min on 2 quiet cores)
+    python bench.py                                  # all four models, both frameworks (sized for < 10 min on 2 quiet cores)
     python bench.py --models cifar10simple --quick   # a smoke run (what tests/test_bench.py does)
     python bench.py --plot                           # also draw img/bench.png
     python bench.py --threads 1 --json log/bench_t1.json           # compare thread counts
@@ -24,6 +24,13 @@ Every framework runs in its own subprocess (one per model): torch and Jittor nev
 process, and each model's memory peak is its own. Each figure is the median over repeats,
 with the min-max spread; a repeat is a few steps, every step waits for its work to finish
 (jt.sync_all() for lazy Jittor) before the clock is read.
+
+Threads: both frameworks get --threads (default common.num_threads(): KD_THREADS or all cores).
+torch takes torch.set_num_threads. Jittor has no thread flag: on CPU only oneDNN (convolutions,
+matmuls) runs in parallel, with OpenMP (libgomp), so OMP_NUM_THREADS, read when the library
+loads, sets it (ONEDNN_VERBOSE=1 prints "nthr:N"); Jittor's own generated kernels (BatchNorm,
+pooling, losses, the SGD update) are single-threaded. Run on a quiet machine: with another job
+on the same cores, OpenMP threads wait for each other and the figures mean little.
 """
 import argparse
 import json
@@ -623,7 +630,8 @@ def print_header(result):
         info = result.get("frameworks", {}).get(fw)
         if info:
             print(f"{fw} {info['version']}: {info['backend']}, {info['threads']} threads, options {info['options']}")
-    print(f"python {m['python']}, numpy {m['numpy']}")
+    print(f"python {m['python']}, numpy {m['numpy']}; load average {m['load_average_start']:.2f} at the start, "
+          f"{m['load_average_end']:.2f} at the end (a quiet machine: about 0)")
     print(f"peak float32: nominal {m['peak_gflops_nominal']:.4g} GFLOP/s = {m['peak_method']}; measured numpy matmul "
           f"{m.get('matmul_gflops', float('nan')):.4g} GFLOP/s. FLOPs: conv+linear only, 2 x multiply-adds, "
           f"training = 3 x forward, KD adds the teacher's forward.")
@@ -716,7 +724,11 @@ def main(argv=None):
                 min_repeat_s=args.min_repeat_s, max_seconds=args.max_seconds)
     env = thread_env(args.threads, parse_env_pairs(args.env, "--env"))
     jt_flags = parse_env_pairs(args.jt_flag, "--jt-flag")
-    machine = {**cpu_info(args.threads), "python": platform.python_version(), "numpy": np.__version__}
+    machine = {**cpu_info(args.threads), "python": platform.python_version(), "numpy": np.__version__,
+               "load_average_start": os.getloadavg()[0]}  # other work on the CPU makes every figure noisy
+    if machine["load_average_start"] > 0.5:
+        print(f"warning: the CPU is busy (load average {machine['load_average_start']:.1f}): figures will be noisy "
+              f"and slow; benchmark on a quiet machine", file=sys.stderr)
     result = {"machine": machine, "models": {}, "frameworks": {},
               "settings": {**plan, "threads": args.threads, "quick": args.quick, "batch_size": BATCH_SIZE,
                            "eval_batch_size": common.EVAL_BATCH_SIZE, "data_dir": os.path.abspath(args.data_dir),
@@ -750,6 +762,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["seconds"] = time.perf_counter() - started
+    machine["load_average_end"] = os.getloadavg()[0]
     rows = table_rows(result)
     result["table"] = [dict(zip(("model", "measurement", "unit", "torch", "jittor", "jittor_over_torch"), r)) for r in rows]
     print_header(result)
