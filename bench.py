@@ -636,7 +636,7 @@ def print_header(result):
           f"{m.get('matmul_gflops', float('nan')):.4g} GFLOP/s. FLOPs: conv+linear only, 2 x multiply-adds, "
           f"training = 3 x forward, KD adds the teacher's forward.")
     print(f"each figure: median [min-max] over {s['repeats']} repeats (at least {s['min_repeats']} when a repeat is "
-          f"slow), {s['steps'] or 'auto'} steps per repeat; jittor/torch > 1: Jittor is faster for img/s, "
+          f"slow), steps per repeat: {s['steps'] or 'auto'}; jittor/torch > 1: Jittor is faster for img/s, "
           f"slower for seconds, bigger for MiB\n")
 
 
@@ -663,7 +663,7 @@ def plot(result, path):
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
-    print(f"wrote {os.path.relpath(path, common.ROOT)}")
+    print(f"wrote {path}")
 
 
 # ============================================================================ main
