@@ -56,7 +56,8 @@ def without_dropout(model):
 def model_pair(arch, seed, ckpt=None):
     """The same architecture in both frameworks with the very same weights."""
     state = common.load_checkpoint(ckpt)["model"] if ckpt else tm.get_state(tm.build_model(arch, seed))
-    t, j = without_dropout(tm.build_model(arch)), without_dropout(jm.build_model(arch))
+    t = without_dropout(tm.to_device(tm.build_model(arch), torch.device("cpu")))  # channels-last, as the stages
+    j = without_dropout(jm.build_model(arch))
     tm.load_state(t, state, ckpt or "seeded init")
     jm.load_state(j, state, ckpt or "seeded init")
     return t, j
@@ -64,7 +65,7 @@ def model_pair(arch, seed, ckpt=None):
 
 def loss_args(args):
     """The student hyperparameters the stage files read, distillation weight 1 (no warm-up)."""
-    d = dict(common.STUDENT_DEFAULTS, method=args.stage)
+    d = dict(common.STUDENT_DEFAULTS, method=args.stage, beta=common.DKD_BETA[STAGES[args.stage][0]])
     return argparse.Namespace(**d)
 
 
@@ -144,7 +145,8 @@ def run_parity(args):
     opt_64 = tt.make_optimizer(model_64, hp) if model_64 is not None else None
     rows = []
     for step, (x, y) in zip(range(1, args.steps + 1), batches(args)):
-        loss_t, logits_t, gn_t = torch_step(model_t, teacher_t, opt_t, torch.from_numpy(x), torch.from_numpy(y), hp)
+        loss_t, logits_t, gn_t = torch_step(model_t, teacher_t, opt_t, ttest.dataset.to_tensor(x, "cpu"),
+                                            torch.from_numpy(y), hp)
         loss_j, logits_j, gn_j = jittor_step(model_j, teacher_j, opt_j, jt.array(x), jt.array(y), hp)
         row = {"step": step, "loss_torch": loss_t, "loss_jittor": loss_j,
                "rel_loss": abs(loss_t - loss_j) / max(abs(loss_t), 1e-12),

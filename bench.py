@@ -4,7 +4,7 @@
     python bench.py --models cifar10simple --quick   # a smoke run (what tests/test_bench.py does)
     python bench.py --plot                           # also draw img/bench.png
     python bench.py --threads 1 --json log/bench_t1.json           # compare thread counts
-    python bench.py --channels-last --inference-mode              # try torch settings
+    python bench.py --nchw --inference-mode                       # try torch settings (NCHW: what channels-last buys)
     python bench.py --jt-flag lazy_execution=0                    # try a Jittor flag
 
 What is measured, per model and framework (images/s unless stated):
@@ -242,9 +242,9 @@ class TorchBackend:
                 "options": {"channels_last": self.channels_last, "inference_mode": self.inference_mode}}
 
     def build(self, arch):
-        model = self.models.build_model(arch).to(self.device)
-        if self.channels_last:  # NHWC: oneDNN's native layout; the stage files keep torch's default NCHW
-            model = model.to(memory_format=self.torch.channels_last)
+        model = self.models.to_device(self.models.build_model(arch), self.device)  # channels-last, as the stages
+        if not self.channels_last:  # --nchw: torch's default layout, to see what channels-last buys
+            model = model.to(memory_format=self.torch.contiguous_format)
         return model
 
     def freeze(self, model):
@@ -254,9 +254,9 @@ class TorchBackend:
         return model
 
     def tensor(self, array):
-        t = self.dataset.to_tensor(array, self.device)
-        if self.channels_last and t.dim() == 4:
-            t = t.contiguous(memory_format=self.torch.channels_last)
+        t = self.dataset.to_tensor(array, self.device)  # channels-last images, as the stages
+        if not self.channels_last and t.dim() == 4:
+            t = t.contiguous()
         return t
 
     def sync(self):
@@ -390,7 +390,8 @@ class ModelBench:
     def __init__(self, backend, cfg):
         self.backend, self.arch, self.plan = backend, cfg["model"], Plan(**cfg["plan"])
         self.teacher_arch = TEACHER_OF.get(self.arch)
-        self.args = argparse.Namespace(**common.STUDENT_DEFAULTS)  # lr, momentum, weight decay, T, loss weights
+        # lr, momentum, weight decay, T, loss weights; DKD's beta as the student stage picks it
+        self.args = argparse.Namespace(**dict(common.STUDENT_DEFAULTS, beta=common.DKD_BETA[self.arch]))
         self.subset = np.load(cfg["subset"])
         augmented = common.iterate_batches(self.subset["x"], self.subset["y"], BATCH_SIZE, True)
         self.pool = [(backend.tensor(x), backend.tensor(y)) for (x, y), _ in zip(augmented, range(POOL))]
@@ -700,7 +701,8 @@ def parse_args(argv=None):
     parser.add_argument("--plot", nargs="?", const=os.path.join(common.IMG_DIR, "bench.png"), default=None,
                         metavar="PNG", help="also draw a bar figure (default path img/bench.png)")
     # settings to explore; the defaults are what the stage files do
-    parser.add_argument("--channels-last", action="store_true", help="torch: models and inputs in channels_last (NHWC)")
+    parser.add_argument("--nchw", dest="channels_last", action="store_false",
+                        help="torch: plain NCHW layout instead of the stages' channels-last (to measure what it buys)")
     parser.add_argument("--inference-mode", action="store_true", help="torch: eval under torch.inference_mode, not no_grad")
     parser.add_argument("--jt-flag", action="append", default=[], metavar="NAME=VALUE",
                         help="Jittor: set jt.flags.NAME after import (repeatable), e.g. lazy_execution=0")

@@ -70,6 +70,7 @@ def check_jittor():
             "from jittor import compile_extern as ce; "
             "print('JITTOR', jt.__version__, 'onednn' if ce.mkl_ops is not None else 'no-onednn', "
             "'cuda' if jt.has_cuda else 'cpu')")
+    print("setup: importing Jittor (the first time it compiles its core: a few minutes) ...", flush=True)
     out = subprocess.run([sys.executable, "-c", code], cwd=common.ROOT, capture_output=True, text=True)
     line = next((l for l in out.stdout.splitlines() if l.startswith("JITTOR")), None)
     if out.returncode != 0 or line is None:

@@ -169,6 +169,11 @@ def load_state(model, state, source):
     model.load_state_dict({k: np.asarray(v, dtype=np.float32) for k, v in state.items()})
 
 
+def to_device(model, device):
+    """Jittor places Vars on the device itself (jt.flags.use_cuda); its layout is fixed NCHW."""
+    return model
+
+
 def select_device(choice):
     """'auto' -> the GPU if Jittor finds one, else the CPU; asking for a missing GPU is an error."""
     if choice == "cuda" and not jt.has_cuda:

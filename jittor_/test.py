@@ -37,7 +37,7 @@ def load_model(path, device):
     ckpt = common.load_checkpoint(path)
     model = models.build_model(ckpt["arch"])
     models.load_state(model, ckpt["model"], path)
-    return model, ckpt
+    return models.to_device(model, device), ckpt
 
 
 def parse_args(argv=None):

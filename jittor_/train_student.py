@@ -128,7 +128,7 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
     meter = common.Meter()
     t_data = t_train = 0.0
     end = time.perf_counter()
-    for images, labels in loader.epoch(epoch):
+    for step, (images, labels) in enumerate(loader.epoch(epoch)):
         start = time.perf_counter()
         t_data += start - end
         logits = student(images)
@@ -142,6 +142,7 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
         optimizer.backward(loss)
         optimizer.step()
         models.sync(device)
+        common.check_finite(loss.item(), f"student-{args.method}", epoch, step)
         meter.update({"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
                       **common.batch_accuracy(logits.numpy(), labels.numpy())}, len(labels))
         end = time.perf_counter()
@@ -171,12 +172,14 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=None,
                         help=f"epochs of linear warm-up of the distillation weight (default {d['warmup']})")
     parser.add_argument("--alpha", type=float, default=None, help=f"DKD weight of TCKD (default {d['alpha']})")
-    parser.add_argument("--beta", type=float, default=None, help=f"DKD weight of NCKD (default {d['beta']})")
+    parser.add_argument("--beta", type=float, default=None,
+                        help=f"DKD weight of NCKD (default per student model: {common.DKD_BETA})")
     parser.add_argument("--kd-ce-weight", type=float, default=None, help=f"KD: weight of CE (default {d['kd_ce_weight']})")
     parser.add_argument("--kd-weight", type=float, default=None, help=f"KD: weight of the KD term (default {d['kd_weight']})")
     parser.add_argument("--dkd-ce-weight", type=float, default=None, help=f"DKD: weight of CE (default {d['dkd_ce_weight']})")
     args = parser.parse_args(argv)
     common.apply_preset(args, "student", d)
+    args.beta = common.DKD_BETA[args.model] if args.beta is None else args.beta
     if args.method != "ce" and not args.teacher:
         parser.error(f"--method {args.method} needs --teacher CKPT")
     args.name = args.name or f"student_{args.method}_s{args.seed}"
@@ -189,7 +192,7 @@ def main(argv=None):
     jt.set_global_seed(args.seed)
     try:
         teacher = load_teacher(args.teacher, device) if args.method != "ce" else None
-        student = models.build_model(args.model, args.seed)
+        student = models.to_device(models.build_model(args.model, args.seed), device)
         if args.init and not args.resume:
             load_init(student, args.init, args.model)
         train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(

@@ -38,7 +38,8 @@ def test_parameter_counts_of_the_original_models():
 def test_eval_logits_agree(arch):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 3, 32, 32)).astype(np.float32)
-    t, j = tm.build_model(arch, seed=1), jm.build_model(arch, seed=1)
+    t = tm.to_device(tm.build_model(arch, seed=1), torch.device("cpu"))  # channels-last, as the stages run it
+    j = jm.build_model(arch, seed=1)
     # non-trivial BN statistics, the same in both
     state = {k: (v + rng.uniform(0.1, 0.5, size=v.shape).astype(np.float32)) if "running" in k else v
              for k, v in tm.get_state(t).items()}
@@ -47,7 +48,7 @@ def test_eval_logits_agree(arch):
     t.eval()
     j.eval()
     with torch.no_grad():
-        out_t = t(torch.from_numpy(x)).numpy()
+        out_t = t(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
     out_j = j(jt.array(x)).numpy()
     assert out_t.shape == (8, 10)
     np.testing.assert_allclose(out_j, out_t, rtol=1e-4, atol=1e-4 * np.abs(out_t).max())

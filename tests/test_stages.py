@@ -174,7 +174,7 @@ class Recorder:
 
 
 class Args:
-    method, temperature, warmup, alpha, beta, dkd_ce_weight, kd_ce_weight, kd_weight = "dkd", 4.0, 1, 1.0, 8.0, 1.0, 0.1, 0.9
+    method, temperature, warmup, alpha, beta, dkd_ce_weight, kd_ce_weight, kd_weight = "dkd", 4.0, 1, 1.0, 2.0, 1.0, 0.1, 0.9
     lr, momentum, weight_decay = 0.01, 0.9, 5e-4
 
 
@@ -209,3 +209,10 @@ def test_teacher_is_frozen_and_sees_the_students_batch(fw, teachers, tiny_data):
         assert all(not p.requires_grad for p in teacher.parameters())
     else:
         assert all(p.is_stop_grad() for p in teacher.parameters())
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_divergence_stops_with_a_clear_error(fw, tiny_data):
+    err = error_of(run_script(fw, "train_teacher", "--data-dir", tiny_data, "--name", "t/diverge", *TINY_TEACHER[:-4],
+                              "--epochs", 1, "--lr", 1e6, check=False))
+    assert "training diverged" in err and "epoch 1" in err

@@ -32,7 +32,9 @@ class Loader:
 
 
 def to_tensor(array, device):
-    return torch.from_numpy(array).to(device)
+    tensor = torch.from_numpy(array).to(device)
+    # images in channels-last layout, like the model's weights (see models.to_device)
+    return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
 
 
 def build_loaders(args, device):

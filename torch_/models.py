@@ -156,6 +156,15 @@ def load_state(model, state, source):
                           strict=False)
 
 
+def to_device(model, device):
+    """Move the model to the device, in channels-last memory layout (NHWC).
+
+    Same values, different layout: oneDNN's CPU convolutions run faster on it (bench.py measured
+    +40-60% evaluation and +5-20% training images/s). Jittor keeps its own layout.
+    """
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def select_device(choice):
     """'auto' -> the GPU if torch finds one, else the CPU; asking for a missing GPU is an error."""
     if choice == "cuda" and not torch.cuda.is_available():

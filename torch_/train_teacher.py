@@ -70,7 +70,7 @@ def train_one_epoch(model, loader, optimizer, epoch, device):
     meter = common.Meter()
     t_data = t_train = 0.0
     end = time.perf_counter()
-    for images, labels in loader.epoch(epoch):
+    for step, (images, labels) in enumerate(loader.epoch(epoch)):
         start = time.perf_counter()
         t_data += start - end  # waiting for the next batch (prefetched in the background)
         logits = model(images)
@@ -79,6 +79,7 @@ def train_one_epoch(model, loader, optimizer, epoch, device):
         loss.backward()
         optimizer.step()
         models.sync(device)
+        common.check_finite(loss.item(), "teacher", epoch, step)
         meter.update({"loss": loss.item(), **common.batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())},
                      len(labels))
         end = time.perf_counter()
@@ -131,7 +132,7 @@ def main(argv=None):
     device = models.select_device(args.device)
     torch.manual_seed(args.seed)  # dropout masks; data order and init come from common's seeded numpy
     try:
-        model = models.build_model(args.model, args.seed).to(device)
+        model = models.to_device(models.build_model(args.model, args.seed), device)
         if args.init and not args.resume:
             load_init(model, args.init, args.model)
         train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(model, loader, optimizer, epoch, device)
