@@ -141,8 +141,9 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
         loss.backward()
         optimizer.step()
         models.sync(device)
-        common.check_finite(loss.item(), f"student-{args.method}", epoch, step)
-        meter.update({"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
+        loss_value = loss.item()  # one fetch (a sync in Jittor) per step
+        common.check_finite(loss_value, f"student-{args.method}", epoch, step)
+        meter.update({"loss": loss_value, **{f"loss_{k}": v.item() for k, v in terms.items()},
                       **common.batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())}, len(labels))
         end = time.perf_counter()
         t_train += end - start

@@ -79,8 +79,9 @@ def train_one_epoch(model, loader, optimizer, epoch, device):
         loss.backward()
         optimizer.step()
         models.sync(device)
-        common.check_finite(loss.item(), "teacher", epoch, step)
-        meter.update({"loss": loss.item(), **common.batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())},
+        loss_value = loss.item()  # one fetch (a sync in Jittor) per step
+        common.check_finite(loss_value, "teacher", epoch, step)
+        meter.update({"loss": loss_value, **common.batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())},
                      len(labels))
         end = time.perf_counter()
         t_train += end - start
