@@ -3,6 +3,7 @@
     python align.py --stage teacher --steps 50     # CE on the teacher
     python align.py --stage kd --steps 50          # KD student with a (seeded) teacher
     python align.py --stage dkd --steps 50
+    python align.py --pair res32x4_res8x4 --steps 50  # DKD with a CIFAR-100 pair's models and settings
     python align.py --compare-ckpt ckpt/full/teacher_s0_torch.ckpt   # same weights, same predictions?
 
 Per step it prints the loss in each framework, their relative difference, and the largest
@@ -42,7 +43,7 @@ from jittor_ import models as jm, test as jtest, train_student as js, train_teac
 from torch_ import models as tm, test as ttest, train_student as ts, train_teacher as tt  # noqa: E402
 
 STAGES = {"teacher": ("cifar10quick", None), "kd": ("cifar10simple", "cifar10quick"),
-          "dkd": ("cifar10simple", "cifar10quick")}
+          "dkd": ("cifar10simple", "cifar10quick")}  # --pair: the pair's student and teacher instead
 STEP1_TOL, LATE_TOL = 1e-5, 1e-3
 
 
@@ -53,20 +54,41 @@ def without_dropout(model):
     return model
 
 
-def model_pair(arch, seed, ckpt=None):
-    """The same architecture in both frameworks with the very same weights."""
-    state = common.load_checkpoint(ckpt)["model"] if ckpt else tm.get_state(tm.build_model(arch, seed))
-    t = without_dropout(tm.to_device(tm.build_model(arch), torch.device("cpu")))  # channels-last, as the stages
-    j = without_dropout(jm.build_model(arch))
+def model_pair(arch, seed, dataset, ckpt=None):
+    """The same architecture in both frameworks with the very same weights (seeded, or a .ckpt's / .pth's)."""
+    num_classes = common.DATASETS[dataset]["num_classes"]
+    if ckpt:
+        loaded = ttest.read_checkpoint(ckpt, arch)
+        common.check_arch(loaded, arch, ckpt)
+        common.check_dataset(loaded, dataset, ckpt)
+        state = loaded["model"]
+    else:
+        state = tm.get_state(tm.build_model(arch, seed, num_classes))
+    t = without_dropout(tm.to_device(tm.build_model(arch, num_classes=num_classes), torch.device("cpu")))  # as the stages
+    j = without_dropout(jm.build_model(arch, num_classes=num_classes))
     tm.load_state(t, state, ckpt or "seeded init")
     jm.load_state(j, state, ckpt or "seeded init")
     return t, j
 
 
+def archs(args):
+    """(model trained, its teacher or None): the stage's CIFAR-10 models, or with --pair the pair's."""
+    if not args.pair:
+        arch, teacher_arch = STAGES[args.stage]
+    elif args.stage == "teacher":
+        arch, teacher_arch = common.PAIRS[args.pair]["teacher_model"], None
+    else:
+        arch, teacher_arch = common.PAIRS[args.pair]["model"], common.PAIRS[args.pair]["teacher_model"]
+    return arch, (args.teacher_model or teacher_arch) if teacher_arch else None
+
+
 def loss_args(args):
-    """The student hyperparameters the stage files read, distillation weight 1 (no warm-up)."""
-    d = dict(common.STUDENT_DEFAULTS, method=args.stage, beta=common.DKD_BETA[STAGES[args.stage][0]])
-    return argparse.Namespace(**d)
+    """The student hyperparameters the stage files read (the pair's with --pair); distillation weight 1, no warm-up."""
+    if args.pair:
+        d = dict(common.STUDENT_DEFAULTS, **common.PAIRS[args.pair])
+    else:
+        d = dict(common.STUDENT_DEFAULTS, beta=common.DKD_BETA[STAGES[args.stage][0]])
+    return argparse.Namespace(**dict(d, method=args.stage))
 
 
 def torch_step(model, teacher, optimizer, x, y, hp):
@@ -114,13 +136,13 @@ def batches(args):
     --jitter adds the same seeded N(0, jitter^2) noise to every batch in both frameworks: it
     breaks exact max-pool ties (see the module docstring) without changing anything else.
     """
-    data = common.load_cifar10(args.data_dir)
+    data = common.load_dataset(args.dataset, args.data_dir)
     train_idx, _ = common.split_indices(len(data["train_y"]), args.train_size, 0, common.SPLIT_SEED)
     x, y = data["train_x"][train_idx], data["train_y"][train_idx]
     noise = np.random.default_rng([args.seed, 999])
     epoch = 0
     while True:
-        for images, labels in common.iterate_batches(x, y, args.batch_size, True, args.seed, epoch):
+        for images, labels in common.iterate_batches(x, y, args.batch_size, True, args.seed, epoch, args.dataset):
             if args.jitter:
                 images = images + noise.normal(0.0, args.jitter, images.shape).astype(np.float32)
             yield images, labels
@@ -129,13 +151,13 @@ def batches(args):
 
 def run_parity(args):
     """N steps in both frameworks (and torch in float64 as the yardstick); one dict per step."""
-    arch, teacher_arch = STAGES[args.stage]
-    model_t, model_j = model_pair(arch, args.seed)
+    arch, teacher_arch = archs(args)
+    model_t, model_j = model_pair(arch, args.seed, args.dataset)
     model_64 = copy.deepcopy(model_t).double() if args.float64 else None
     teacher_t = teacher_j = None
     teacher_64 = None
     if teacher_arch:
-        teacher_t, teacher_j = model_pair(teacher_arch, args.seed + 1, args.teacher)
+        teacher_t, teacher_j = model_pair(teacher_arch, args.seed + 1, args.dataset, args.teacher)
         teacher_t.eval()
         teacher_j.eval()
         teacher_64 = copy.deepcopy(teacher_t).double()
@@ -182,11 +204,12 @@ def verdict(rows):
 
 def compare_ckpt(args):
     """Evaluate one checkpoint in both frameworks on the test set: same predictions, same logits?"""
-    ckpt = common.load_checkpoint(args.compare_ckpt)
-    model_t, model_j = model_pair(ckpt["arch"], 0, args.compare_ckpt)
+    ckpt = ttest.read_checkpoint(args.compare_ckpt, args.model)
+    dataset = args.dataset or common.ckpt_dataset(ckpt)
+    model_t, model_j = model_pair(ckpt["arch"], 0, dataset, args.compare_ckpt)
     model_t.eval()
     model_j.eval()
-    loader, _ = ttest.dataset.build_test_loader(args.data_dir, common.EVAL_BATCH_SIZE, torch.device("cpu"))
+    loader, _ = ttest.dataset.build_test_loader(args.data_dir, common.EVAL_BATCH_SIZE, torch.device("cpu"), dataset)
     same = n = 0
     worst = 0.0
     for images, labels in loader.epoch(0):
@@ -201,20 +224,39 @@ def compare_ckpt(args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=sorted(STAGES), default="teacher", help="which training step to compare")
+    parser.add_argument("--stage", choices=sorted(STAGES), default=None,
+                        help="which training step to compare (default teacher; dkd with --pair)")
+    parser.add_argument("--pair", choices=list(common.PAIRS), default=None,
+                        help="use a CIFAR-100 pair's student, teacher and DKD settings (common.PAIRS)")
+    parser.add_argument("--dataset", choices=list(common.DATASETS), default=None,
+                        help="dataset of the batches (default cifar10; the pair's with --pair; the checkpoint's "
+                             "with --compare-ckpt)")
     parser.add_argument("--steps", type=int, default=50, help="optimizer steps (default 50)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--train-size", type=int, default=5000, help="images the batches are drawn from")
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="SGD learning rate (default 0.01; the pair's with --pair)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batches")
     parser.add_argument("--jitter", type=float, default=0.0,
                         help="std of identical noise added to every batch in both frameworks (breaks max-pool ties)")
     parser.add_argument("--no-float64", dest="float64", action="store_false",
                         help="skip the torch float64 reference run (the yardstick for float32 drift)")
-    parser.add_argument("--teacher", default=None, help="teacher checkpoint for kd/dkd (default: a seeded init)")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher checkpoint for kd/dkd, .ckpt or .pth (default: a seeded init)")
+    parser.add_argument("--teacher-model", choices=common.MODELS, default=None,
+                        help="the teacher's architecture instead of the stage's / pair's (e.g. for a smaller test)")
     parser.add_argument("--compare-ckpt", default=None, help="instead: evaluate this checkpoint in both frameworks")
-    parser.add_argument("--data-dir", default=common.DATA_DIR, help="folder holding cifar-10-batches-py/")
-    return parser.parse_args(argv)
+    parser.add_argument("--model", choices=common.MODELS, default=None,
+                        help="architecture of a .pth given to --compare-ckpt (a .ckpt names its own)")
+    parser.add_argument("--data-dir", default=common.DATA_DIR,
+                        help="folder holding cifar-10-batches-py/ (CIFAR-10) or cifar-100-python/ (CIFAR-100)")
+    args = parser.parse_args(argv)
+    pair = common.PAIRS[args.pair] if args.pair else {}
+    args.stage = args.stage or ("dkd" if args.pair else "teacher")
+    args.lr = pair.get("lr", 0.01) if args.lr is None else args.lr
+    if not args.compare_ckpt:  # --compare-ckpt: the checkpoint's own dataset unless given
+        args.dataset = args.dataset or pair.get("dataset", "cifar10")
+    return args
 
 
 def main(argv=None):
@@ -228,8 +270,10 @@ def main(argv=None):
         rows = run_parity(args)
     except common.UserError as e:
         common.die(str(e))
-    print(f"stage {args.stage}: {args.steps} SGD steps, batch {args.batch_size}, lr {args.lr}, "
-          f"jitter {args.jitter:g}, float32, CPU")
+    arch, teacher_arch = archs(args)
+    print(f"stage {args.stage}{f' (pair {args.pair})' if args.pair else ''}: {arch}"
+          f"{f' taught by {teacher_arch}' if teacher_arch else ''} on {common.DATASETS[args.dataset]['title']}, "
+          f"{args.steps} SGD steps, batch {args.batch_size}, lr {args.lr}, jitter {args.jitter:g}, float32, CPU")
     print(f"{'step':>4} {'loss torch':>12} {'loss jittor':>12} {'rel diff':>9} {'max|dlogit|':>11} "
           f"{'|dgradnorm|':>11} {'max|dparam|':>11} {'f32 vs f64':>10}")
     for r in rows:

@@ -1,8 +1,10 @@
 """Speed benchmark: torch vs Jittor on this machine, for every model of the repo.
 
-    python bench.py                                  # all four models, both frameworks (sized for < 10 min on 2 quiet cores)
+    python bench.py                                  # the four CIFAR-10 models, both frameworks (< 10 min on 2 quiet cores)
     python bench.py --models cifar10simple --quick   # a smoke run (what tests/test_bench.py does)
     python bench.py --plot                           # also draw img/bench.png
+    python bench.py --zoo                            # inference speed of every model of common.MODELS (the zoo)
+    python bench.py --readme                         # also write the table into README.md (between markers)
     python bench.py --threads 1 --json log/bench_t1.json           # compare thread counts
     python bench.py --nchw --inference-mode                       # try torch settings (NCHW: what channels-last buys)
     python bench.py --jt-flag lazy_execution=0                    # try a Jittor flag
@@ -19,6 +21,20 @@ What is measured, per model and framework (images/s unless stated):
   peak RSS         resource.getrusage ru_maxrss of the process that measured that model
 plus, framework-neutral: loading CIFAR-10 (s), the numpy augmentation pipeline (images/s), and a
 large numpy float32 matmul (GFLOP/s) next to a nominal peak FLOP/s read from /proc/cpuinfo.
+The default run measures DEFAULT_MODELS, the four CIFAR-10 models; --models takes any model.
+
+--zoo measures inference alone, for every model of common.MODELS (the CIFAR-10 models with 10
+classes, mdistiller's CIFAR-100 zoo with 100): eval-mode forward at common.EVAL_BATCH_SIZE over a
+fixed random batch (speed does not depend on the pixel values, and no dataset is needed), logits
+fetched to numpy, first call apart, with parameters (M) and forward MFLOPs per image. A slow model
+(ResNet50: seconds per batch on 2 cores) gets 1 step per repeat, only --min-repeats repeats and no
+untimed warm-up call. Sized for about 10 minutes for all 17 models on 2 quiet cores with Jittor's
+kernel cache warm; the very first run compiles Jittor's kernels for every model (minutes more).
+
+--readme [PATH] writes the table, with a line saying where, when and how it was measured, between
+the markers <!-- report:bench-default:start --> ... <!-- report:bench-default:end --> of README.md
+(report:bench-zoo with --zoo), with report.py's marker code; it stops before measuring if the
+markers are missing.
 
 Every framework runs in its own subprocess (one per model): torch and Jittor never share a
 process, and each model's memory peak is its own. Each figure is the median over repeats,
@@ -38,6 +54,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -50,8 +67,10 @@ import numpy as np
 import common
 
 FRAMEWORKS = ["torch", "jittor"]
+DEFAULT_MODELS = ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"]  # the CIFAR-10 models; --zoo: all
 BATCH_SIZE = common.STUDENT_DEFAULTS["batch_size"]  # 128, the same in both stages
 TEACHER_OF = {"cifar10simple": "cifar10quick", "resnet8x4": "resnet32x4"}  # students -> their teacher
+README_KEY = {"default": "bench-default", "zoo": "bench-zoo"}  # report.py's <!-- report:<key>:start --> markers
 MEASUREMENTS = ["train_ce", "loop", "teacher_forward", "train_kd", "train_dkd", "eval"]
 LABELS = {  # measurement -> how the table names it
     "train_ce": "train step CE (b128)",
@@ -64,6 +83,12 @@ LABELS = {  # measurement -> how the table names it
 POOL = 4  # pre-made batches cycled by the bare loops (different images, no conversion inside the timing)
 SUBSET = 16 * BATCH_SIZE  # real training images handed to the workers (the loop's Loader, the batches)
 MATMUL_N = 2048  # numpy matmul size for the measured peak (2 * 2048^3 = 17 GFLOP)
+ZOO_WARMUP_BELOW_S = 2.0  # --zoo: no untimed warm-up after a first call this slow (ResNet50: ~15 s a batch)
+
+
+def num_classes(model):
+    """Outputs of a model: 10 for the CIFAR-10 models, 100 for mdistiller's zoo (made for CIFAR-100)."""
+    return 10 if model in DEFAULT_MODELS else 100
 
 
 # ============================================================================ timing
@@ -93,17 +118,21 @@ def summarize(samples):
             "samples": [float(s) for s in samples]}
 
 
-def time_calls(call, images_per_call, plan, warmup=1, steps=None, sync=lambda: None):
+def time_calls(call, images_per_call, plan, warmup=1, steps=None, sync=lambda: None, warmup_below=None):
     """Time `call` (one step that has finished when it returns): first call, then steady state.
 
     The first call is reported on its own: it includes Jittor's kernel compilation (or loading
     them from the disk cache) and torch's one-off allocations. `warmup` more calls are not timed
-    at all; the last one estimates the step time used to choose steps and repeats.
+    at all; the last one estimates the step time used to choose steps and repeats. warmup_below:
+    no warm-up when the first call took that long (--zoo: a slow model gets one step per repeat
+    anyway, and the median over the repeats discounts a slow first one; it saves a call of seconds).
     """
     sync()
     start = time.perf_counter()
     call()
     first = estimate = time.perf_counter() - start
+    if warmup_below is not None and first >= warmup_below:
+        warmup = 0
     for _ in range(warmup):
         start = time.perf_counter()
         call()
@@ -116,7 +145,8 @@ def time_calls(call, images_per_call, plan, warmup=1, steps=None, sync=lambda: N
         for _ in range(steps):
             call()
         samples.append(steps * images_per_call / (time.perf_counter() - start))
-    return {"first_call_s": first, "steps": steps, "repeats": repeats, "images_per_s": summarize(samples)}
+    return {"first_call_s": first, "warmup_calls": warmup, "steps": steps, "repeats": repeats,
+            "images_per_s": summarize(samples)}
 
 
 def peak_rss_mib():
@@ -242,10 +272,14 @@ class TorchBackend:
                 "options": {"channels_last": self.channels_last, "inference_mode": self.inference_mode}}
 
     def build(self, arch):
-        model = self.models.to_device(self.models.build_model(arch), self.device)  # channels-last, as the stages
+        model = self.models.build_model(arch, num_classes=num_classes(arch))
+        model = self.models.to_device(model, self.device)  # channels-last, as the stages
         if not self.channels_last:  # --nchw: torch's default layout, to see what channels-last buys
             model = model.to(memory_format=self.torch.contiguous_format)
         return model
+
+    def count_params(self, model):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     def freeze(self, model):
         model.eval()
@@ -263,11 +297,11 @@ class TorchBackend:
         self.models.sync(self.device)
 
     def train_step(self, model, optimizer, images, labels, method, teacher, args):
-        logits = model(images)
         logits_teacher = None
-        if teacher is not None:
+        if teacher is not None:  # the teacher first, as the student stage
             with self.torch.no_grad():
                 logits_teacher = teacher(images)
+        logits = model(images)
         loss = sum(self.student.loss_terms(method, logits, logits_teacher, labels, 1.0, args).values())
         optimizer.zero_grad()
         loss.backward()
@@ -315,7 +349,11 @@ class JittorBackend:
         return sum(name.endswith(".so") for name in os.listdir(folder)) if os.path.isdir(folder) else 0
 
     def build(self, arch):
-        return self.models.build_model(arch)
+        return self.models.build_model(arch, num_classes=num_classes(arch))
+
+    def count_params(self, model):
+        # Jittor's parameters() also lists BatchNorm's running statistics (stop_grad): not parameters
+        return sum(int(np.prod(p.shape)) for p in model.parameters() if not p.is_stop_grad())
 
     def freeze(self, model):
         model.eval()
@@ -330,11 +368,11 @@ class JittorBackend:
         self.jt.sync_all()  # Jittor is lazy: without this the clock would stop before the work is done
 
     def train_step(self, model, optimizer, images, labels, method, teacher, args):
-        logits = model(images)
         logits_teacher = None
-        if teacher is not None:
+        if teacher is not None:  # the teacher first, as the student stage
             with self.jt.no_grad():
                 logits_teacher = teacher(images)
+        logits = model(images)
         loss = sum(self.student.loss_terms(method, logits, logits_teacher, labels, 1.0, args).values())
         optimizer.zero_grad()
         optimizer.backward(loss)
@@ -390,8 +428,9 @@ class ModelBench:
     def __init__(self, backend, cfg):
         self.backend, self.arch, self.plan = backend, cfg["model"], Plan(**cfg["plan"])
         self.teacher_arch = TEACHER_OF.get(self.arch)
-        # lr, momentum, weight decay, T, loss weights; DKD's beta as the student stage picks it
-        self.args = argparse.Namespace(**dict(common.STUDENT_DEFAULTS, beta=common.DKD_BETA[self.arch]))
+        # lr, momentum, weight decay, T, loss weights; DKD's beta as the student stage picks it (students only)
+        beta = common.DKD_BETA[self.arch] if self.teacher_arch else None
+        self.args = argparse.Namespace(**dict(common.STUDENT_DEFAULTS, beta=beta))
         self.subset = np.load(cfg["subset"])
         augmented = common.iterate_batches(self.subset["x"], self.subset["y"], BATCH_SIZE, True)
         self.pool = [(backend.tensor(x), backend.tensor(y)) for (x, y), _ in zip(augmented, range(POOL))]
@@ -479,11 +518,42 @@ def model_worker(cfg):
             "forward_flops_per_image": flops}
 
 
+def zoo_worker(cfg):
+    """--zoo: inference alone, eval-mode forward of one EVAL_BATCH_SIZE batch, logits fetched to numpy.
+
+    The batch is fixed random numbers (the speed of these layers does not depend on the values), so
+    no dataset is needed. backend.forward waits for the work (jt.sync_all()) before the clock is read.
+    """
+    start = time.perf_counter()
+    backend = (TorchBackend if cfg["framework"] == "torch" else JittorBackend)(cfg)
+    import_s = time.perf_counter() - start
+    arch, plan = cfg["model"], Plan(**cfg["plan"])
+    model = backend.build(arch)
+    params = backend.count_params(model)  # before freeze: Jittor tells parameters by their gradient flag
+    backend.freeze(model)
+    images = np.random.default_rng(0).standard_normal((common.EVAL_BATCH_SIZE, 3, 32, 32), dtype=np.float32)
+    x = backend.tensor(images)
+    kernels = backend.compiled_kernels()
+    r = time_calls(lambda: backend.forward(model, x, fetch=True), common.EVAL_BATCH_SIZE, plan, sync=backend.sync,
+                   warmup_below=ZOO_WARMUP_BELOW_S)
+    if kernels is not None:
+        r["new_kernels"] = backend.compiled_kernels() - kernels
+    print(f"[bench {backend.name} {arch}] forward: {r['images_per_s']['median']:.1f} images/s ({r['repeats']} "
+          f"repeats of {r['steps'] * common.EVAL_BATCH_SIZE} images), first call {r['first_call_s']:.2f}s", flush=True)
+    peak = peak_rss_mib()  # before count_flops builds another model
+    return {"framework": backend.name, "model": arch, "info": backend.info(), "import_s": import_s,
+            "num_classes": num_classes(arch), "params": params, "peak_rss_mib": peak, "measurements": {"eval": r},
+            "forward_flops_per_image": {arch: count_flops(backend, arch)}}
+
+
+WORKERS = {"data": data_worker, "model": model_worker, "zoo": zoo_worker}
+
+
 def worker_main(config_path):
     with open(config_path) as f:
         cfg = json.load(f)
     try:
-        out = data_worker(cfg) if cfg["kind"] == "data" else model_worker(cfg)
+        out = WORKERS[cfg["kind"]](cfg)
     except common.UserError as e:
         common.die(str(e))
     with open(cfg["out"], "w") as f:
@@ -552,8 +622,15 @@ def fmt_speed(m):
     return f"{s['median']:.4g} [{s['min']:.4g}-{s['max']:.4g}]"
 
 
-def table_rows(result):
-    """[(model, measurement, unit, torch, jittor, jittor/torch)] for printing and the JSON."""
+TABLE_HEADER = ("model", "measurement", "unit", "torch median [min-max]", "jittor median [min-max]", "jittor/torch")
+TABLE_KEYS = ("model", "measurement", "unit", "torch", "jittor", "jittor_over_torch")  # of the JSON's "table"
+
+
+def table_rows(result, each_first_call=True):
+    """[(model, measurement, unit, torch, jittor, jittor/torch)] for printing and the JSON.
+
+    each_first_call=False (the README): one row of first-call seconds summed over the measurements.
+    """
     rows = []
     data = result.get("data")
     if data:
@@ -591,7 +668,16 @@ def table_rows(result):
                 add(f"{name}: GFLOP/s (% nominal peak)", "GFLOP/s",
                     [f"{d[name + '_gflops']:.3g} ({d[name + '_pct_peak']:.0f}%)" if name + "_gflops" in d else None
                      for d in der], ratio=False)
-        for name in MEASUREMENTS:
+        if not each_first_call:
+            ms = [(r or {}).get("measurements", {}).values() for r in recs]
+            firsts = [sum(m["first_call_s"] for m in fw_ms) or None for fw_ms in ms]
+            kernels = sum(m.get("new_kernels") or 0 for m in ms[1])
+            cells = ["-" if f is None else f"{f:.3g}" for f in firsts]
+            if kernels and firsts[1]:
+                cells[1] += f" ({kernels} compiled)"
+            rows.append((model, "first calls, all measurements summed", "s", *cells,
+                         f"{firsts[1] / firsts[0]:.2f}" if all(firsts) else ""))
+        for name in MEASUREMENTS if each_first_call else []:
             firsts = [(r or {}).get("measurements", {}).get(name, {}).get("first_call_s") for r in recs]
             if any(firsts):
                 kernels = ((recs[1] or {}).get("measurements", {}).get(name, {}) or {}).get("new_kernels")
@@ -608,18 +694,51 @@ def table_rows(result):
     return rows
 
 
-def print_table(rows):
-    header = ("model", "measurement", "unit", "torch median [min-max]", "jittor median [min-max]", "jittor/torch")
+def zoo_rows(result):
+    """--zoo: one row per model, in ZOO_HEADER's columns."""
+    rows = []
+    for model, entry in result["models"].items():
+        recs = [entry.get(fw) for fw in FRAMEWORKS]
+        ms = [(r or {}).get("measurements", {}).get("eval") for r in recs]
+        speeds = [median_of(r, "eval") for r in recs]
+        flops, params = entry.get("forward_flops_per_image", {}).get(model), entry.get("params")
+        rows.append((model, str(entry["num_classes"]), "-" if params is None else f"{params / 1e6:.2f}",
+                     "-" if flops is None else f"{flops / 1e6:.1f}", fmt_speed(ms[0]), fmt_speed(ms[1]),
+                     f"{speeds[1] / speeds[0]:.2f}" if all(speeds) else "",
+                     " / ".join("-" if not (v and flops) else f"{flops * v / 1e9:.3g}" for v in speeds),
+                     " / ".join("-" if not m else f"{m['first_call_s']:.2g}" for m in ms)))
+    return rows
+
+
+ZOO_HEADER = ("model", "classes", "params (M)", "MFLOPs/image", "torch img/s median [min-max]",
+              "jittor img/s median [min-max]", "jittor/torch", "GFLOP/s torch / jittor", "first call s torch / jittor")
+ZOO_KEYS = ("model", "classes", "params_m", "mflops_per_image", "torch", "jittor", "jittor_over_torch",
+            "gflops_torch_jittor", "first_call_s_torch_jittor")
+
+
+def print_table(rows, header=TABLE_HEADER, left=3, gap=True):
+    """A plain-text table, the first `left` columns left-aligned; gap: a blank line between models."""
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    line = lambda r: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     print(line(header))
     print("-" * len(line(header)))
     last = None
     for r in rows:
-        if last is not None and r[0] != last:
+        if gap and last is not None and r[0] != last:
             print()
         print(line(r))
         last = r[0]
+
+
+def markdown_table(rows, header, left):
+    """The same table in markdown; a model's name only on its first row."""
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|"]
+    last = None
+    for r in rows:
+        cells = ["" if i == 0 and r[0] == last else str(c) for i, c in enumerate(r)]
+        out.append("| " + " | ".join(cells) + " |")
+        last = r[0]
+    return "\n".join(out)
 
 
 def print_header(result):
@@ -633,9 +752,9 @@ def print_header(result):
             print(f"{fw} {info['version']}: {info['backend']}, {info['threads']} threads, options {info['options']}")
     print(f"python {m['python']}, numpy {m['numpy']}; load average {m['load_average_start']:.2f} at the start, "
           f"{m['load_average_end']:.2f} at the end (a quiet machine: about 0)")
-    print(f"peak float32: nominal {m['peak_gflops_nominal']:.4g} GFLOP/s = {m['peak_method']}; measured numpy matmul "
-          f"{m.get('matmul_gflops', float('nan')):.4g} GFLOP/s. FLOPs: conv+linear only, 2 x multiply-adds, "
-          f"training = 3 x forward, KD adds the teacher's forward.")
+    matmul = f"; measured numpy matmul {m['matmul_gflops']:.4g} GFLOP/s" if "matmul_gflops" in m else ""
+    print(f"peak float32: nominal {m['peak_gflops_nominal']:.4g} GFLOP/s = {m['peak_method']}{matmul}. "
+          f"FLOPs: conv+linear only, 2 x multiply-adds, training = 3 x forward, KD adds the teacher's forward.")
     print(f"each figure: median [min-max] over {s['repeats']} repeats (at least {s['min_repeats']} when a repeat is "
           f"slow), steps per repeat: {s['steps'] or 'auto'}; jittor/torch > 1: Jittor is faster for img/s, "
           f"slower for seconds, bigger for MiB\n")
@@ -678,12 +797,49 @@ def parse_env_pairs(pairs, what):
     return out
 
 
+# ============================================================================ parent: the README block
+def read_readme(path, key):
+    """The README's text, checked to hold the report:<key> markers (before minutes of measuring)."""
+    import report  # its marker code; imported only here (it loads matplotlib)
+    if not os.path.isfile(path):
+        common.die(f"--readme {path}: no such file")
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": keep the file's line ends
+        text = f.read()
+    if report.replace_block(text, key, "") is None:
+        common.die(f"--readme {path}: markers missing; put <!-- report:{key}:start --> and "
+                   f"<!-- report:{key}:end --> where the table should go")
+    return text
+
+
+def readme_block(result, rows, header, left, command):
+    """One line on where, when and how it was measured, then the table."""
+    m, s = result["machine"], result["settings"]
+    versions = ", ".join(f"{fw} {result['frameworks'][fw]['version']}" for fw in FRAMEWORKS if fw in result["frameworks"])
+    threads = f"{s['threads']} thread{'s' if s['threads'] > 1 else ''}"
+    line = (f"Measured {time.strftime('%Y-%m-%d')} with `{command}`: {m['cpu_model']}, {m['cores']} cores, "
+            f"{threads} in each framework, {versions}; load average {m['load_average_start']:.2f} at the start, "
+            f"{m['load_average_end']:.2f} at the end; {result['seconds']:.0f} s in all. Median [min-max] "
+            f"over {s['repeats']} repeats ({s['min_repeats']} when a repeat is slow).")
+    return line + "\n\n" + markdown_table(rows, header, left)
+
+
+def write_readme(path, key, block):
+    import report
+    text = report.replace_block(read_readme(path, key), key, block)  # read again: others may have edited it
+    report.write_text(path, text)  # atomic, keeps the file's permissions
+    print(f"updated {path} between the report:{key} markers")
+
+
+# ============================================================================ main
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=common.MODELS, default=common.MODELS, help="models to measure")
+    parser.add_argument("--models", nargs="+", choices=common.MODELS, default=None,
+                        help="models to measure (default: the four CIFAR-10 models; with --zoo: all of them)")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=FRAMEWORKS, help="frameworks to measure")
-    parser.add_argument("--measure", nargs="+", choices=MEASUREMENTS, default=MEASUREMENTS,
-                        help="measurements to make (the teacher ones only apply to students)")
+    parser.add_argument("--measure", nargs="+", choices=MEASUREMENTS, default=None,
+                        help="measurements to make (default all; the teacher ones only apply to students; not with --zoo)")
+    parser.add_argument("--zoo", action="store_true",
+                        help="inference speed alone (eval forward, batch EVAL_BATCH_SIZE) of every model, or of --models")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (median and spread over them)")
     parser.add_argument("--min-repeats", type=int, default=3,
                         help="repeats never drop below this when a step is slow (see --max-seconds)")
@@ -696,10 +852,14 @@ def parse_args(argv=None):
                         help="smoke run: 2 repeats of 1 step, augmentation over 2,000 images (for the tests)")
     parser.add_argument("--threads", type=int, default=common.num_threads(),
                         help="CPU threads of both frameworks (default KD_THREADS or all cores)")
-    parser.add_argument("--data-dir", default=common.DATA_DIR, help="folder holding cifar-10-batches-py/")
-    parser.add_argument("--json", default=os.path.join(common.LOG_DIR, "bench.json"), help="where to write the results")
+    parser.add_argument("--data-dir", default=common.DATA_DIR, help="folder holding cifar-10-batches-py/ (not with --zoo)")
+    parser.add_argument("--json", default=None, help="where to write the results (default log/bench.json, "
+                                                     "log/bench_zoo.json with --zoo)")
     parser.add_argument("--plot", nargs="?", const=os.path.join(common.IMG_DIR, "bench.png"), default=None,
-                        metavar="PNG", help="also draw a bar figure (default path img/bench.png)")
+                        metavar="PNG", help="also draw a bar figure (default path img/bench.png; not with --zoo)")
+    parser.add_argument("--readme", nargs="?", const=os.path.join(common.ROOT, "README.md"), default=None,
+                        metavar="MD", help="also write the table between the report:bench-default markers of this "
+                                           "file (report:bench-zoo with --zoo; default README.md)")
     # settings to explore; the defaults are what the stage files do
     parser.add_argument("--nchw", dest="channels_last", action="store_false",
                         help="torch: plain NCHW layout instead of the stages' channels-last (to measure what it buys)")
@@ -710,6 +870,11 @@ def parse_args(argv=None):
                         help="extra environment of the workers (repeatable), e.g. use_mkl=0")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one worker from a config
     args = parser.parse_args(argv)
+    if args.zoo and (args.measure or args.plot):
+        parser.error("--measure and --plot are for the default run, not --zoo")
+    args.models = args.models or (common.MODELS if args.zoo else DEFAULT_MODELS)
+    args.measure = args.measure or MEASUREMENTS
+    args.json = args.json or os.path.join(common.LOG_DIR, "bench_zoo.json" if args.zoo else "bench.json")
     if args.quick:
         args.repeats, args.min_repeats, args.steps = 2, 2, args.steps or 1
     if args.repeats < 1 or args.min_repeats < 1 or (args.steps is not None and args.steps < 1) or args.threads < 1:
@@ -717,10 +882,64 @@ def parse_args(argv=None):
     return args
 
 
+def measure_default(args, result, plan, env, jt_flags, workdir):
+    """The data worker, then one worker per model and framework; False if the data worker failed."""
+    machine = result["machine"]
+    subset = os.path.join(workdir, "subset.npz")
+    data = run_worker({"kind": "data", "plan": plan, "data_dir": args.data_dir, "subset": subset,
+                       "augment_images": 2000 if args.quick else 50000}, workdir, env, "data (no framework)")
+    if data is None:
+        return False
+    result["data"] = data
+    machine["matmul_gflops"] = data["matmul_gflops"]["best"]
+    peaks = {"nominal": machine["peak_gflops_nominal"], "matmul": machine["matmul_gflops"]}
+    for model in args.models:
+        entry = result["models"].setdefault(model, {"teacher": TEACHER_OF.get(model)})
+        for fw in args.frameworks:
+            cfg = {"kind": "model", "framework": fw, "model": model, "plan": plan, "subset": subset,
+                   "measure": args.measure, "channels_last": args.channels_last,
+                   "inference_mode": args.inference_mode, "jt_flags": jt_flags}
+            record = entry[fw] = run_worker(cfg, workdir, env, f"{fw} {model}")
+            if record:
+                result["frameworks"][fw] = record["info"]
+                flops = entry.setdefault("forward_flops_per_image", record["forward_flops_per_image"])
+                if flops != record["forward_flops_per_image"]:  # the two models.py files must agree
+                    print(f"warning: {fw} counts other FLOPs for {model}: {record['forward_flops_per_image']}")
+    for model, entry in result["models"].items():
+        flops = entry.get("forward_flops_per_image", {})
+        entry["derived"] = {fw: derive(entry.get(fw), model, flops, peaks) for fw in args.frameworks}
+    return True
+
+
+def measure_zoo(args, result, plan, env, jt_flags, workdir, started):
+    """--zoo: one inference worker per model and framework, a progress line per model."""
+    for i, model in enumerate(args.models, 1):
+        entry = result["models"][model] = {"num_classes": num_classes(model)}
+        for fw in args.frameworks:
+            cfg = {"kind": "zoo", "framework": fw, "model": model, "plan": plan, "channels_last": args.channels_last,
+                   "inference_mode": args.inference_mode, "jt_flags": jt_flags}
+            record = entry[fw] = run_worker(cfg, workdir, env, f"{fw} {model}")
+            if record:
+                result["frameworks"][fw] = record["info"]
+                for key in ("params", "forward_flops_per_image"):  # the two models.py files must agree
+                    if entry.setdefault(key, record[key]) != record[key]:
+                        print(f"warning: {fw} counts another {key} for {model}: {record[key]} (not {entry[key]})")
+        speeds = {fw: median_of(entry.get(fw), "eval") for fw in args.frameworks}
+        both = all(speeds.get(fw) for fw in FRAMEWORKS)
+        ratio = f", jittor/torch {speeds['jittor'] / speeds['torch']:.2f}" if both else ""
+        print(f"\n[zoo {i}/{len(args.models)}] {model}: " + ", ".join(
+            f"{fw} {'FAILED' if v is None else f'{v:.4g} images/s'}" for fw, v in speeds.items())
+            + f"{ratio}; {time.perf_counter() - started:.0f}s so far", flush=True)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.worker:
         return worker_main(args.worker)
+    key = README_KEY["zoo" if args.zoo else "default"]
+    if args.readme:
+        read_readme(args.readme, key)  # missing markers: stop now, not after the measurements
     started = time.perf_counter()
     plan = dict(repeats=args.repeats, steps=args.steps, min_repeats=args.min_repeats,
                 min_repeat_s=args.min_repeat_s, max_seconds=args.max_seconds)
@@ -732,51 +951,43 @@ def main(argv=None):
         print(f"warning: the CPU is busy (load average {machine['load_average_start']:.1f}): figures will be noisy "
               f"and slow; benchmark on a quiet machine", file=sys.stderr)
     result = {"machine": machine, "models": {}, "frameworks": {},
-              "settings": {**plan, "threads": args.threads, "quick": args.quick, "batch_size": BATCH_SIZE,
-                           "eval_batch_size": common.EVAL_BATCH_SIZE, "data_dir": os.path.abspath(args.data_dir),
+              "settings": {**plan, "threads": args.threads, "quick": args.quick, "zoo": args.zoo,
+                           "batch_size": BATCH_SIZE, "eval_batch_size": common.EVAL_BATCH_SIZE,
+                           "data_dir": None if args.zoo else os.path.abspath(args.data_dir),
                            "channels_last": args.channels_last, "inference_mode": args.inference_mode,
                            "jt_flags": jt_flags, "env": parse_env_pairs(args.env, "--env")}}
     workdir = tempfile.mkdtemp(prefix="kd-bench-")
     try:
-        subset = os.path.join(workdir, "subset.npz")
-        data = run_worker({"kind": "data", "plan": plan, "data_dir": args.data_dir, "subset": subset,
-                           "augment_images": 2000 if args.quick else 50000}, workdir, env, "data (no framework)")
-        if data is None:
+        if args.zoo:
+            measure_zoo(args, result, plan, env, jt_flags, workdir, started)
+        elif not measure_default(args, result, plan, env, jt_flags, workdir):
             return 2
-        result["data"] = data
-        machine["matmul_gflops"] = data["matmul_gflops"]["best"]
-        peaks = {"nominal": machine["peak_gflops_nominal"], "matmul": machine["matmul_gflops"]}
-        for model in args.models:
-            entry = result["models"].setdefault(model, {"teacher": TEACHER_OF.get(model)})
-            for fw in args.frameworks:
-                cfg = {"kind": "model", "framework": fw, "model": model, "plan": plan, "subset": subset,
-                       "measure": args.measure, "channels_last": args.channels_last,
-                       "inference_mode": args.inference_mode, "jt_flags": jt_flags}
-                record = entry[fw] = run_worker(cfg, workdir, env, f"{fw} {model}")
-                if record:
-                    result["frameworks"][fw] = record["info"]
-                    flops = entry.setdefault("forward_flops_per_image", record["forward_flops_per_image"])
-                    if flops != record["forward_flops_per_image"]:  # the two models.py files must agree
-                        print(f"warning: {fw} counts other FLOPs for {model}: {record['forward_flops_per_image']}")
-        for model, entry in result["models"].items():
-            flops = entry.get("forward_flops_per_image", {})
-            entry["derived"] = {fw: derive(entry.get(fw), model, flops, peaks) for fw in args.frameworks}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["seconds"] = time.perf_counter() - started
     machine["load_average_end"] = os.getloadavg()[0]
-    rows = table_rows(result)
-    result["table"] = [dict(zip(("model", "measurement", "unit", "torch", "jittor", "jittor_over_torch"), r)) for r in rows]
+    if args.zoo:
+        rows, header, keys, left = zoo_rows(result), ZOO_HEADER, ZOO_KEYS, 1
+    else:
+        rows, header, keys, left = table_rows(result), TABLE_HEADER, TABLE_KEYS, 3
+    result["table"] = [dict(zip(keys, r)) for r in rows]
     print_header(result)
-    print_table(rows)
-    flops = {m: e["forward_flops_per_image"][m] for m, e in result["models"].items() if "forward_flops_per_image" in e}
-    print("\nforward MFLOP per image (conv + linear): " + ", ".join(f"{m} {f / 1e6:.1f}" for m, f in flops.items()))
+    print_table(rows, header, left, gap=not args.zoo)
+    if not args.zoo:
+        flops = {m: e["forward_flops_per_image"][m] for m, e in result["models"].items() if "forward_flops_per_image" in e}
+        print("\nforward MFLOP per image (conv + linear): " + ", ".join(f"{m} {f / 1e6:.1f}" for m, f in flops.items()))
     print(f"total {result['seconds']:.0f}s")
     common.write_json(args.json, result)
     print(f"wrote {args.json}")
     if args.plot:
         plot(result, args.plot)
     failed = [f"{fw} {m}" for m, e in result["models"].items() for fw in args.frameworks if e.get(fw) is None]
+    if args.readme and failed:
+        print(f"{args.readme} not updated: {', '.join(failed)} failed", file=sys.stderr)
+    elif args.readme:
+        readme_rows = rows if args.zoo else table_rows(result, each_first_call=False)
+        command = "python bench.py" + "".join(" " + shlex.quote(a) for a in argv)
+        write_readme(args.readme, key, readme_block(result, readme_rows, header, left, command))
     return 1 if failed else 0
 
 

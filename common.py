@@ -6,6 +6,7 @@ seeded augmentation and batch order, the LR and warm-up schedules, the default
 hyperparameters and presets, checkpoint files, TensorBoard event and JSON writing.
 The framework folders only turn these numpy batches into tensors and do the maths.
 """
+import argparse
 import hashlib
 import json
 import os
@@ -33,10 +34,10 @@ IMG_DIR = os.path.join(ROOT, "img")
 # ----------------------------------------------------------------------------
 TEACHER_DEFAULTS = dict(model="cifar10quick", epochs=30, lr=0.01, milestones=[15, 25],
                         batch_size=128, train_size=25000, val_size=5000,
-                        momentum=0.9, weight_decay=5e-4, seed=0)
+                        momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False)
 STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[15, 30],
                         batch_size=128, train_size=5000, val_size=1000,
-                        momentum=0.9, weight_decay=5e-4, seed=0,
+                        momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
                         warmup=10, temperature=4.0,
                         # mdistiller's CIFAR weights: KD = 0.1 CE + 0.9 KD; DKD = 1.0 CE + DKD
                         kd_ce_weight=0.1, kd_weight=0.9, dkd_ce_weight=1.0,
@@ -46,6 +47,7 @@ STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[1
 # CIFAR-10: beta 8 -> NaN in epoch 6, beta 4 -> NaN in epoch 10, as the distillation weight warms
 # up); 2 is the top of the original experiment's sweep (0 ... 2) and trains stably.
 DKD_BETA = {"cifar10simple": 2.0, "cifar10quick": 2.0, "resnet8x4": 8.0, "resnet32x4": 8.0}
+DKD_BETA_DEFAULT = 8.0  # any other student: mdistiller's default (mdistiller/engine/cfg.py, CFG.DKD.BETA)
 PRESETS = {
     # about a minute per stage on 2 CPU cores (Jittor's first-run compilation included)
     "quick": dict(teacher=dict(epochs=2, milestones=[1], train_size=4000, val_size=1000),
@@ -54,7 +56,56 @@ PRESETS = {
 }
 EVAL_BATCH_SIZE = 500
 SPLIT_SEED = 0  # the train/val split is fixed; --seed changes init, shuffling and augmentation only
-MODELS = ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"]
+# the original experiment's four, then mdistiller's CIFAR model zoo (its cifar_model_dict names)
+MODELS = ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4",
+          "resnet20", "resnet32", "resnet56", "resnet110", "wrn_16_2", "wrn_40_1", "wrn_40_2",
+          "vgg8", "vgg13", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet50"]
+
+# The DKD paper's 11 CIFAR-100 teacher/student pairs, named and set as mdistiller's
+# configs/cifar100/dkd/<name>.yaml (on top of mdistiller/engine/cfg.py's defaults): 240 epochs,
+# batch 64, SGD lr 0.05 (0.01 for ShuffleNet and MobileNet students), momentum 0.9, weight decay
+# 5e-4, lr x0.1 from epochs 150, 180 and 210 (0-based here; mdistiller counts from 1 and decays when
+# epoch > 150: the same epochs), DKD alpha 1, T 4, CE weight 1, distillation weight warmed up over
+# 20 epochs, beta 8 unless the config sets it. Like mdistiller, a pair trains on all 50,000
+# training images and validates on the 10,000 test images (val_on_test), so its best val top-1
+# is mdistiller's best_acc, the number the paper reports. train_student.py --pair NAME applies one;
+# any flag given explicitly wins.
+DKD_CIFAR100 = dict(dataset="cifar100", method="dkd", epochs=240, batch_size=64, lr=0.05,
+                    milestones=[150, 180, 210], momentum=0.9, weight_decay=5e-4,
+                    alpha=1.0, beta=8.0, temperature=4.0, dkd_ce_weight=1.0, warmup=20,
+                    train_size=50000, val_size=0, val_on_test=True)
+PAIRS = {
+    "res56_res20": dict(DKD_CIFAR100, teacher_model="resnet56", model="resnet20", beta=2.0),
+    "res110_res32": dict(DKD_CIFAR100, teacher_model="resnet110", model="resnet32", beta=2.0),
+    "res32x4_res8x4": dict(DKD_CIFAR100, teacher_model="resnet32x4", model="resnet8x4"),
+    "wrn40_2_wrn_16_2": dict(DKD_CIFAR100, teacher_model="wrn_40_2", model="wrn_16_2", beta=6.0),
+    "wrn40_2_wrn_40_1": dict(DKD_CIFAR100, teacher_model="wrn_40_2", model="wrn_40_1", beta=6.0),
+    "vgg13_vgg8": dict(DKD_CIFAR100, teacher_model="vgg13", model="vgg8", beta=6.0),
+    "res32x4_shuv1": dict(DKD_CIFAR100, teacher_model="resnet32x4", model="ShuffleV1", lr=0.01),
+    "wrn40_2_shuv1": dict(DKD_CIFAR100, teacher_model="wrn_40_2", model="ShuffleV1", lr=0.01),
+    "vgg13_mv2": dict(DKD_CIFAR100, teacher_model="vgg13", model="MobileNetV2", lr=0.01, beta=6.0),
+    "res50_mv2": dict(DKD_CIFAR100, teacher_model="ResNet50", model="MobileNetV2", lr=0.01),
+    "res32x4_shuv2": dict(DKD_CIFAR100, teacher_model="resnet32x4", model="ShuffleV2", lr=0.01),
+}
+
+
+def apply_pair(args):
+    """--pair NAME: fill every flag left unset (None) from the pair's settings; explicit flags win."""
+    if args.pair not in PAIRS:
+        raise UserError(f"unknown pair {args.pair!r}; the pairs are: {', '.join(PAIRS)}")
+    for key, value in PAIRS[args.pair].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def default_name(args, stage):
+    """Run name when --name is not given: the original names on CIFAR-10; dataset, pair or model otherwise."""
+    if getattr(args, "pair", None):
+        return f"{args.dataset}/{args.pair}_s{args.seed}"
+    if args.dataset == "cifar10":
+        return f"{stage}_s{args.seed}"
+    return f"{args.dataset}/{stage}_{args.model}_s{args.seed}"
 
 
 def apply_preset(args, stage, defaults):
@@ -70,6 +121,8 @@ def add_common_args(parser, defaults):
     """Flags every training stage shares (same names in both frameworks)."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="a named set of settings (quick: about a minute per stage on CPU)")
+    parser.add_argument("--dataset", choices=list(DATASETS), default=None,
+                        help=f"dataset; sets the model's number of classes (default {defaults['dataset']})")
     parser.add_argument("--model", choices=MODELS, default=None,
                         help=f"architecture (default {defaults['model']})")
     parser.add_argument("--epochs", type=int, default=None, help=f"epochs (default {defaults['epochs']})")
@@ -81,29 +134,50 @@ def add_common_args(parser, defaults):
                         help=f"training images taken from the 50,000 (default {defaults['train_size']})")
     parser.add_argument("--val-size", type=int, default=None,
                         help=f"validation images held out from the 50,000 (default {defaults['val_size']})")
+    parser.add_argument("--val-on-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="validate on the test set, as mdistiller (then --val-size images are just left out; "
+                             "default: no, a held-out part of the training images)")
     parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
     parser.add_argument("--weight-decay", type=float, default=None, help="SGD weight decay (default 5e-4)")
     parser.add_argument("--seed", type=int, default=None, help="seed for split, init, shuffling and augmentation (default 0)")
     parser.add_argument("--init", default=None, help="checkpoint to start the model from (weights only)")
     parser.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
     parser.add_argument("--name", default=None, help="run name: log/<name>/<framework>, ckpt/<name>_<framework>.ckpt")
-    parser.add_argument("--data-dir", default=DATA_DIR, help="folder holding cifar-10-batches-py/")
+    parser.add_argument("--data-dir", default=DATA_DIR,
+                        help="folder holding cifar-10-batches-py/ (CIFAR-10) or cifar-100-python/ (CIFAR-100)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto uses the GPU when the framework finds one")
     return parser
 
 
 # ----------------------------------------------------------------------------
-# CIFAR-10 files (official python layout)
+# Datasets: CIFAR-10 and CIFAR-100 in their official python layouts (--dataset)
 # ----------------------------------------------------------------------------
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
-CIFAR10_TEST_FILES = ["test_batch"]
-NUM_CLASSES = 10
-CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
-CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
+DATASETS = {
+    "cifar10": dict(title="CIFAR-10", folder="cifar-10-batches-py", archive="cifar-10-python.tar.gz",
+                    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                    md5="c58f30108f718f92721af3b95e74349a",
+                    train_files=[f"data_batch_{i}" for i in range(1, 6)], test_files=["test_batch"],
+                    meta_file="batches.meta", label_key="labels", names_key="label_names", num_classes=10,
+                    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    # one "train" and one "test" file; 100 fine labels (the 20 coarse ones are not used).
+    # mean/std are mdistiller's (mdistiller/dataset/cifar100.py), so its teachers see the inputs they were trained on
+    "cifar100": dict(title="CIFAR-100", folder="cifar-100-python", archive="cifar-100-python.tar.gz",
+                     url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                     md5="eb9058c3a382ffc7106e4002c42a8d85",
+                     train_files=["train"], test_files=["test"],
+                     meta_file="meta", label_key="fine_labels", names_key="fine_label_names", num_classes=100,
+                     mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761)),
+}
+# CIFAR-10 under its old names (the default dataset; used across the repo and its tests)
+CIFAR10_URL = DATASETS["cifar10"]["url"]
+CIFAR10_MD5 = DATASETS["cifar10"]["md5"]
+CIFAR10_FOLDER = DATASETS["cifar10"]["folder"]
+CIFAR10_TRAIN_FILES = DATASETS["cifar10"]["train_files"]
+CIFAR10_TEST_FILES = DATASETS["cifar10"]["test_files"]
+NUM_CLASSES = DATASETS["cifar10"]["num_classes"]
+CIFAR10_MEAN = np.array(DATASETS["cifar10"]["mean"], dtype=np.float32)
+CIFAR10_STD = np.array(DATASETS["cifar10"]["std"], dtype=np.float32)
 
 
 class UserError(RuntimeError):
@@ -114,10 +188,18 @@ class DataError(UserError):
     """The dataset is missing or unreadable; the message says what to do."""
 
 
-def _missing_message(folder):
-    return (f"CIFAR-10 not found: expected {folder}/ with data_batch_1..5, test_batch and batches.meta.\n"
-            f"Download {CIFAR10_URL} (md5 {CIFAR10_MD5}) and unpack it into {os.path.dirname(folder)}/, e.g.\n"
-            f"  mkdir -p {os.path.dirname(folder)} && tar -xzf cifar-10-python.tar.gz -C {os.path.dirname(folder)}")
+def dataset_spec(name):
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def _missing_message(folder, spec):
+    files = ", ".join(spec["train_files"] + spec["test_files"] + [spec["meta_file"]])
+    parent = os.path.dirname(folder)
+    return (f"{spec['title']} not found: expected {folder}/ with {files}.\n"
+            f"Download {spec['url']} (md5 {spec['md5']}) and unpack it into {parent}/, e.g.\n"
+            f"  mkdir -p {parent} && tar -xzf {spec['archive']} -C {parent}")
 
 
 def md5sum(path):
@@ -128,77 +210,94 @@ def md5sum(path):
     return h.hexdigest()
 
 
-def download_cifar10(data_dir):
+def download_dataset(data_dir, name="cifar10"):
     """Download the official archive, verify its md5, unpack it. Raises DataError offline."""
+    spec = dataset_spec(name)
     os.makedirs(data_dir, exist_ok=True)
-    folder = os.path.join(data_dir, CIFAR10_FOLDER)
+    folder = os.path.join(data_dir, spec["folder"])
     fd, tmp = tempfile.mkstemp(dir=data_dir, suffix=".tar.gz.part")
     os.close(fd)
     try:
-        print(f"downloading {CIFAR10_URL} ...", flush=True)
+        print(f"downloading {spec['url']} ...", flush=True)
         try:
-            urllib.request.urlretrieve(CIFAR10_URL, tmp)
+            urllib.request.urlretrieve(spec["url"], tmp)
         except OSError as e:  # URLError is an OSError: no network, DNS, refused
-            raise DataError(f"could not download CIFAR-10 ({e}).\n" + _missing_message(folder)) from None
-        if md5sum(tmp) != CIFAR10_MD5:
-            raise DataError(f"downloaded archive has the wrong md5 (expected {CIFAR10_MD5}); try again.\n"
-                            + _missing_message(folder))
+            raise DataError(f"could not download {spec['title']} ({e}).\n" + _missing_message(folder, spec)) from None
+        if md5sum(tmp) != spec["md5"]:
+            raise DataError(f"downloaded archive has the wrong md5 (expected {spec['md5']}); try again.\n"
+                            + _missing_message(folder, spec))
         # unpack next to the final folder, then rename: never a half-unpacked folder
         staging = tempfile.mkdtemp(dir=data_dir)
         with tarfile.open(tmp, "r:gz") as tar:
             tar.extractall(staging, filter="data")
-        os.replace(os.path.join(staging, CIFAR10_FOLDER), folder)
+        os.replace(os.path.join(staging, spec["folder"]), folder)
         os.rmdir(staging)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def _read_pickle(path):
+def download_cifar10(data_dir):
+    download_dataset(data_dir, "cifar10")
+
+
+def _read_pickle(path, spec):
     try:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="latin1")
     except FileNotFoundError:
-        raise DataError(f"missing file {path}.\n" + _missing_message(os.path.dirname(path))) from None
+        raise DataError(f"missing file {path}.\n" + _missing_message(os.path.dirname(path), spec)) from None
     except Exception as e:  # truncated or not a pickle at all
         raise DataError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); "
                         f"delete {os.path.dirname(path)}/ and download it again.") from None
 
 
-def read_batch_file(path):
+def _get(d, key):
+    """d[key] for str or bytes keys (the official files are Python 2 pickles: bytes keys under encoding='bytes')."""
+    return d.get(key, d.get(key.encode()))
+
+
+def read_batch_file(path, dataset="cifar10"):
     """One official batch file -> (images uint8 N x 3 x 32 x 32, labels int64 N), checked."""
-    batch = _read_pickle(path)
+    spec = dataset_spec(dataset)
+    batch = _read_pickle(path, spec)
     if not isinstance(batch, dict):
-        raise DataError(f"{path} is not a CIFAR batch (a pickled dict); found {type(batch).__name__}")
-    get = lambda key: batch.get(key, batch.get(key.encode()))  # official files may use bytes keys
-    data, labels = get("data"), get("labels")
+        raise DataError(f"{path} is not a {spec['title']} batch (a pickled dict); found {type(batch).__name__}")
+    data, labels = _get(batch, "data"), _get(batch, spec["label_key"])
     if data is None or labels is None:
-        raise DataError(f"{path} is not a CIFAR-10 batch: no 'data'/'labels' keys (found {sorted(map(str, batch))})")
+        raise DataError(f"{path} is not a {spec['title']} batch: no 'data'/{spec['label_key']!r} keys "
+                        f"(found {sorted(map(str, batch))})")
     data, labels = np.asarray(data), np.asarray(labels, dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DataError(f"{path}: expected uint8 data of shape (N, 3072) and N labels, "
                         f"got {data.dtype} {data.shape} and {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(f"{path}: labels outside 0..{NUM_CLASSES - 1}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= spec["num_classes"]):
+        raise DataError(f"{path}: labels outside 0..{spec['num_classes'] - 1}")
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_dataset(name="cifar10", data_dir=DATA_DIR, download=True):
+    """A whole dataset in memory: dict of train_x, train_y, test_x, test_y, classes (names)."""
+    spec = dataset_spec(name)
+    folder = os.path.join(data_dir, spec["folder"])
+    if not os.path.isdir(folder):
+        if not download or os.environ.get("KD_NO_DOWNLOAD") == "1":
+            raise DataError(_missing_message(folder, spec))
+        download_dataset(data_dir, name)
+    parts = [read_batch_file(os.path.join(folder, f), name) for f in spec["train_files"]]
+    tests = [read_batch_file(os.path.join(folder, f), name) for f in spec["test_files"]]
+    meta = _read_pickle(os.path.join(folder, spec["meta_file"]), spec)
+    classes = _get(meta, spec["names_key"]) if isinstance(meta, dict) else None
+    if not classes or len(classes) != spec["num_classes"]:
+        raise DataError(f"{folder}/{spec['meta_file']} has no list of {spec['num_classes']} {spec['names_key']}")
+    return dict(train_x=np.concatenate([p[0] for p in parts]), train_y=np.concatenate([p[1] for p in parts]),
+                test_x=np.concatenate([t[0] for t in tests]), test_y=np.concatenate([t[1] for t in tests]),
+                classes=[c.decode() if isinstance(c, bytes) else str(c) for c in classes])
 
 
 def load_cifar10(data_dir=DATA_DIR, download=True):
     """Whole CIFAR-10 in memory: dict of train_x, train_y, test_x, test_y, classes."""
-    folder = os.path.join(data_dir, CIFAR10_FOLDER)
-    if not os.path.isdir(folder):
-        if not download or os.environ.get("KD_NO_DOWNLOAD") == "1":
-            raise DataError(_missing_message(folder))
-        download_cifar10(data_dir)
-    parts = [read_batch_file(os.path.join(folder, name)) for name in CIFAR10_TRAIN_FILES]
-    test_x, test_y = read_batch_file(os.path.join(folder, CIFAR10_TEST_FILES[0]))
-    meta = _read_pickle(os.path.join(folder, "batches.meta"))
-    classes = meta.get("label_names", meta.get(b"label_names")) if isinstance(meta, dict) else None
-    if not classes or len(classes) != NUM_CLASSES:
-        raise DataError(f"{folder}/batches.meta has no list of {NUM_CLASSES} label_names")
-    return dict(train_x=np.concatenate([p[0] for p in parts]), train_y=np.concatenate([p[1] for p in parts]),
-                test_x=test_x, test_y=test_y,
-                classes=[c.decode() if isinstance(c, bytes) else str(c) for c in classes])
+    return load_dataset("cifar10", data_dir, download)
 
 
 def split_indices(n_total, train_size, val_size, seed):
@@ -217,18 +316,19 @@ def split_indices(n_total, train_size, val_size, seed):
 # ----------------------------------------------------------------------------
 # Augmentation and batches: one numpy pipeline, so both frameworks get identical batches
 # ----------------------------------------------------------------------------
-# lookup table uint8 value -> normalised float32, per channel: (v / 255 - mean) / std
-_NORM_LUT = ((np.arange(256, dtype=np.float32)[None, :] / 255.0 - CIFAR10_MEAN[:, None])
-             / CIFAR10_STD[:, None]).astype(np.float32)
+# per dataset, a lookup table uint8 value -> normalised float32, per channel: (v / 255 - mean) / std
+_NORM_LUTS = {name: ((np.arange(256, dtype=np.float32)[None, :] / 255.0 - np.array(spec["mean"], np.float32)[:, None])
+                     / np.array(spec["std"], np.float32)[:, None]).astype(np.float32)
+              for name, spec in DATASETS.items()}
 _CHANNEL = np.arange(3)[None, :, None, None]
 
 
-def normalise(images):
-    """uint8 N x 3 x H x W -> float32, per-channel (x/255 - mean) / std."""
-    return _NORM_LUT[_CHANNEL, images]
+def normalise(images, dataset="cifar10"):
+    """uint8 N x 3 x H x W -> float32, per-channel (x/255 - mean) / std with the dataset's mean and std."""
+    return _NORM_LUTS[dataset][_CHANNEL, images]
 
 
-def augment(images, rng, pad=4):
+def augment(images, rng, pad=4, dataset="cifar10"):
     """Pad with zeros, take a random 32x32 crop, flip half of the images, normalise.
 
     Same maths as torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip()
@@ -243,7 +343,7 @@ def augment(images, rng, pad=4):
     cols = left[:, None] + np.where(flip[:, None], np.arange(w)[::-1], np.arange(w))[None, :][0]
     cropped = padded[np.arange(n)[:, None, None, None], _CHANNEL,
                      rows[:, None, :, None], cols[:, None, None, :]]
-    return normalise(cropped)
+    return normalise(cropped, dataset)
 
 
 def epoch_rng(seed, epoch):
@@ -251,8 +351,8 @@ def epoch_rng(seed, epoch):
     return np.random.default_rng([seed, epoch])
 
 
-def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0):
-    """Yield (float32 N x 3 x 32 x 32, int64 N) numpy batches.
+def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0, dataset="cifar10"):
+    """Yield (float32 N x 3 x 32 x 32, int64 N) numpy batches, normalised with the dataset's mean/std.
 
     train=True: shuffled and augmented from epoch_rng(seed, epoch), the last incomplete
     batch dropped (a constant batch shape: no recompilation in Jittor, no BatchNorm
@@ -267,7 +367,7 @@ def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0):
         order, stop = np.arange(n), n
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
-        x = augment(images[idx], rng) if train else normalise(images[idx])
+        x = augment(images[idx], rng, dataset=dataset) if train else normalise(images[idx], dataset)
         yield x, labels[idx]
 
 
@@ -321,28 +421,46 @@ def warmup_factor(epoch, warmup_epochs):
 # ----------------------------------------------------------------------------
 # Initial weights: drawn in numpy by name, so both frameworks start from the same numbers
 # ----------------------------------------------------------------------------
-def init_weights(shapes, seed, conv_init="uniform"):
+INIT_SCHEMES = {
+    # torch's defaults (Jittor's own match): conv/linear weights and biases U(+-1/sqrt(fan_in))
+    "uniform": "torch default",
+    # mdistiller resnet.py / resnetv2.py: kaiming_normal_(mode="fan_out") convs, linear left at the default
+    "kaiming_normal": "convs N(0, 2/fan_out), the rest torch default",
+    # mdistiller wrn.py: convs normal(0, sqrt(2/n)), n = k*k*out (= fan_out), linear bias zeroed
+    "kaiming_normal_zero_bias": "convs N(0, 2/fan_out), biases 0, linear weights torch default",
+    # mdistiller vgg.py / mobilenetv2.py: as wrn, and linear weights normal(0, 0.01), all biases zeroed
+    "kaiming_normal_small_fc": "convs N(0, 2/fan_out), linear weights N(0, 0.01^2), biases 0",
+}
+
+
+def init_weights(shapes, seed, scheme="uniform"):
     """Initial values for a model's state, given {name: shape} in state-dict order.
 
-    Conv/linear weights: "uniform" is torch's default, U(+-1/sqrt(fan_in)) (Jittor's
-    own default matches it); "kaiming_normal" is N(0, 2/fan_out) for convolutions
-    (mdistiller's ResNets). Biases: U(+-1/sqrt(fan_in)). 1-D weights are BatchNorm
-    scales (1) with biases 0; running_mean 0, running_var 1.
+    scheme is one of INIT_SCHEMES (the init code of the model's source). Conv weights are
+    4-D, linear weights 2-D, 1-D weights are BatchNorm scales (1) with biases 0;
+    running_mean 0, running_var 1. fan_in / fan_out count the weight's own shape, so a
+    grouped conv (out, in/groups, k, k) gets torch's fans. Draws happen in state order,
+    one per random entry, so the numbers are the same whichever framework asks.
     """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init_weights: unknown scheme {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
+    zero_bias = scheme in ("kaiming_normal_zero_bias", "kaiming_normal_small_fc")
     rng = np.random.default_rng(seed)
     out = {}
     for name, shape in shapes.items():
         leaf, owner = name.rsplit(".", 1)[-1], name.rsplit(".", 1)[0]
         weight_shape = shapes.get(owner + ".weight")
-        if leaf == "running_mean" or (leaf == "bias" and len(weight_shape) == 1):
+        if leaf == "running_mean" or (leaf == "bias" and (len(weight_shape) == 1 or zero_bias)):
             value = np.zeros(shape)
         elif leaf == "running_var" or (leaf == "weight" and len(shape) == 1):
             value = np.ones(shape)
         elif leaf in ("weight", "bias"):
             fan_in = int(np.prod(weight_shape[1:]))
-            if leaf == "weight" and len(shape) == 4 and conv_init == "kaiming_normal":
+            if leaf == "weight" and len(shape) == 4 and scheme != "uniform":
                 fan_out = shape[0] * int(np.prod(shape[2:]))
                 value = rng.normal(0.0, np.sqrt(2.0 / fan_out), size=shape)
+            elif leaf == "weight" and len(shape) == 2 and scheme == "kaiming_normal_small_fc":
+                value = rng.normal(0.0, 0.01, size=shape)
             else:
                 bound = 1.0 / np.sqrt(fan_in)
                 value = rng.uniform(-bound, bound, size=shape)
@@ -408,10 +526,108 @@ def load_checkpoint(path):
     return ckpt
 
 
-def check_arch(ckpt, expected_arch, path):
+def check_arch(ckpt, expected_arch, path, flag="--model"):
     if ckpt["arch"] != expected_arch:
         raise CheckpointError(f"checkpoint {path} holds a {ckpt['arch']!r} model, "
-                              f"but this run builds {expected_arch!r} (see --model)")
+                              f"but this run builds {expected_arch!r} (see {flag})")
+
+
+def ckpt_dataset(ckpt):
+    """The dataset a checkpoint's model was trained for (checkpoints from before --dataset: CIFAR-10)."""
+    return ckpt.get("dataset") or (ckpt.get("config") or {}).get("dataset") or "cifar10"
+
+
+def ckpt_num_classes(ckpt):
+    return DATASETS[ckpt_dataset(ckpt)]["num_classes"]
+
+
+def check_dataset(ckpt, dataset, path):
+    """A model for N classes cannot be evaluated on, or teach, a dataset with another number of classes."""
+    have, want = DATASETS[ckpt_dataset(ckpt)], dataset_spec(dataset)
+    if have["num_classes"] != want["num_classes"]:
+        raise CheckpointError(f"{path} holds a model for {have['num_classes']} classes ({have['title']}), "
+                              f"but this run uses {want['title']} ({want['num_classes']} classes); "
+                              f"use a checkpoint trained on {want['title']} (see --dataset)")
+
+
+def describe_checkpoint(ckpt):
+    """'torch checkpoint, CIFAR-10, best val top-1 70.27%' (or 'pth checkpoint, CIFAR-100, weights only')."""
+    best = ckpt.get("best_top1")
+    return (f"{ckpt['framework']} checkpoint, {DATASETS[ckpt_dataset(ckpt)]['title']}, "
+            + (f"best val top-1 {best:.2f}%" if best is not None else "weights only"))
+
+
+# Plain torch files: mdistiller's released teachers (cifar_teachers/<model>_vanilla/ckpt_epoch_240.pth,
+# a dict with the state_dict under "model") or any torch.save(state_dict). Each framework reads the
+# file with its own reader (torch.load; Jittor's jt.load, which needs no torch) and hands the result here.
+TORCH_FILE_EXTENSIONS = (".pth", ".pt")
+ARCH_FLAGS = "--model (test.py, align.py), --teacher-model or --pair (train_student.py)"
+
+
+def is_torch_file(path):
+    return str(path).lower().endswith(TORCH_FILE_EXTENSIONS)
+
+
+def numpy_state(obj, path, to_numpy):
+    """The weights in a loaded torch file as {name: float32 numpy array}.
+
+    obj is what the framework's reader returned: mdistiller's {"model": state_dict, "epoch": ...}
+    (other keys ignored), {"state_dict": ...}, or a bare state_dict. torch's BatchNorm counter
+    num_batches_tracked and DataParallel's "module." prefix are dropped. to_numpy converts one tensor.
+    """
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or a checkpoint dict "
+                              f"with the weights under 'model' (mdistiller's layout)")
+    for key in ("model", "state_dict"):
+        if isinstance(obj.get(key), dict):
+            return numpy_state(obj[key], path, to_numpy)
+    if not obj or not all(hasattr(v, "shape") for v in obj.values()):
+        raise CheckpointError(f"{path}: no weights found: expected a state dict, or one under 'model' as in "
+                              f"mdistiller's checkpoints (keys: {sorted(map(str, obj))[:8]})")
+    state = {}
+    for name, value in obj.items():
+        if name.endswith("num_batches_tracked"):
+            continue  # torch-only BatchNorm counter
+        name = name[len("module."):] if name.startswith("module.") else name  # DataParallel prefix
+        state[name] = np.asarray(to_numpy(value), dtype=np.float32)
+    return state
+
+
+def classifier_of(state):
+    """(name, outputs) of the classifier: the last 2-D weight (every model here, as in mdistiller, ends
+    with one linear layer; convolutions are 4-D, BatchNorm 1-D); (None, None) without one."""
+    names = [k for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return (names[-1], int(state[names[-1]].shape[0])) if names else (None, None)
+
+
+def dataset_of_classes(n):
+    """The dataset with n classes, or None."""
+    return next((name for name, spec in DATASETS.items() if spec["num_classes"] == n), None)
+
+
+def foreign_checkpoint(state, path, arch):
+    """A torch file's weights as a checkpoint dict like load_checkpoint's.
+
+    The file names neither architecture nor dataset: arch comes from the command line; the dataset
+    is the one with as many classes as the classifier has outputs (mdistiller's teachers: CIFAR-100).
+    """
+    if arch is None:
+        raise CheckpointError(f"{path} is a plain torch file (like mdistiller's teachers), which does not say "
+                              f"which model it holds: name it with {ARCH_FLAGS}, e.g. --model resnet32x4")
+    name, n = classifier_of(state)
+    dataset = dataset_of_classes(n)
+    if dataset is None:
+        raise CheckpointError(f"{path}: its classifier {name!r} (the last linear layer) has {n} outputs; the datasets "
+                              f"here have " + ", ".join(f"{d['num_classes']} ({d['title']})" for d in DATASETS.values()))
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))  # e.g. resnet32x4_vanilla
+    return {"model": state, "optimizer": {}, "epoch": -1, "best_top1": None, "dataset": dataset, "arch": arch,
+            "framework": "pth", "config": {"name": f"external/{folder}", "dataset": dataset}}
+
+
+def wrong_weights(error, ckpt, path):
+    """The load error of a file whose weights do not fit the model, with what was assumed about it."""
+    return CheckpointError(f"{error}\n{path} does not hold a {ckpt['arch']!r} model for {ckpt_num_classes(ckpt)} "
+                           f"classes: is the architecture right? For a torch file it comes from {ARCH_FLAGS}.")
 
 
 def match_state(state, expected_shapes, path):
@@ -554,7 +770,11 @@ def format_test_report(metrics, classes):
     lines = [f"[{metrics['framework']}] {metrics['arch']} ({metrics['ckpt_framework']} checkpoint) on {metrics['n']} test images: "
              f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  "
              f"{metrics['images_per_s']:.0f} images/s"]
-    lines += [f"  {name:>10s} {acc:6.2f}%" for name, acc in zip(classes, metrics["per_class"])]
+    if len(classes) <= 10:
+        lines += [f"  {name:>10s} {acc:6.2f}%" for name, acc in zip(classes, metrics["per_class"])]
+    else:  # CIFAR-100: five classes per line
+        cells = [f"  {name:>13s} {acc:6.2f}%" for name, acc in zip(classes, metrics["per_class"])]
+        lines += ["".join(cells[i:i + 5]) for i in range(0, len(cells), 5)]
     return "\n".join(lines)
 
 

@@ -5,6 +5,9 @@
     python convert.py teacher.pt teacher.ckpt --arch cifar10quick     # torch state_dict -> repo checkpoint
     python convert.py ckpt_epoch_240.pth resnet32x4.ckpt              # mdistiller-style {"model": state_dict}
 
+(The stages also read mdistiller's .pth teachers directly: train_student.py --teacher X.pth with
+--teacher-model or --pair, test.py --ckpt X.pth --model NAME. The reading is shared: common.numpy_state.)
+
 The repo's own checkpoints (.ckpt) already hold numpy arrays that both frameworks load, so
 --init / --teacher / test.py take either framework's .ckpt directly; this tool is for weights
 coming from, or going to, plain torch / Jittor code. The architecture is read from a .ckpt,
@@ -33,21 +36,16 @@ def file_format(path):
     return FORMATS[ext]
 
 
+def tensor_to_numpy(value):
+    """A torch tensor, a Jittor Var or a numpy array as a numpy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return value.numpy() if isinstance(value, jt.Var) else np.asarray(value)
+
+
 def to_numpy_state(obj, path):
     """A state dict (torch tensors, Jittor Vars or numpy), possibly under "model"/"state_dict", as numpy."""
-    if isinstance(obj, dict) and not any(hasattr(v, "shape") for v in obj.values()):
-        for key in ("model", "state_dict"):
-            if isinstance(obj.get(key), dict):
-                return to_numpy_state(obj[key], path)
-        raise common.CheckpointError(f"{path}: no state dict found (keys: {sorted(map(str, obj))[:8]})")
-    state = {}
-    for name, value in obj.items():
-        if name.endswith("num_batches_tracked"):
-            continue  # torch-only BatchNorm counter
-        name = name[len("module."):] if name.startswith("module.") else name  # DataParallel prefix
-        value = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        state[name] = value.astype(np.float32)
-    return state
+    return common.numpy_state(obj, path, tensor_to_numpy)
 
 
 def read(path):
@@ -65,10 +63,17 @@ def read(path):
     return to_numpy_state(obj, path), None, fmt
 
 
+def num_classes_of(state):
+    """The classes of the dataset the state's classifier fits (CIFAR-10's 10 when none does: then the
+    shape check names the classifier)."""
+    dataset = common.dataset_of_classes(common.classifier_of(state)[1])
+    return common.DATASETS[dataset or "cifar10"]["num_classes"]
+
+
 def find_arch(state, path):
     """The one known model whose names and shapes all match the state."""
     for arch in tm.ARCHS:
-        shapes = tm.state_shapes(tm.build_model(arch))
+        shapes = tm.state_shapes(tm.build_model(arch, num_classes=num_classes_of(state)))
         if set(shapes) == set(state) and all(tuple(state[k].shape) == tuple(s) for k, s in shapes.items()):
             return arch
     raise common.CheckpointError(f"{path}: matches none of the known models ({', '.join(tm.ARCHS)}); "
@@ -79,10 +84,12 @@ def write(path, state, arch, source):
     fmt = file_format(path)
     if fmt == "repo":
         name = os.path.splitext(os.path.basename(path))[0]
+        dataset = common.dataset_of_classes(num_classes_of(state))
         common.save_checkpoint(path, {"model": state, "optimizer": {}, "epoch": -1, "best_top1": 0.0,
-                                      "config": {"name": f"converted/{name}"}, "framework": source, "arch": arch})
+                                      "config": {"name": f"converted/{name}", "dataset": dataset},
+                                      "framework": source, "arch": arch, "dataset": dataset})
     elif fmt == "torch":
-        model = tm.build_model(arch)
+        model = tm.build_model(arch, num_classes=num_classes_of(state))
         tm.load_state(model, state, path)
         common.atomic_write(path, lambda f: torch.save(model.state_dict(), f))
     else:
@@ -96,7 +103,7 @@ def convert(src, dst, arch=None):
     arch = arch or ckpt_arch or find_arch(state, src)
     if arch not in tm.ARCHS:
         raise common.UserError(f"unknown model {arch!r}; choose one of {', '.join(tm.ARCHS)}")
-    common.match_state(state, tm.state_shapes(tm.build_model(arch)), src)
+    common.match_state(state, tm.state_shapes(tm.build_model(arch, num_classes=num_classes_of(state))), src)
     write(dst, state, arch, source)
     return arch
 

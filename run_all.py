@@ -3,7 +3,8 @@
     python run_all.py                      # quick preset (a few minutes on 2 CPU cores)
     python run_all.py --preset full        # the original setting (hours on CPU)
     python run_all.py --preset full --seeds 3
-    python run_all.py --preset full --tag beta --beta-sweep 0 0.3 0.5 1 1.5 2   # DKD beta sweep
+    python run_all.py --preset full --tag beta --beta-sweep 0 0.3 0.5 1 1.5 2 --teacher-from full  # DKD beta sweep
+    python run_all.py --preset full --seeds 3 --resume --parallel   # continue an interrupted run, both frameworks at once
 
 Each stage is its own process (torch_/... or jittor_/... script), so the frameworks never
 share a process. Runs are named <tag>/<stage>_s<seed> (tag = the preset unless --tag):
@@ -11,6 +12,11 @@ TensorBoard events in log/<tag>/..., checkpoints in ckpt/<tag>/.... The table re
 on the 10,000 test images (mean +- std over seeds) and seconds per stage (data loading,
 training, evaluation summed over epochs) per framework; it is also written to
 log/<tag>/summary.md and summary.json.
+
+--resume makes long runs survivable: a stage whose test.json exists is not run again, and a
+stage with a checkpoint continues after its last finished epoch (the stage's own --resume).
+--parallel runs the two frameworks at the same time, each on half of the CPU threads
+(KD_THREADS), which keeps both cores busy while Jittor runs its single-threaded kernels.
 """
 import argparse
 import json
@@ -18,6 +24,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -28,12 +35,16 @@ FRAMEWORKS = ["torch", "jittor"]
 METHODS = ["ce", "kd", "dkd"]
 
 
-def run(cmd):
-    """Run one stage, streaming its output; stop the whole job if it fails."""
+class StageFailed(RuntimeError):
+    """A stage exited with an error: the job stops (its output above says why)."""
+
+
+def run(cmd, env=None):
+    """Run one stage, streaming its output; raise StageFailed if it fails."""
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     start = time.perf_counter()
-    if subprocess.call(cmd, cwd=common.ROOT) != 0:
-        sys.exit(f"error: stage failed: {' '.join(cmd)}")
+    if subprocess.call(cmd, cwd=common.ROOT, env=env) != 0:
+        raise StageFailed(f"stage failed: {' '.join(cmd)}")
     return time.perf_counter() - start
 
 
@@ -41,7 +52,7 @@ def stage_script(framework, stage):
     return os.path.join(common.ROOT, f"{framework}_", f"{stage}.py")
 
 
-def run_framework(framework, args, seed):
+def run_framework(framework, args, seed, env=None):
     """All stages of one framework and seed; returns {stage: record}."""
     py = sys.executable
     common_flags = ["--seed", str(seed)] + (["--preset", args.preset] if args.preset else [])
@@ -49,6 +60,12 @@ def run_framework(framework, args, seed):
     records = {}
     stages = [("teacher", teacher_name, [py, stage_script(framework, "train_teacher"), "--name", teacher_name]
                + common_flags + shlex.split(args.teacher_args))]
+    if args.teacher_from:  # reuse the teacher of another run (e.g. the beta sweep uses the full run's)
+        teacher_name = f"{args.teacher_from}/teacher_s{seed}"
+        stages = []
+        if not os.path.exists(common.ckpt_path(teacher_name, framework)):
+            raise StageFailed(f"--teacher-from {args.teacher_from}: no teacher checkpoint "
+                              f"{common.ckpt_path(teacher_name, framework)}; run that tag's teacher first")
     # (stage label, run name, method, beta): the three students, or one DKD student per swept beta
     students = [(m, f"student_{m}", m, args.beta if m == "dkd" else None) for m in args.methods]
     if args.beta_sweep:
@@ -62,10 +79,14 @@ def run_framework(framework, args, seed):
             cmd += ["--beta", str(beta)]
         stages.append((label, name, cmd + shlex.split(args.student_args)))
     for stage, name, cmd in stages:
-        wall = run(cmd)
         ckpt = common.ckpt_path(name, framework)
         test_json = os.path.join(common.run_dir(name, framework), "test.json")
-        run([py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json])
+        if args.resume and os.path.exists(test_json):
+            print(f"[{framework}] {name}: finished earlier ({os.path.relpath(test_json, common.ROOT)}), not run again")
+            wall = None
+        else:
+            wall = run(cmd + (["--resume"] if args.resume and os.path.exists(ckpt) else []), env)
+            run([py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json], env)
         with open(os.path.join(common.run_dir(name, framework), "metrics.json")) as f:
             train = json.load(f)
         with open(test_json) as f:
@@ -73,6 +94,34 @@ def run_framework(framework, args, seed):
         records[stage] = {"top1": test["top1"], "top5": test["top5"], "wall": wall,
                           "seconds": train["seconds"], "test_images_per_s": test["images_per_s"]}
     return records
+
+
+def run_parallel(args, results):
+    """One thread per framework, each running all its seeds; the CPU threads are split between them."""
+    threads = max(1, common.num_threads() // len(args.frameworks))
+    env = dict(os.environ, KD_THREADS=str(threads))
+    errors = []
+
+    def work(framework):
+        try:
+            for seed in range(args.seeds):
+                results[framework].append(run_framework(framework, args, seed, env))
+        except StageFailed as e:
+            errors.append(e)
+
+    workers = [threading.Thread(target=work, args=(fw,)) for fw in args.frameworks]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+
+
+def threads_note(args):
+    if args.parallel:
+        return f"frameworks in parallel with {max(1, common.num_threads() // len(args.frameworks))} CPU thread(s) each"
+    return f"{common.num_threads()} CPU threads"
 
 
 def mean_std(values):
@@ -117,6 +166,12 @@ def parse_args(argv=None):
     parser.add_argument("--teacher-args", default="", help="extra flags for train_teacher.py, e.g. '--epochs 10'")
     parser.add_argument("--student-args", default="", help="extra flags for train_student.py")
     parser.add_argument("--tag", default=None, help="prefix of run names (default: the preset)")
+    parser.add_argument("--teacher-from", default=None, metavar="TAG",
+                        help="do not train a teacher: use ckpt/TAG/teacher_s<seed>_<framework>.ckpt of an earlier run")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip stages that finished (test.json exists), continue those with a checkpoint")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the frameworks at the same time, each with half of the CPU threads")
     args = parser.parse_args(argv)
     args.tag = args.tag or args.preset
     return args
@@ -126,13 +181,19 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     results = {fw: [] for fw in args.frameworks}
-    for seed in range(args.seeds):
-        for framework in args.frameworks:
-            results[framework].append(run_framework(framework, args, seed))
+    try:
+        if args.parallel:
+            run_parallel(args, results)
+        else:
+            for seed in range(args.seeds):
+                for framework in args.frameworks:
+                    results[framework].append(run_framework(framework, args, seed))
+    except StageFailed as e:
+        sys.exit(f"error: {e}")
     stages = list(results[args.frameworks[0]][0])
     table = summary_table(results, args.frameworks, stages)
     header = (f"Test-set top-1 (%) and seconds per stage (summed over epochs), preset {args.preset}, "
-              f"{args.seeds} seed(s), {common.num_threads()} CPU threads; total wall {time.perf_counter() - start:.0f} s")
+              f"{args.seeds} seed(s), {threads_note(args)}; total wall {time.perf_counter() - start:.0f} s")
     out_dir = os.path.join(common.LOG_DIR, args.tag)
     common.atomic_write(os.path.join(out_dir, "summary.md"), lambda f: f.write(header + "\n\n" + table + "\n"), mode="w")
     common.write_json(os.path.join(out_dir, "summary.json"), {"args": vars(args), "results": results})

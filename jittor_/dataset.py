@@ -1,4 +1,4 @@
-"""CIFAR-10 batches as Jittor Vars.
+"""CIFAR-10 / CIFAR-100 batches as Jittor Vars.
 
 Everything that decides *which* pixels a batch holds (the files, the split, the
 shuffle order, the crop and flip) is numpy code in common.py, shared with torch:
@@ -18,16 +18,18 @@ import jittor as jt  # noqa: E402
 class Loader:
     """Batches of one split: shuffled + augmented when train=True, in order otherwise."""
 
-    def __init__(self, images, labels, batch_size, train, seed, device):
+    def __init__(self, images, labels, batch_size, train, seed, device, dataset="cifar10"):
         self.images, self.labels = images, labels
         self.batch_size, self.train, self.seed, self.device = batch_size, train, seed, device
+        self.dataset, self.num_classes = dataset, common.DATASETS[dataset]["num_classes"]  # normalisation, outputs
 
     def __len__(self):
         return common.num_batches(len(self.labels), self.batch_size, self.train)
 
     def epoch(self, epoch):
         """Iterate over one epoch; numpy work runs one batch ahead in a background thread."""
-        batches = common.iterate_batches(self.images, self.labels, self.batch_size, self.train, self.seed, epoch)
+        batches = common.iterate_batches(self.images, self.labels, self.batch_size, self.train, self.seed, epoch,
+                                         self.dataset)
         for images, labels in common.prefetch(batches):
             yield to_tensor(images, self.device), to_tensor(labels, self.device)
 
@@ -37,15 +39,23 @@ def to_tensor(array, device):
 
 
 def build_loaders(args, device):
-    """Train and validation loaders over the fixed split of the 50,000 training images."""
-    data = common.load_cifar10(args.data_dir)
+    """Train and validation loaders over the fixed split of the 50,000 training images.
+
+    --val-on-test (mdistiller's way, set by --pair): validation on the 10,000 test images instead.
+    """
+    data = common.load_dataset(args.dataset, args.data_dir)
     train_idx, val_idx = common.split_indices(len(data["train_y"]), args.train_size, args.val_size, common.SPLIT_SEED)
-    train = Loader(data["train_x"][train_idx], data["train_y"][train_idx], args.batch_size, True, args.seed, device)
-    val = Loader(data["train_x"][val_idx], data["train_y"][val_idx], common.EVAL_BATCH_SIZE, False, args.seed, device)
+    train = Loader(data["train_x"][train_idx], data["train_y"][train_idx], args.batch_size, True, args.seed, device,
+                   args.dataset)
+    if args.val_on_test:
+        val_x, val_y = data["test_x"], data["test_y"]
+    else:
+        val_x, val_y = data["train_x"][val_idx], data["train_y"][val_idx]
+    val = Loader(val_x, val_y, common.EVAL_BATCH_SIZE, False, args.seed, device, args.dataset)
     return train, val
 
 
-def build_test_loader(data_dir, batch_size, device):
-    """The official 10,000-image test batch, in order, no augmentation."""
-    data = common.load_cifar10(data_dir)
-    return Loader(data["test_x"], data["test_y"], batch_size, False, 0, device), data["classes"]
+def build_test_loader(data_dir, batch_size, device, dataset="cifar10"):
+    """The official 10,000-image test set, in order, no augmentation."""
+    data = common.load_dataset(dataset, data_dir)
+    return Loader(data["test_x"], data["test_y"], batch_size, False, 0, device, dataset), data["classes"]

@@ -1,8 +1,9 @@
 """The models, in Jittor. torch_/models.py is the same file in PyTorch, line for line.
 
 Teacher CIFAR10Quick and student CIFAR10Simple reproduce the original experiment;
-resnet32x4 / resnet8x4 are mdistiller's CIFAR ResNets (same layer names, so its
-weights load by name). Parameter names and shapes are identical in both frameworks,
+the rest is mdistiller's CIFAR model zoo (mdistiller/models/cifar/), under its
+--model names and with its parameter names, so its released checkpoints load by name.
+Parameter names and shapes are identical in both frameworks,
 and the initial values come from common.init_weights (numpy), so a seed gives the
 same starting weights in torch and in Jittor.
 """
@@ -82,8 +83,14 @@ class CIFAR10Simple(nn.Module):
         return self.fc2(self.fc1(x))
 
 
+# ----------------------------------------------------------------------------
+# mdistiller's CIFAR model zoo (mdistiller/models/cifar/). Parameter names are
+# mdistiller's, so its released checkpoints load as they are; each forward does the
+# same layers in the same order. The one difference: every model returns the logits
+# only (mdistiller returns (logits, features) for feature-based distillers).
+# ----------------------------------------------------------------------------
 class BasicBlock(nn.Module):
-    """mdistiller's CIFAR ResNet block: conv-BN-ReLU-conv-BN, + shortcut, ReLU."""
+    """resnet.py's BasicBlock: conv-BN-ReLU-conv-BN, + shortcut, ReLU."""
 
     def __init__(self, inplanes, planes, stride=1, downsample=None):
         super().__init__()
@@ -101,10 +108,14 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """mdistiller's CIFAR ResNet (depth 6n+2, basic blocks); resnet8x4/32x4 use 4x wider filters."""
+    """mdistiller's resnet.py ResNet (depth 6n+2, basic blocks). Returns the logits only (mdistiller: (logits, feats)).
+
+    resnet20/32/56/110 have widths 16, 16, 32, 64 (the stem's first); resnet8x4/32x4 4x wider ones.
+    """
 
     def __init__(self, depth, num_filters, num_classes=10):
         super().__init__()
+        assert (depth - 2) % 6 == 0, "ResNet depth is 6n+2"
         n = (depth - 2) // 6
         self.inplanes = num_filters[0]
         self.conv1 = nn.Conv2d(3, num_filters[0], 3, padding=1, bias=False)
@@ -131,22 +142,405 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-# name -> (constructor, conv init scheme of common.init_weights)
+class Bottleneck(nn.Module):
+    """resnetv2.py's Bottleneck: 1x1 (planes), 3x3 (stride), 1x1 (4 x planes), BN after each, + shortcut, ReLU."""
+
+    expansion = 4
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, self.expansion * planes, 1, bias=False)
+        self.bn3 = BatchNorm2d(self.expansion * planes)
+        self.shortcut = None  # identity (mdistiller: an empty nn.Sequential, no weights)
+        if stride != 1 or in_planes != self.expansion * planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, self.expansion * planes, 1, stride=stride, bias=False),
+                                          BatchNorm2d(self.expansion * planes))
+
+    def execute(self, x):
+        out = nn.relu(self.bn1(self.conv1(x)))
+        out = nn.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return nn.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class ResNetV2(nn.Module):
+    """mdistiller's resnetv2.py ResNet (ResNet50): ImageNet-style widths 64-512 on a 3x3 stride-1 stem.
+
+    Returns the logits only (mdistiller: (logits, feats)).
+    """
+
+    def __init__(self, num_blocks, num_classes=10):
+        super().__init__()
+        self.in_planes = 64
+        self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
+        self.bn1 = BatchNorm2d(64)
+        self.layer1 = self._make_layer(64, num_blocks[0], stride=1)
+        self.layer2 = self._make_layer(128, num_blocks[1], stride=2)
+        self.layer3 = self._make_layer(256, num_blocks[2], stride=2)
+        self.layer4 = self._make_layer(512, num_blocks[3], stride=2)
+        self.linear = nn.Linear(512 * Bottleneck.expansion, num_classes)
+
+    def _make_layer(self, planes, blocks, stride):
+        layers = []
+        for s in [stride] + [1] * (blocks - 1):
+            layers.append(Bottleneck(self.in_planes, planes, s))
+            self.in_planes = planes * Bottleneck.expansion
+        return nn.Sequential(*layers)
+
+    def execute(self, x):
+        x = nn.relu(self.bn1(self.conv1(x)))  # 32 x 32
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # 4 x 4
+        return self.linear(x.mean(dims=[2, 3]))  # mdistiller: AdaptiveAvgPool2d((1, 1))
+
+
+class WideBlock(nn.Module):
+    """wrn.py's BasicBlock, pre-activation: BN-ReLU-conv3x3-BN-ReLU-conv3x3, + shortcut (no ReLU after).
+
+    When the width changes, a 1x1 convShortcut takes the pre-activated input; otherwise the
+    raw input is added. (mdistiller's dropout is off: dropRate is 0 for every zoo model.)
+    """
+
+    def __init__(self, in_planes, out_planes, stride):
+        super().__init__()
+        self.bn1 = BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = BatchNorm2d(out_planes)
+        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, padding=1, bias=False)
+        self.convShortcut = None
+        if in_planes != out_planes:
+            self.convShortcut = nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+
+    def execute(self, x):
+        out = nn.relu(self.bn1(x))
+        shortcut = x if self.convShortcut is None else self.convShortcut(out)
+        out = self.conv2(nn.relu(self.bn2(self.conv1(out))))
+        return shortcut + out
+
+
+class NetworkBlock(nn.Module):
+    """wrn.py's NetworkBlock: n WideBlocks under .layer (the name is part of mdistiller's weight names)."""
+
+    def __init__(self, n, in_planes, out_planes, stride):
+        super().__init__()
+        self.layer = nn.Sequential(*[WideBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1)
+                                     for i in range(n)])
+
+    def execute(self, x):
+        return self.layer(x)
+
+
+class WideResNet(nn.Module):
+    """mdistiller's wrn.py WideResNet (depth 6n+4, widths 16, 16k, 32k, 64k): wrn_16_2, wrn_40_1, wrn_40_2.
+
+    Returns the logits only (mdistiller: (logits, feats)). For its pre-activation features
+    mdistiller runs block2's and block3's first bn1 and the final bn1 a second time on the same
+    input, so in train mode those three update their running statistics twice per step
+    (0.81 old + 0.19 batch). We repeat those calls in train mode, so that a WRN trained here ends
+    with the running statistics mdistiller's would have; in eval mode they change nothing.
+    """
+
+    def __init__(self, depth, widen_factor, num_classes=10):
+        super().__init__()
+        assert (depth - 4) % 6 == 0, "WRN depth is 6n+4"
+        n = (depth - 4) // 6
+        channels = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        self.conv1 = nn.Conv2d(3, channels[0], 3, padding=1, bias=False)
+        self.block1 = NetworkBlock(n, channels[0], channels[1], 1)
+        self.block2 = NetworkBlock(n, channels[1], channels[2], 2)
+        self.block3 = NetworkBlock(n, channels[2], channels[3], 2)
+        self.bn1 = BatchNorm2d(channels[3])
+        self.fc = nn.Linear(channels[3], num_classes)
+
+    def execute(self, x):
+        f1 = self.block1(self.conv1(x))
+        f2 = self.block2(f1)
+        f3 = self.block3(f2)  # 8 x 8
+        logits = self.fc(nn.relu(self.bn1(f3)).mean(dims=[2, 3]))  # mdistiller: avg_pool2d(8)
+        if self.training:  # mdistiller's pre-activation features: a second BN statistics update (see above)
+            self.block2.layer[0].bn1(f1), self.block3.layer[0].bn1(f2), self.bn1(f3)
+        return logits
+
+
+def vgg_block(widths, in_channels):
+    """vgg.py's _make_layers with BN: [conv3x3 (with bias), BN, ReLU] per width, the last ReLU left to forward.
+
+    So the weight names are blockK.{3i}.weight/bias (conv) and blockK.{3i+1}.* (BN), as mdistiller's.
+    """
+    layers = []
+    for w in widths:
+        layers += [nn.Conv2d(in_channels, w, 3, padding=1), BatchNorm2d(w), nn.ReLU()]
+        in_channels = w
+    return nn.Sequential(*layers[:-1])
+
+
+class VGG(nn.Module):
+    """mdistiller's vgg.py VGG with BatchNorm (vgg8_bn, vgg13_bn): five conv blocks, max-pools between, one FC.
+
+    Returns the logits only (mdistiller: (logits, feats)).
+    """
+
+    def __init__(self, widths, num_classes=10):
+        super().__init__()
+        self.block0 = vgg_block(widths[0], 3)
+        self.block1 = vgg_block(widths[1], widths[0][-1])
+        self.block2 = vgg_block(widths[2], widths[1][-1])
+        self.block3 = vgg_block(widths[3], widths[2][-1])
+        self.block4 = vgg_block(widths[4], widths[3][-1])
+        self.classifier = nn.Linear(512, num_classes)
+
+    def execute(self, x):
+        h = x.shape[2]
+        x = nn.max_pool2d(nn.relu(self.block0(x)), 2)  # 16 x 16
+        x = nn.max_pool2d(nn.relu(self.block1(x)), 2)  # 8 x 8
+        x = nn.max_pool2d(nn.relu(self.block2(x)), 2)  # 4 x 4
+        x = nn.relu(self.block3(x))
+        if h == 64:  # mdistiller pools here only for 64 x 64 inputs (Tiny-ImageNet)
+            x = nn.max_pool2d(x, 2)
+        x = nn.relu(self.block4(x))
+        return self.classifier(x.mean(dims=[2, 3]))  # mdistiller: AdaptiveAvgPool2d((1, 1))
+
+
+def conv_bn_relu(inp, oup, kernel, stride):
+    """mobilenetv2.py's conv_bn (3x3) / conv_1x1_bn: conv (no bias), BN, ReLU as one Sequential."""
+    return nn.Sequential(nn.Conv2d(inp, oup, kernel, stride, kernel // 2, bias=False), BatchNorm2d(oup), nn.ReLU())
+
+
+class InvertedResidual(nn.Module):
+    """mobilenetv2.py's block: 1x1 expand, 3x3 depthwise (stride), 1x1 project (linear), + input if same shape.
+
+    The ReLU modules sit inside .conv as in mdistiller, so the weight indices (conv.0, 1, 3, 4, 6, 7) match.
+    """
+
+    def __init__(self, inp, oup, stride, expand_ratio):
+        super().__init__()
+        hidden = inp * expand_ratio
+        self.use_res_connect = stride == 1 and inp == oup
+        self.conv = nn.Sequential(
+            nn.Conv2d(inp, hidden, 1, bias=False), BatchNorm2d(hidden), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), BatchNorm2d(hidden), nn.ReLU(),
+            nn.Conv2d(hidden, oup, 1, bias=False), BatchNorm2d(oup))
+
+    def execute(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """mdistiller's mobilenetv2.py MobileNetV2; --model MobileNetV2 is its mobile_half (expansion 6, width 0.5).
+
+    Returns the logits only (mdistiller: (logits, feats)).
+    """
+
+    def __init__(self, expansion=6, width_mult=0.5, num_classes=10):
+        super().__init__()
+        settings = [  # expansion, channels, blocks, stride of the first block
+            [1, 16, 1, 1], [expansion, 24, 2, 1], [expansion, 32, 3, 2], [expansion, 64, 4, 2],
+            [expansion, 96, 3, 1], [expansion, 160, 3, 2], [expansion, 320, 1, 1]]
+        input_channel = int(32 * width_mult)
+        self.conv1 = conv_bn_relu(3, input_channel, 3, 2)
+        self.blocks = nn.ModuleList()
+        for t, c, n, s in settings:
+            output_channel = int(c * width_mult)
+            layers = []
+            for stride in [s] + [1] * (n - 1):
+                layers.append(InvertedResidual(input_channel, output_channel, stride, t))
+                input_channel = output_channel
+            self.blocks.append(nn.Sequential(*layers))
+        last_channel = int(1280 * width_mult) if width_mult > 1.0 else 1280
+        self.conv2 = conv_bn_relu(input_channel, last_channel, 1, 1)
+        self.classifier = nn.Sequential(nn.Linear(last_channel, num_classes))
+
+    def execute(self, x):
+        x = self.conv1(x)  # 16 x 16
+        for block in self.blocks:
+            x = block(x)  # 2 x 2 after the last
+        x = self.conv2(x)
+        return self.classifier(x.mean(dims=[2, 3]))  # mdistiller: AvgPool2d(2, ceil_mode=True) on the 2 x 2 map
+
+
+def channel_shuffle(x, groups):
+    """ShuffleNet's channel shuffle: [N, g*c, H, W] -> [N, g, c, H, W] -> [N, c, g, H, W] -> [N, c*g, H, W]."""
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
+
+
+class ShuffleV1Block(nn.Module):
+    """ShuffleNetv1.py's Bottleneck: grouped 1x1, shuffle, depthwise 3x3 (stride), grouped 1x1.
+
+    A stride-2 block concatenates the 3x3/2 average-pooled input (so it only makes out_planes -
+    in_planes channels); a stride-1 block adds the input. The first 1x1 after the 24-channel stem is not grouped.
+    """
+
+    def __init__(self, in_planes, out_planes, stride, groups):
+        super().__init__()
+        self.stride = stride
+        mid_planes = int(out_planes / 4)
+        g = 1 if in_planes == 24 else groups
+        self.conv1 = nn.Conv2d(in_planes, mid_planes, 1, groups=g, bias=False)
+        self.bn1 = BatchNorm2d(mid_planes)
+        self.conv2 = nn.Conv2d(mid_planes, mid_planes, 3, stride=stride, padding=1, groups=mid_planes, bias=False)
+        self.bn2 = BatchNorm2d(mid_planes)
+        self.conv3 = nn.Conv2d(mid_planes, out_planes, 1, groups=groups, bias=False)
+        self.bn3 = BatchNorm2d(out_planes)
+
+    def execute(self, x):
+        out = nn.relu(self.bn1(self.conv1(x)))
+        out = channel_shuffle(out, self.conv1.groups)
+        out = nn.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.stride == 2:
+            return nn.relu(jt.concat([out, nn.avg_pool2d(x, 3, stride=2, padding=1)], 1))
+        return nn.relu(out + x)
+
+
+class ShuffleNetV1(nn.Module):
+    """mdistiller's ShuffleNetv1.py ShuffleNet, ShuffleV1 config: widths 240, 480, 960, 4/8/4 blocks, 3 groups.
+
+    Returns the logits only (mdistiller: (logits, feats)).
+    """
+
+    def __init__(self, out_planes=(240, 480, 960), num_blocks=(4, 8, 4), groups=3, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 24, 1, bias=False)
+        self.bn1 = BatchNorm2d(24)
+        self.in_planes = 24
+        self.layer1 = self._make_layer(out_planes[0], num_blocks[0], groups)
+        self.layer2 = self._make_layer(out_planes[1], num_blocks[1], groups)
+        self.layer3 = self._make_layer(out_planes[2], num_blocks[2], groups)
+        self.linear = nn.Linear(out_planes[2], num_classes)
+
+    def _make_layer(self, out_planes, blocks, groups):
+        layers = []
+        for i in range(blocks):
+            cat_planes = self.in_planes if i == 0 else 0  # the first block concatenates its pooled input
+            layers.append(ShuffleV1Block(self.in_planes, out_planes - cat_planes, 2 if i == 0 else 1, groups))
+            self.in_planes = out_planes
+        return nn.Sequential(*layers)
+
+    def execute(self, x):
+        x = nn.relu(self.bn1(self.conv1(x)))  # 32 x 32
+        x = self.layer3(self.layer2(self.layer1(x)))  # 4 x 4
+        return self.linear(x.mean(dims=[2, 3]))  # mdistiller: avg_pool2d(4)
+
+
+class ShuffleV2Block(nn.Module):
+    """ShuffleNetv2.py's BasicBlock: split the channels in half; 1x1, dw 3x3, 1x1 on the second; concat, shuffle."""
+
+    def __init__(self, in_channels):
+        super().__init__()
+        c = in_channels // 2  # mdistiller: int(in_channels * split_ratio), split_ratio 0.5
+        self.conv1 = nn.Conv2d(c, c, 1, bias=False)
+        self.bn1 = BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.bn2 = BatchNorm2d(c)
+        self.conv3 = nn.Conv2d(c, c, 1, bias=False)
+        self.bn3 = BatchNorm2d(c)
+
+    def execute(self, x):
+        c = x.shape[1] // 2
+        x1, x2 = x[:, :c], x[:, c:]
+        out = nn.relu(self.bn1(self.conv1(x2)))
+        out = self.bn2(self.conv2(out))
+        out = nn.relu(self.bn3(self.conv3(out)))
+        return channel_shuffle(jt.concat([x1, out], 1), 2)
+
+
+class ShuffleV2DownBlock(nn.Module):
+    """ShuffleNetv2.py's DownBlock: two stride-2 branches (dw3x3-1x1 | 1x1-dw3x3-1x1), concat, shuffle."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        mid_channels = out_channels // 2
+        # left
+        self.conv1 = nn.Conv2d(in_channels, in_channels, 3, stride=2, padding=1, groups=in_channels, bias=False)
+        self.bn1 = BatchNorm2d(in_channels)
+        self.conv2 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
+        self.bn2 = BatchNorm2d(mid_channels)
+        # right
+        self.conv3 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
+        self.bn3 = BatchNorm2d(mid_channels)
+        self.conv4 = nn.Conv2d(mid_channels, mid_channels, 3, stride=2, padding=1, groups=mid_channels, bias=False)
+        self.bn4 = BatchNorm2d(mid_channels)
+        self.conv5 = nn.Conv2d(mid_channels, mid_channels, 1, bias=False)
+        self.bn5 = BatchNorm2d(mid_channels)
+
+    def execute(self, x):
+        out1 = self.bn1(self.conv1(x))
+        out1 = nn.relu(self.bn2(self.conv2(out1)))
+        out2 = nn.relu(self.bn3(self.conv3(x)))
+        out2 = self.bn4(self.conv4(out2))
+        out2 = nn.relu(self.bn5(self.conv5(out2)))
+        return channel_shuffle(jt.concat([out1, out2], 1), 2)
+
+
+class ShuffleNetV2(nn.Module):
+    """mdistiller's ShuffleNetv2.py ShuffleNetV2, net_size 1 (ShuffleV2): widths 116, 232, 464, 1024, 3/7/3 blocks.
+
+    Returns the logits only (mdistiller: (logits, feats)).
+    """
+
+    def __init__(self, out_channels=(116, 232, 464, 1024), num_blocks=(3, 7, 3), num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 24, 1, bias=False)
+        self.bn1 = BatchNorm2d(24)
+        self.in_channels = 24
+        self.layer1 = self._make_layer(out_channels[0], num_blocks[0])
+        self.layer2 = self._make_layer(out_channels[1], num_blocks[1])
+        self.layer3 = self._make_layer(out_channels[2], num_blocks[2])
+        self.conv2 = nn.Conv2d(out_channels[2], out_channels[3], 1, bias=False)
+        self.bn2 = BatchNorm2d(out_channels[3])
+        self.linear = nn.Linear(out_channels[3], num_classes)
+
+    def _make_layer(self, out_channels, blocks):
+        layers = [ShuffleV2DownBlock(self.in_channels, out_channels)]
+        layers += [ShuffleV2Block(out_channels) for _ in range(blocks)]
+        self.in_channels = out_channels
+        return nn.Sequential(*layers)
+
+    def execute(self, x):
+        x = nn.relu(self.bn1(self.conv1(x)))  # 32 x 32
+        x = self.layer3(self.layer2(self.layer1(x)))  # 4 x 4
+        x = nn.relu(self.bn2(self.conv2(x)))
+        return self.linear(x.mean(dims=[2, 3]))  # mdistiller: avg_pool2d(4)
+
+
+# name -> (constructor(num_classes), init scheme of common.init_weights: the init code of the model's source)
 ARCHS = {
-    "cifar10quick": (lambda: CIFAR10Quick(), "uniform"),
-    "cifar10simple": (lambda: CIFAR10Simple(), "uniform"),
-    "resnet32x4": (lambda: ResNet(32, [32, 64, 128, 256]), "kaiming_normal"),
-    "resnet8x4": (lambda: ResNet(8, [32, 64, 128, 256]), "kaiming_normal"),
+    "cifar10quick": (lambda num_classes: CIFAR10Quick(num_classes), "uniform"),
+    "cifar10simple": (lambda num_classes: CIFAR10Simple(num_classes), "uniform"),
+    "resnet32x4": (lambda num_classes: ResNet(32, [32, 64, 128, 256], num_classes), "kaiming_normal"),
+    "resnet8x4": (lambda num_classes: ResNet(8, [32, 64, 128, 256], num_classes), "kaiming_normal"),
+    # mdistiller's zoo, its cifar_model_dict names. Init: resnet.py and resnetv2.py kaiming_normal (fan_out)
+    # convs, linear left at torch's default; wrn.py the same normal convs and a zeroed linear bias; vgg.py and
+    # mobilenetv2.py the same convs, zeroed biases and N(0, 0.01) linear weights; the ShuffleNets set none.
+    "resnet20": (lambda num_classes: ResNet(20, [16, 16, 32, 64], num_classes), "kaiming_normal"),
+    "resnet32": (lambda num_classes: ResNet(32, [16, 16, 32, 64], num_classes), "kaiming_normal"),
+    "resnet56": (lambda num_classes: ResNet(56, [16, 16, 32, 64], num_classes), "kaiming_normal"),
+    "resnet110": (lambda num_classes: ResNet(110, [16, 16, 32, 64], num_classes), "kaiming_normal"),
+    "wrn_16_2": (lambda num_classes: WideResNet(16, 2, num_classes), "kaiming_normal_zero_bias"),
+    "wrn_40_1": (lambda num_classes: WideResNet(40, 1, num_classes), "kaiming_normal_zero_bias"),
+    "wrn_40_2": (lambda num_classes: WideResNet(40, 2, num_classes), "kaiming_normal_zero_bias"),
+    "vgg8": (lambda num_classes: VGG([[64], [128], [256], [512], [512]], num_classes),  # vgg8_bn
+             "kaiming_normal_small_fc"),
+    "vgg13": (lambda num_classes: VGG([[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]], num_classes),
+              "kaiming_normal_small_fc"),  # vgg13_bn
+    "MobileNetV2": (lambda num_classes: MobileNetV2(6, 0.5, num_classes), "kaiming_normal_small_fc"),  # mobile_half
+    "ShuffleV1": (lambda num_classes: ShuffleNetV1(num_classes=num_classes), "uniform"),
+    "ShuffleV2": (lambda num_classes: ShuffleNetV2(num_classes=num_classes), "uniform"),
+    "ResNet50": (lambda num_classes: ResNetV2([3, 4, 6, 3], num_classes), "kaiming_normal"),
 }
 
 
-def build_model(name, seed=0):
+def build_model(name, seed=0, num_classes=10):
     """A model with its seeded initial weights (the same numbers as in the other framework)."""
     if name not in ARCHS:
         raise common.UserError(f"unknown model {name!r}; choose one of {', '.join(ARCHS)}")
-    constructor, conv_init = ARCHS[name]
-    model = constructor()
-    load_state(model, common.init_weights(state_shapes(model), seed, conv_init), f"init(seed={seed})")
+    constructor, scheme = ARCHS[name]
+    model = constructor(num_classes)
+    load_state(model, common.init_weights(state_shapes(model), seed, scheme), f"init(seed={seed})")
     return model
 
 

@@ -1,8 +1,12 @@
-"""Stage 4: evaluate a checkpoint on the CIFAR-10 test set (top-1, top-5, loss, per class, images/s).
+"""Stage 4: evaluate a checkpoint on the CIFAR-10 or CIFAR-100 test set (top-1, top-5, loss, per class, images/s).
 
     python jittor_/test.py --ckpt ckpt/teacher_s0_jittor.ckpt
+    python jittor_/test.py --ckpt cifar_teachers/resnet32x4_vanilla/ckpt_epoch_240.pth --model resnet32x4
 
-Checkpoints hold numpy arrays, so this also evaluates one saved by torch_/.
+Checkpoints hold numpy arrays, so this also evaluates one saved by torch_/. A checkpoint is
+tested on its own dataset (recorded in it); a plain torch file (.pth/.pt, e.g. mdistiller's
+teachers) names neither model nor dataset: --model gives the model, and the dataset is the one
+with as many classes as its last layer has outputs.
 """
 import argparse
 import os
@@ -23,7 +27,7 @@ FRAMEWORK = "jittor"
 def evaluate(model, loader):
     """Loss, top-1/top-5 and per-class accuracy over a whole split, sample-weighted."""
     model.eval()
-    acc = common.EvalAccumulator()
+    acc = common.EvalAccumulator(loader.num_classes)
     with jt.no_grad():
         for images, labels in loader.epoch(0):
             logits = model(images)
@@ -32,19 +36,56 @@ def evaluate(model, loader):
     return acc.result()
 
 
-def load_model(path, device):
-    """Build the checkpoint's architecture and load its weights (from either framework)."""
-    ckpt = common.load_checkpoint(path)
-    model = models.build_model(ckpt["arch"])
-    models.load_state(model, ckpt["model"], path)
+def read_torch_file(path):
+    """The weights in a torch file (.pth/.pt: mdistiller's teachers, torch.save(state_dict)) as numpy arrays."""
+    try:
+        obj = jt.load(path)  # Jittor's own reader of torch's zip and legacy formats: no torch needed
+    except ModuleNotFoundError as e:  # the file pickles torch objects beyond tensors and containers
+        raise common.CheckpointError(f"{path} holds more than weights ({e}): reading it needs torch installed") from None
+    except Exception as e:
+        raise common.CheckpointError(f"{path} is not a readable torch file ({type(e).__name__}: {e})") from None
+    return common.numpy_state(obj, path, lambda v: v.numpy())
+
+
+def read_checkpoint(path, arch=None):
+    """A checkpoint of this repo (.ckpt, either framework), or a torch file (.pth/.pt) as one (arch needed)."""
+    if not common.is_torch_file(path):
+        return common.load_checkpoint(path)
+    if not os.path.isfile(path):
+        raise common.CheckpointError(f"checkpoint not found: {path}")
+    return common.foreign_checkpoint(read_torch_file(path), path, arch)
+
+
+def load_model(path, device, arch=None, dataset=None, arch_flag="--model"):
+    """Build the checkpoint's architecture for its number of classes and load its weights.
+
+    arch: the model of a torch file (which does not say), checked against a .ckpt's; dataset:
+    checked against the checkpoint's number of classes (a CIFAR-10 model cannot do CIFAR-100).
+    """
+    ckpt = read_checkpoint(path, arch)
+    if arch:
+        common.check_arch(ckpt, arch, path, arch_flag)
+    if dataset:
+        common.check_dataset(ckpt, dataset, path)
+    model = models.build_model(ckpt["arch"], num_classes=common.ckpt_num_classes(ckpt))
+    try:
+        models.load_state(model, ckpt["model"], path)
+    except common.CheckpointError as e:
+        raise common.wrong_weights(e, ckpt, path) from None
     return models.to_device(model, device), ckpt
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by train_teacher.py or train_student.py")
+    parser.add_argument("--ckpt", required=True,
+                        help="checkpoint written by train_teacher.py or train_student.py, or a torch file (.pth/.pt)")
+    parser.add_argument("--model", choices=common.MODELS, default=None,
+                        help="architecture of a torch file (.pth/.pt), which does not say; a .ckpt names its own")
+    parser.add_argument("--dataset", choices=list(common.DATASETS), default=None,
+                        help="test set (default: the checkpoint's dataset)")
     parser.add_argument("--batch-size", type=int, default=common.EVAL_BATCH_SIZE, help="evaluation batch size")
-    parser.add_argument("--data-dir", default=common.DATA_DIR, help="folder holding cifar-10-batches-py/")
+    parser.add_argument("--data-dir", default=common.DATA_DIR,
+                        help="folder holding cifar-10-batches-py/ (CIFAR-10) or cifar-100-python/ (CIFAR-100)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto uses the GPU when the framework finds one")
     parser.add_argument("--json", default=None, help="where to write the metrics (default: beside the run's events)")
@@ -55,8 +96,9 @@ def main(argv=None):
     args = parse_args(argv)
     device = models.select_device(args.device)
     try:
-        model, ckpt = load_model(args.ckpt, device)
-        loader, classes = dataset.build_test_loader(args.data_dir, args.batch_size, device)
+        model, ckpt = load_model(args.ckpt, device, args.model, args.dataset)
+        args.dataset = args.dataset or common.ckpt_dataset(ckpt)
+        loader, classes = dataset.build_test_loader(args.data_dir, args.batch_size, device, args.dataset)
     except common.UserError as e:
         common.die(str(e))
     start = time.perf_counter()
@@ -64,7 +106,8 @@ def main(argv=None):
     models.sync(device)
     seconds = time.perf_counter() - start
     metrics.update(images_per_s=metrics["n"] / seconds, seconds=seconds, framework=FRAMEWORK,
-                   ckpt=os.path.abspath(args.ckpt), ckpt_framework=ckpt["framework"], arch=ckpt["arch"])
+                   ckpt=os.path.abspath(args.ckpt), ckpt_framework=ckpt["framework"], arch=ckpt["arch"],
+                   dataset=args.dataset)
     print(common.format_test_report(metrics, classes))
     json_path = args.json or common.test_json_path(ckpt, FRAMEWORK)
     common.write_json(json_path, metrics)

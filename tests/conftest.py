@@ -55,6 +55,39 @@ def tiny_data(tmp_path_factory):
     return write_tiny_cifar(str(tmp_path_factory.mktemp("data")))
 
 
+TINY100 = dict(train=200, test=50)  # 200 training images over 100 classes, 50 test images
+
+
+def write_tiny_cifar100(data_dir, seed=0):
+    """A small CIFAR-100 in the official python layout: files train, test, meta; fine and coarse labels.
+
+    The coarse labels differ from the fine ones, so a reader that takes the wrong key is caught.
+    """
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(data_dir, common.DATASETS["cifar100"]["folder"])
+    os.makedirs(folder, exist_ok=True)
+    palette = rng.integers(0, 256, size=(100, 3))
+    for name in ("train", "test"):
+        n = TINY100[name]
+        fine = np.arange(n) % 100  # every class in the training file
+        rng.shuffle(fine)
+        base = palette[fine][:, :, None, None] * np.ones((1, 1, 32, 32))
+        images = np.clip(base + rng.normal(0, 40, size=(n, 3, 32, 32)), 0, 255).astype(np.uint8)
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({"data": images.reshape(n, 3072), "fine_labels": fine.tolist(),
+                         "coarse_labels": (fine // 5).tolist(), "batch_label": f"tiny {name}",
+                         "filenames": [f"{name}_{j}.png" for j in range(n)]}, f)
+    with open(os.path.join(folder, "meta"), "wb") as f:
+        pickle.dump({"fine_label_names": [f"fine_{c:02d}" for c in range(100)],
+                     "coarse_label_names": [f"coarse_{c:02d}" for c in range(20)]}, f)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_data100(tmp_path_factory):
+    return write_tiny_cifar100(str(tmp_path_factory.mktemp("data100")))
+
+
 def run_script(framework, stage, *args, check=True):
     """Run a stage script as a user would; returns the CompletedProcess."""
     cmd = [sys.executable, os.path.join(ROOT, f"{framework}_", f"{stage}.py"), *map(str, args)]

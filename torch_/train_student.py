@@ -3,6 +3,10 @@
     python torch_/train_student.py --method ce
     python torch_/train_student.py --method kd  --teacher ckpt/teacher_s0_torch.ckpt
     python torch_/train_student.py --method dkd --teacher ckpt/teacher_s0_torch.ckpt --beta 8
+    python torch_/train_student.py --pair res32x4_res8x4 --teacher cifar_teachers/resnet32x4_vanilla/ckpt_epoch_240.pth
+
+--pair NAME runs one of the DKD paper's CIFAR-100 pairs with mdistiller's settings (common.PAIRS);
+flags given explicitly override it (e.g. --epochs 2 for a smoke run).
 
 The teacher is frozen (eval mode, no gradients) and its logits are computed online, on
 the very batch (same images, same augmentation) the student sees. kd_loss and dkd_loss
@@ -130,11 +134,11 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
     for step, (images, labels) in enumerate(loader.epoch(epoch)):
         start = time.perf_counter()
         t_data += start - end
-        logits = student(images)
         logits_teacher = None
-        if teacher is not None:
+        if teacher is not None:  # first: after the student's forward it ran ~30% slower in torch (bench.py)
             with torch.no_grad():
                 logits_teacher = teacher(images)
+        logits = student(images)
         terms = loss_terms(args.method, logits, logits_teacher, labels, distill_weight, args)
         loss = sum(terms.values())
         optimizer.zero_grad()
@@ -151,38 +155,54 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
     return {**metrics, "distill_weight": distill_weight, "time/data": t_data, "time/train": t_train}
 
 
-def load_teacher(path, device):
-    """The frozen teacher: eval mode, no gradients, from a checkpoint of either framework."""
-    teacher, ckpt = test.load_model(path, device)
+def load_teacher(path, device, arch=None, dataset=None):
+    """The frozen teacher: eval mode, no gradients, from a checkpoint of either framework or a .pth file.
+
+    arch: the teacher's model (needed for a .pth, checked for a .ckpt); dataset: the student's, whose
+    number of classes the teacher must have.
+    """
+    teacher, ckpt = test.load_model(path, device, arch, dataset, arch_flag="--teacher-model or --pair")
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    print(f"[{FRAMEWORK}] teacher {ckpt['arch']} from {path} ({ckpt['framework']} checkpoint, "
-          f"best val top-1 {ckpt['best_top1']:.2f}%)")
+    print(f"[{FRAMEWORK}] teacher {ckpt['arch']} from {path} ({common.describe_checkpoint(ckpt)})")
     return teacher
 
 
 def parse_args(argv=None):
     d = common.STUDENT_DEFAULTS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", choices=["ce", "kd", "dkd"], required=True, help="ce only, Hinton KD, or DKD")
-    parser.add_argument("--teacher", default=None, help="teacher checkpoint (required for kd and dkd)")
+    parser.add_argument("--method", choices=["ce", "kd", "dkd"], default=None,
+                        help="ce only, Hinton KD, or DKD (required unless --pair sets it)")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher checkpoint (required for kd and dkd): a .ckpt of this repo or a .pth (mdistiller's)")
+    parser.add_argument("--teacher-model", choices=common.MODELS, default=None,
+                        help="the teacher's architecture: needed for a .pth (which does not say), checked for a .ckpt")
+    parser.add_argument("--pair", choices=list(common.PAIRS), default=None,
+                        help="a CIFAR-100 pair of the DKD paper with mdistiller's settings (explicit flags override)")
     common.add_common_args(parser, d)
     parser.add_argument("--temperature", type=float, default=None, help=f"T for KD and DKD (default {d['temperature']})")
     parser.add_argument("--warmup", type=int, default=None,
                         help=f"epochs of linear warm-up of the distillation weight (default {d['warmup']})")
     parser.add_argument("--alpha", type=float, default=None, help=f"DKD weight of TCKD (default {d['alpha']})")
     parser.add_argument("--beta", type=float, default=None,
-                        help=f"DKD weight of NCKD (default per student model: {common.DKD_BETA})")
+                        help=f"DKD weight of NCKD (default per student model: {common.DKD_BETA}, "
+                             f"else {common.DKD_BETA_DEFAULT:g})")
     parser.add_argument("--kd-ce-weight", type=float, default=None, help=f"KD: weight of CE (default {d['kd_ce_weight']})")
     parser.add_argument("--kd-weight", type=float, default=None, help=f"KD: weight of the KD term (default {d['kd_weight']})")
     parser.add_argument("--dkd-ce-weight", type=float, default=None, help=f"DKD: weight of CE (default {d['dkd_ce_weight']})")
     args = parser.parse_args(argv)
+    if args.pair:
+        common.apply_pair(args)  # explicit flags > the pair > the preset > the defaults
+    if args.method is None:
+        parser.error("the following arguments are required: --method (or --pair)")
     common.apply_preset(args, "student", d)
-    args.beta = common.DKD_BETA[args.model] if args.beta is None else args.beta
+    args.beta = common.DKD_BETA.get(args.model, common.DKD_BETA_DEFAULT) if args.beta is None else args.beta
     if args.method != "ce" and not args.teacher:
-        parser.error(f"--method {args.method} needs --teacher CKPT")
-    args.name = args.name or f"student_{args.method}_s{args.seed}"
+        where = (f": mdistiller's cifar_teachers/{args.teacher_model}_vanilla/ckpt_epoch_240.pth or "
+                 f"a checkpoint of train_teacher.py --dataset cifar100 --model {args.teacher_model}") if args.pair else ""
+        parser.error(f"--method {args.method} needs --teacher CKPT{where}")
+    args.name = args.name or common.default_name(args, f"student_{args.method}")
     return args
 
 
@@ -191,10 +211,11 @@ def main(argv=None):
     device = models.select_device(args.device)
     torch.manual_seed(args.seed)
     try:
-        teacher = load_teacher(args.teacher, device) if args.method != "ce" else None
-        student = models.to_device(models.build_model(args.model, args.seed), device)
+        teacher = load_teacher(args.teacher, device, args.teacher_model, args.dataset) if args.method != "ce" else None
+        student = models.to_device(models.build_model(args.model, args.seed, common.DATASETS[args.dataset]["num_classes"]),
+                                   device)
         if args.init and not args.resume:
-            load_init(student, args.init, args.model)
+            load_init(student, args.init, args.model, args.dataset)
         train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(
             model, teacher, loader, optimizer, epoch, args, device)
         return fit(args, f"student-{args.method}", student, train_epoch, device)

@@ -3,6 +3,7 @@
     python torch_/train_teacher.py                  # the original setting (25,000 / 5,000 images)
     python torch_/train_teacher.py --preset quick   # about a minute on 2 CPU cores
     python torch_/train_teacher.py --resume         # continue an interrupted run
+    python torch_/train_teacher.py --dataset cifar100 --model resnet32x4   # a CIFAR-100 teacher
 
 Writes ckpt/<name>_torch.ckpt after every epoch (atomically), TensorBoard events and
 metrics.json under log/<name>/torch/. The loop (fit) is shared with train_student.py.
@@ -27,7 +28,7 @@ def parse_args(argv=None):
     common.add_common_args(parser, common.TEACHER_DEFAULTS)
     args = parser.parse_args(argv)
     common.apply_preset(args, "teacher", common.TEACHER_DEFAULTS)
-    args.name = args.name or f"teacher_s{args.seed}"
+    args.name = args.name or common.default_name(args, "teacher")
     return args
 
 
@@ -55,10 +56,11 @@ def load_optimizer_state(model, optimizer, state):
             optimizer.state[p]["momentum_buffer"] = torch.from_numpy(state[name]).to(p.device)
 
 
-def load_init(model, path, arch):
-    """--init: start from the weights of a checkpoint (either framework), same architecture."""
-    ckpt = common.load_checkpoint(path)
+def load_init(model, path, arch, dataset):
+    """--init: start from the weights of a checkpoint (either framework, or a .pth), same architecture and classes."""
+    ckpt = test.read_checkpoint(path, arch)
     common.check_arch(ckpt, arch, path)
+    common.check_dataset(ckpt, dataset, path)
     models.load_state(model, ckpt["model"], path)
     print(f"[{FRAMEWORK}] initial weights from {path} ({ckpt['framework']} checkpoint)")
 
@@ -98,12 +100,15 @@ def fit(args, stage, model, train_epoch, device):
     if args.resume:
         ckpt = common.load_checkpoint(path)
         common.check_arch(ckpt, args.model, path)
+        common.check_dataset(ckpt, args.dataset, path)
         models.load_state(model, ckpt["model"], path)
         load_optimizer_state(model, optimizer, ckpt["optimizer"])
         start_epoch, best_top1, history = ckpt["epoch"] + 1, ckpt["best_top1"], ckpt["history"]
         print(f"[{FRAMEWORK} {stage}] resuming {path} after epoch {start_epoch}")
     writer = common.EventWriter(common.run_dir(args.name, FRAMEWORK), purge=not args.resume)
-    print(f"[{FRAMEWORK} {stage}] {args.model} on {device}, {args.train_size} train / {args.val_size} val images, "
+    val_source = "the test set" if args.val_on_test else "held out"
+    print(f"[{FRAMEWORK} {stage}] {args.model} on {device}, {common.DATASETS[args.dataset]['title']}: "
+          f"{args.train_size} train / {len(val_loader.labels)} val images ({val_source}), "
           f"{len(train_loader)} batches of {args.batch_size}, {args.epochs} epochs")
     for epoch in range(start_epoch, args.epochs):
         lr = common.lr_at(epoch, args.lr, args.milestones)
@@ -118,7 +123,8 @@ def fit(args, stage, model, train_epoch, device):
         history.append(metrics)
         common.save_checkpoint(path, {"model": models.get_state(model), "optimizer": get_optimizer_state(model, optimizer),
                                       "epoch": epoch, "best_top1": best_top1, "config": vars(args),
-                                      "framework": FRAMEWORK, "arch": args.model, "history": history})
+                                      "framework": FRAMEWORK, "arch": args.model, "dataset": args.dataset,
+                                      "history": history})
         writer.scalars(metrics, epoch + 1)
         print(common.epoch_line(FRAMEWORK, stage, epoch, args.epochs, metrics), flush=True)
     writer.close()
@@ -133,9 +139,10 @@ def main(argv=None):
     device = models.select_device(args.device)
     torch.manual_seed(args.seed)  # dropout masks; data order and init come from common's seeded numpy
     try:
-        model = models.to_device(models.build_model(args.model, args.seed), device)
+        model = models.to_device(models.build_model(args.model, args.seed, common.DATASETS[args.dataset]["num_classes"]),
+                                 device)
         if args.init and not args.resume:
-            load_init(model, args.init, args.model)
+            load_init(model, args.init, args.model, args.dataset)
         train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(model, loader, optimizer, epoch, device)
         return fit(args, "teacher", model, train_epoch, device)
     except common.UserError as e:

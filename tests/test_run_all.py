@@ -1,0 +1,60 @@
+"""The main job (run_all.py): both frameworks, table, --parallel, --resume and --teacher-from."""
+import json
+import os
+import subprocess
+import sys
+
+import common
+from conftest import ROOT
+
+TINY = "--epochs 1 --train-size 200 --val-size 50 --batch-size 50 --data-dir {data}"
+
+
+def run_all(tiny_data, *args, check=True):
+    flags = TINY.format(data=tiny_data)
+    cmd = [sys.executable, os.path.join(ROOT, "run_all.py"), "--teacher-args", flags, "--student-args", flags, *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"run_all failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def summary(tag):
+    with open(os.path.join(common.LOG_DIR, tag, "summary.json")) as f:
+        return json.load(f)
+
+
+def test_parallel_run_then_resume_then_teacher_from(tiny_data):
+    proc = run_all(tiny_data, "--tag", "ra", "--methods", "kd", "--parallel")
+    results = summary("ra")["results"]
+    assert set(results) == {"torch", "jittor"}
+    for fw in ("torch", "jittor"):
+        assert sorted(results[fw][0]) == ["kd", "teacher"]  # one seed: the teacher, then the student
+        assert all(0 <= r["top1"] <= 100 and r["wall"] > 0 for r in results[fw][0].values())
+    assert "in parallel with 1 CPU thread(s) each" in proc.stdout  # the 2 threads are split
+
+    # --resume: everything finished, so nothing is trained again and the table is the same
+    again = run_all(tiny_data, "--tag", "ra", "--methods", "kd", "--resume")
+    assert again.stdout.count("not run again") == 4
+    assert "$ " not in again.stdout  # no stage command was started
+    top1 = lambda res: {fw: {stage: r["top1"] for stage, r in res[fw][0].items()} for fw in res}
+    assert top1(summary("ra")["results"]) == top1(results)
+
+    # --resume with a stage's test.json gone: that stage is run again, continuing its checkpoint
+    os.remove(os.path.join(common.run_dir("ra/student_kd_s0", "torch"), "test.json"))
+    partial = run_all(tiny_data, "--tag", "ra", "--methods", "kd", "--frameworks", "torch", "--resume")
+    assert partial.stdout.count("not run again") == 1
+    assert "train_student.py --method kd" in partial.stdout and "--resume" in partial.stdout
+
+    # --teacher-from: the beta sweep reuses this run's teachers instead of training its own
+    sweep = run_all(tiny_data, "--tag", "rb", "--teacher-from", "ra", "--beta-sweep", "0", "1", "--frameworks", "torch")
+    assert "train_teacher.py" not in sweep.stdout
+    assert common.ckpt_path("ra/teacher_s0", "torch") in sweep.stdout
+    assert sorted(summary("rb")["results"]["torch"][0]) == ["dkd beta=0", "dkd beta=1"]
+
+
+def test_teacher_from_a_missing_run_is_a_clear_error(tiny_data):
+    proc = run_all(tiny_data, "--tag", "rc", "--teacher-from", "nosuchtag", check=False)
+    assert proc.returncode != 0
+    assert "--teacher-from nosuchtag: no teacher checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr
