@@ -81,6 +81,7 @@ LABELS = {  # measurement -> how the table names it
     "eval": f"eval fwd (b{common.EVAL_BATCH_SIZE}, no grad)",
 }
 POOL = 4  # pre-made batches cycled by the bare loops (different images, no conversion inside the timing)
+LOOP_SECONDS = 4.0  # the repo loop's timed epoch lasts about this long (fewer batches for very slow models)
 SUBSET = 16 * BATCH_SIZE  # real training images handed to the workers (the loop's Loader, the batches)
 MATMUL_N = 2048  # numpy matmul size for the measured peak (2 * 2048^3 = 17 GFLOP)
 ZOO_WARMUP_BELOW_S = 2.0  # --zoo: no untimed warm-up after a first call this slow (ResNet50: ~15 s a batch)
@@ -461,9 +462,15 @@ class ModelBench:
         self.record("train_ce", self.train_call("ce"), BATCH_SIZE)
 
     def measure_loop(self):
-        """train_one_epoch of the model's own stage file, over as many batches per epoch as the bare loop's repeat."""
+        """train_one_epoch of the model's own stage file, over an epoch of LOOP_SECONDS (at most SUBSET images).
+
+        A real epoch has ~200 batches; an epoch of one or two batches would weigh the per-epoch costs
+        (the prefetch thread's start, the first batch prepared before anything overlaps) far too much.
+        """
         b = self.backend
-        batches = min(self.plan.steps or self.results["train_ce"]["steps"], SUBSET // BATCH_SIZE)
+        step_s = BATCH_SIZE / self.results["train_ce"]["images_per_s"]["median"]
+        wanted = self.plan.steps or max(self.results["train_ce"]["steps"], math.floor(LOOP_SECONDS / step_s))
+        batches = max(1, min(wanted, SUBSET // BATCH_SIZE))
         n = batches * BATCH_SIZE
         loader = b.dataset.Loader(self.subset["x"][:n], self.subset["y"][:n], BATCH_SIZE, True, 0, b.device)
         epochs = iter(range(10 ** 6))
