@@ -55,7 +55,7 @@ def stage_script(framework, stage):
 def run_framework(framework, args, seed, env=None):
     """All stages of one framework and seed; returns {stage: record}."""
     py = sys.executable
-    common_flags = ["--seed", str(seed)] + (["--preset", args.preset] if args.preset else [])
+    common_flags = ["--seed", str(seed), "--data-dir", args.data_dir] + (["--preset", args.preset] if args.preset else [])
     teacher_name = f"{args.tag}/teacher_s{seed}"
     records = {}
     stages = [("teacher", teacher_name, [py, stage_script(framework, "train_teacher"), "--name", teacher_name]
@@ -86,7 +86,7 @@ def run_framework(framework, args, seed, env=None):
             wall = None
         else:
             wall = run(cmd + (["--resume"] if args.resume and os.path.exists(ckpt) else []), env)
-            run([py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json], env)
+            run([py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json, "--data-dir", args.data_dir], env)
         with open(os.path.join(common.run_dir(name, framework), "metrics.json")) as f:
             train = json.load(f)
         with open(test_json) as f:
@@ -166,6 +166,8 @@ def parse_args(argv=None):
     parser.add_argument("--teacher-args", default="", help="extra flags for train_teacher.py, e.g. '--epochs 10'")
     parser.add_argument("--student-args", default="", help="extra flags for train_student.py")
     parser.add_argument("--tag", default=None, help="prefix of run names (default: the preset)")
+    parser.add_argument("--data-dir", default=common.DATA_DIR,
+                        help="folder holding cifar-10-batches-py/ (passed to every stage and to test.py)")
     parser.add_argument("--teacher-from", default=None, metavar="TAG",
                         help="do not train a teacher: use ckpt/TAG/teacher_s<seed>_<framework>.ckpt of an earlier run")
     parser.add_argument("--resume", action="store_true",

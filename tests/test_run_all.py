@@ -7,12 +7,12 @@ import sys
 import common
 from conftest import ROOT
 
-TINY = "--epochs 1 --train-size 200 --val-size 50 --batch-size 50 --data-dir {data}"
+TINY = "--epochs 1 --train-size 200 --val-size 50 --batch-size 50"
 
 
 def run_all(tiny_data, *args, check=True):
-    flags = TINY.format(data=tiny_data)
-    cmd = [sys.executable, os.path.join(ROOT, "run_all.py"), "--teacher-args", flags, "--student-args", flags, *args]
+    cmd = [sys.executable, os.path.join(ROOT, "run_all.py"), "--data-dir", tiny_data,
+           "--teacher-args", TINY, "--student-args", TINY, *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"run_all failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
