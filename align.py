@@ -87,7 +87,7 @@ def loss_args(args):
     if args.pair:
         d = dict(common.STUDENT_DEFAULTS, **common.PAIRS[args.pair])
     else:
-        d = dict(common.STUDENT_DEFAULTS, beta=common.DKD_BETA[STAGES[args.stage][0]])
+        d = dict(common.STUDENT_DEFAULTS, beta=common.dkd_beta(STAGES[args.stage][0]))
     return argparse.Namespace(**dict(d, method=args.stage))
 
 
@@ -160,7 +160,7 @@ def run_parity(args):
         teacher_t, teacher_j = model_pair(teacher_arch, args.seed + 1, args.dataset, args.teacher)
         teacher_t.eval()
         teacher_j.eval()
-        teacher_64 = copy.deepcopy(teacher_t).double()
+        teacher_64 = copy.deepcopy(teacher_t).double() if args.float64 else None
     hp = loss_args(args)
     hp.lr = args.lr
     opt_t, opt_j = tt.make_optimizer(model_t, hp), jtt.make_optimizer(model_j, hp)

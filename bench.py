@@ -430,8 +430,7 @@ class ModelBench:
         self.backend, self.arch, self.plan = backend, cfg["model"], Plan(**cfg["plan"])
         self.teacher_arch = TEACHER_OF.get(self.arch)
         # lr, momentum, weight decay, T, loss weights; DKD's beta as the student stage picks it (students only)
-        beta = common.DKD_BETA[self.arch] if self.teacher_arch else None
-        self.args = argparse.Namespace(**dict(common.STUDENT_DEFAULTS, beta=beta))
+        self.args = argparse.Namespace(**dict(common.STUDENT_DEFAULTS, beta=common.dkd_beta(self.arch)))
         self.subset = np.load(cfg["subset"])
         augmented = common.iterate_batches(self.subset["x"], self.subset["y"], BATCH_SIZE, True)
         self.pool = [(backend.tensor(x), backend.tensor(y)) for (x, y), _ in zip(augmented, range(POOL))]

@@ -48,6 +48,11 @@ STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[1
 # up); 2 is the top of the original experiment's sweep (0 ... 2) and trains stably.
 DKD_BETA = {"cifar10simple": 2.0, "cifar10quick": 2.0, "resnet8x4": 8.0, "resnet32x4": 8.0}
 DKD_BETA_DEFAULT = 8.0  # any other student: mdistiller's default (mdistiller/engine/cfg.py, CFG.DKD.BETA)
+
+
+def dkd_beta(model):
+    """DKD's beta for a student model when --beta is not given."""
+    return DKD_BETA.get(model, DKD_BETA_DEFAULT)
 PRESETS = {
     # about a minute per stage on 2 CPU cores (Jittor's first-run compilation included)
     "quick": dict(teacher=dict(epochs=2, milestones=[1], train_size=4000, val_size=1000),
@@ -169,9 +174,7 @@ DATASETS = {
                      meta_file="meta", label_key="fine_labels", names_key="fine_label_names", num_classes=100,
                      mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761)),
 }
-# CIFAR-10 under its old names (the default dataset; used across the repo and its tests)
-CIFAR10_URL = DATASETS["cifar10"]["url"]
-CIFAR10_MD5 = DATASETS["cifar10"]["md5"]
+# CIFAR-10 under its old names (the default dataset; the tests use them)
 CIFAR10_FOLDER = DATASETS["cifar10"]["folder"]
 CIFAR10_TRAIN_FILES = DATASETS["cifar10"]["train_files"]
 CIFAR10_TEST_FILES = DATASETS["cifar10"]["test_files"]
@@ -235,10 +238,6 @@ def download_dataset(data_dir, name="cifar10"):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def download_cifar10(data_dir):
-    download_dataset(data_dir, "cifar10")
 
 
 def _read_pickle(path, spec):

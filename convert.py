@@ -70,10 +70,17 @@ def num_classes_of(state):
     return common.DATASETS[dataset or "cifar10"]["num_classes"]
 
 
+def model_shapes(arch, num_classes):
+    """{name: shape} of a model, without drawing its initial weights (find_arch tries all of them)."""
+    constructor, _ = tm.ARCHS[arch]
+    return tm.state_shapes(constructor(num_classes))
+
+
 def find_arch(state, path):
     """The one known model whose names and shapes all match the state."""
+    num_classes = num_classes_of(state)
     for arch in tm.ARCHS:
-        shapes = tm.state_shapes(tm.build_model(arch, num_classes=num_classes_of(state)))
+        shapes = model_shapes(arch, num_classes)
         if set(shapes) == set(state) and all(tuple(state[k].shape) == tuple(s) for k, s in shapes.items()):
             return arch
     raise common.CheckpointError(f"{path}: matches none of the known models ({', '.join(tm.ARCHS)}); "
@@ -103,7 +110,7 @@ def convert(src, dst, arch=None):
     arch = arch or ckpt_arch or find_arch(state, src)
     if arch not in tm.ARCHS:
         raise common.UserError(f"unknown model {arch!r}; choose one of {', '.join(tm.ARCHS)}")
-    common.match_state(state, tm.state_shapes(tm.build_model(arch, num_classes=num_classes_of(state))), src)
+    common.match_state(state, model_shapes(arch, num_classes_of(state)), src)
     write(dst, state, arch, source)
     return arch
 

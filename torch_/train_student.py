@@ -197,7 +197,7 @@ def parse_args(argv=None):
     if args.method is None:
         parser.error("the following arguments are required: --method (or --pair)")
     common.apply_preset(args, "student", d)
-    args.beta = common.DKD_BETA.get(args.model, common.DKD_BETA_DEFAULT) if args.beta is None else args.beta
+    args.beta = common.dkd_beta(args.model) if args.beta is None else args.beta
     if args.method != "ce" and not args.teacher:
         where = (f": mdistiller's cifar_teachers/{args.teacher_model}_vanilla/ckpt_epoch_240.pth or "
                  f"a checkpoint of train_teacher.py --dataset cifar100 --model {args.teacher_model}") if args.pair else ""
