@@ -23,10 +23,10 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DATA_DIR = os.path.join(ROOT, "data")
-# KD_LOG_DIR / KD_CKPT_DIR move outputs elsewhere (the tests write to a temp folder)
+# KD_LOG_DIR / KD_CKPT_DIR / KD_IMG_DIR move outputs elsewhere (the tests write to a temp folder)
 LOG_DIR = os.environ.get("KD_LOG_DIR", os.path.join(ROOT, "log"))
 CKPT_DIR = os.environ.get("KD_CKPT_DIR", os.path.join(ROOT, "ckpt"))
-IMG_DIR = os.path.join(ROOT, "img")
+IMG_DIR = os.environ.get("KD_IMG_DIR", os.path.join(ROOT, "img"))
 
 # ----------------------------------------------------------------------------
 # Hyperparameters. Defaults reproduce the original experiment (CIFAR-10, batch 128,
@@ -59,6 +59,7 @@ PRESETS = {
                   student=dict(epochs=3, milestones=[2], warmup=1, train_size=2000, val_size=500)),
     "full": dict(teacher={}, student={}),
 }
+PRESET_SEEDS = {"quick": 1, "full": 3}  # run_all.py's default number of seeds per preset (mean ± std)
 EVAL_BATCH_SIZE = 500
 SPLIT_SEED = 0  # the train/val split is fixed; --seed changes init, shuffling and augmentation only
 # the original experiment's four, then mdistiller's CIFAR model zoo (its cifar_model_dict names)

@@ -1,17 +1,18 @@
 """The main job: teacher, then CE / KD / DKD students, in both frameworks; test all; print the table.
 
     python run_all.py                      # quick preset (a few minutes on 2 CPU cores)
-    python run_all.py --preset full        # the original setting (hours on CPU)
-    python run_all.py --preset full --seeds 3
-    python run_all.py --preset full --tag beta --beta-sweep 0 0.3 0.5 1 1.5 2 --teacher-from full  # DKD beta sweep
-    python run_all.py --preset full --seeds 3 --resume --parallel   # continue an interrupted run, both frameworks at once
+    python run_all.py --preset full        # the original setting, seeds 0, 1, 2 (hours on CPU)
+    python run_all.py --preset full --tag beta --beta-sweep 0 0.3 0.5 1 1.5 2 --teacher-from full --seeds 1  # DKD beta sweep
+    python run_all.py --preset full --resume --parallel   # continue an interrupted run, both frameworks at once
 
 Each stage is its own process (torch_/... or jittor_/... script), so the frameworks never
 share a process. Runs are named <tag>/<stage>_s<seed> (tag = the preset unless --tag):
 TensorBoard events in log/<tag>/..., checkpoints in ckpt/<tag>/.... The table reports top-1
 on the 10,000 test images (mean +- std over seeds) and seconds per stage (data loading,
 training, evaluation summed over epochs) per framework; it is also written to
-log/<tag>/summary.md and summary.json.
+log/<tag>/summary.md and summary.json. At the end it runs report.py for the tag: overlaid
+curves in img/<tag>_<stage>.png and the side-by-side table, which goes into README.md when it has
+the tag's markers (the full run and the beta sweep do).
 
 --resume makes long runs survivable: a stage whose test.json exists is not run again, and a
 stage with a checkpoint continues after its last finished epoch (the stage's own --resume).
@@ -30,6 +31,7 @@ import time
 import numpy as np
 
 import common
+import report
 
 FRAMEWORKS = ["torch", "jittor"]
 METHODS = ["ce", "kd", "dkd"]
@@ -156,13 +158,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(common.PRESETS), default="quick",
                         help="settings for every stage (default quick; full = the original experiment)")
-    parser.add_argument("--seeds", type=int, default=1, help="run every stage with seeds 0..k-1 (table: mean ± std)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="run every stage with seeds 0..k-1, table: mean ± std (default: 1 for the quick "
+                             "preset, 3 for full)")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=FRAMEWORKS, help="frameworks to run")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="student methods to run")
     parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: the student default, 8)")
     parser.add_argument("--beta-sweep", type=float, nargs="*", default=None,
                         help="instead of the three students, one DKD student per beta (the original sweep: "
-                             "0 0.3 0.5 1 1.5 2); then run `python report.py --tag TAG --sweep`")
+                             "0 0.3 0.5 1 1.5 2); the report at the end is then report.py --sweep")
     parser.add_argument("--teacher-args", default="", help="extra flags for train_teacher.py, e.g. '--epochs 10'")
     parser.add_argument("--student-args", default="", help="extra flags for train_student.py")
     parser.add_argument("--tag", default=None, help="prefix of run names (default: the preset)")
@@ -174,8 +178,14 @@ def parse_args(argv=None):
                         help="skip stages that finished (test.json exists), continue those with a checkpoint")
     parser.add_argument("--parallel", action="store_true",
                         help="run the frameworks at the same time, each with half of the CPU threads")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not run report.py at the end (figures in img/, table into README.md markers)")
     args = parser.parse_args(argv)
     args.tag = args.tag or args.preset
+    if args.seeds is None:
+        args.seeds = common.PRESET_SEEDS[args.preset]
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     return args
 
 
@@ -200,6 +210,8 @@ def main(argv=None):
     common.atomic_write(os.path.join(out_dir, "summary.md"), lambda f: f.write(header + "\n\n" + table + "\n"), mode="w")
     common.write_json(os.path.join(out_dir, "summary.json"), {"args": vars(args), "results": results})
     print("\n" + header + "\n\n" + table)
+    if not args.no_report:  # the side-by-side report: figures in img/, the table into README.md if it has markers
+        report.main(["--tag", args.tag] + (["--sweep"] if args.beta_sweep else []))
     return results
 
 

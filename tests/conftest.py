@@ -1,4 +1,4 @@
-"""Shared fixtures. Outputs (log/, ckpt/) go to a temp folder; no download is ever tried."""
+"""Shared fixtures. Outputs (log/, ckpt/, img/) go to a temp folder; no download is ever tried."""
 import os
 import pickle
 import subprocess
@@ -11,6 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = tempfile.mkdtemp(prefix="kd-tests-")
 os.environ.update(KD_LOG_DIR=os.path.join(OUT, "log"), KD_CKPT_DIR=os.path.join(OUT, "ckpt"),
+                  KD_IMG_DIR=os.path.join(OUT, "img"),
                   KD_NO_DOWNLOAD="1", log_silent="1")
 sys.path.insert(0, ROOT)
 

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import common
 from conftest import ROOT
 
@@ -32,6 +34,10 @@ def test_parallel_run_then_resume_then_teacher_from(tiny_data):
         assert sorted(results[fw][0]) == ["kd", "teacher"]  # one seed: the teacher, then the student
         assert all(0 <= r["top1"] <= 100 and r["wall"] > 0 for r in results[fw][0].values())
     assert "in parallel with 1 CPU thread(s) each" in proc.stdout  # the 2 threads are split
+    # then the report: overlaid figures per stage, and the table (README.md has no "ra" markers: left alone)
+    for stage in ("teacher", "student_kd"):
+        assert os.path.getsize(os.path.join(common.IMG_DIR, f"ra_{stage}.png")) > 5000
+    assert "| student_kd |" in proc.stdout and "markers missing" in proc.stdout
 
     # --resume: everything finished, so nothing is trained again and the table is the same
     again = run_all(tiny_data, "--tag", "ra", "--methods", "kd", "--resume")
@@ -51,6 +57,7 @@ def test_parallel_run_then_resume_then_teacher_from(tiny_data):
     assert "train_teacher.py" not in sweep.stdout
     assert common.ckpt_path("ra/teacher_s0", "torch") in sweep.stdout
     assert sorted(summary("rb")["results"]["torch"][0]) == ["dkd beta=0", "dkd beta=1"]
+    assert os.path.isfile(os.path.join(common.IMG_DIR, "rb_beta_sweep.png"))  # the sweep's report
 
 
 def test_teacher_from_a_missing_run_is_a_clear_error(tiny_data):
@@ -58,3 +65,13 @@ def test_teacher_from_a_missing_run_is_a_clear_error(tiny_data):
     assert proc.returncode != 0
     assert "--teacher-from nosuchtag: no teacher checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_seeds_default_per_preset():
+    """The quick preset runs 1 seed, the full run 3 (mean ± std); an explicit --seeds wins."""
+    import run_all as job
+    assert job.parse_args([]).seeds == 1
+    assert job.parse_args(["--preset", "full"]).seeds == 3
+    assert job.parse_args(["--preset", "full", "--seeds", "1"]).seeds == 1
+    with pytest.raises(SystemExit):
+        job.parse_args(["--seeds", "0"])
