@@ -56,14 +56,19 @@ def read_json(path):
 
 def read_framework(folder):
     """One framework's run folder -> {"scalars": {tag: {step: value}}, "test": dict or None,
-    "finished": bool}; None when it holds no events."""
-    if not os.path.isdir(folder) or not any(f.startswith("events.out.tfevents") for f in os.listdir(folder)):
+    "finished": bool, "diverged": dict or None}; None when it holds neither events nor diverged.json
+    (a run can diverge in its first epoch, before it logs anything)."""
+    if not os.path.isdir(folder):
         return None
-    scalars = {tag: dict(points) for tag, points in common.read_scalars(folder).items()}  # step -> value
-    if not scalars:
+    scalars = {}
+    if any(f.startswith("events.out.tfevents") for f in os.listdir(folder)):
+        scalars = {tag: dict(points) for tag, points in common.read_scalars(folder).items()}  # step -> value
+    diverged = read_json(os.path.join(folder, common.DIVERGED_FILE))  # NaN loss: {"epoch": N, ...}
+    if not scalars and not diverged:
         return None
     return {"scalars": scalars, "test": read_json(os.path.join(folder, "test.json")),
-            "finished": os.path.isfile(os.path.join(folder, "metrics.json"))}  # written after the last epoch
+            "finished": os.path.isfile(os.path.join(folder, "metrics.json")),  # written after the last epoch
+            "diverged": diverged}
 
 
 def find_runs(tag, pattern, key=str):
@@ -117,10 +122,31 @@ def stage_seconds(run):
     return sum(phase_seconds(run, tag) for tag in TIME_TAGS)
 
 
+def trained_runs(seeds, framework):
+    """The runs of one framework over seeds, leaving out diverged ones (their numbers mean nothing)."""
+    return [runs[framework] for _, runs in sorted(seeds.items())
+            if framework in runs and not runs[framework]["diverged"]]
+
+
 def over_seeds(seeds, framework, get):
-    """[get(run)] for every seed that has this framework, leaving out missing numbers."""
-    values = [get(runs[framework]) for _, runs in sorted(seeds.items()) if framework in runs]
+    """[get(run)] for every seed that has this framework and did not diverge, leaving out missing numbers."""
+    values = [get(run) for run in trained_runs(seeds, framework)]
     return [v for v in values if v is not None]
+
+
+def diverged_epochs(seeds, framework):
+    """The epochs at which this framework's runs diverged, over seeds."""
+    return [runs[framework]["diverged"]["epoch"] for _, runs in sorted(seeds.items())
+            if framework in runs and runs[framework]["diverged"]]
+
+
+def with_diverged(cell, seeds, framework):
+    """A top-1 cell, saying how many seeds diverged (they are left out of the numbers)."""
+    epochs = diverged_epochs(seeds, framework)
+    if not epochs:
+        return cell
+    where = f"epoch {', '.join(map(str, epochs))}"
+    return f"diverged ({where})" if cell == DASH else f"{cell} ({len(epochs)} diverged: {where})"
 
 
 def mean_std(values):
@@ -182,7 +208,7 @@ def plot_panel(ax, seeds, name, ylabel):
     """One panel: train (solid) and val (dashed) of one quantity, both frameworks."""
     last_epoch = 1
     for fw in FRAMEWORKS:
-        runs = [r[fw] for _, r in sorted(seeds.items()) if fw in r]
+        runs = trained_runs(seeds, fw)
         for split, style in (("train", "-"), ("val", "--")):
             steps, mean, lo, hi = seed_curve(runs, f"{split}/{name}")
             if steps:
@@ -230,7 +256,9 @@ def top1_row(stage, seeds):
     else:  # a framework has no test.json: compare final val top-1, and say so
         diff = diff_cell(final) + (" (val)" if final["torch"] and final["jittor"] else "")
         spread = spread_cell(final) + (" (val)" if spread_cell(final) != DASH else "")
-    return md_row([stage] + [fmt(v[fw]) for v in (final, best, test) for fw in FRAMEWORKS] + [diff, spread])
+    cells = [fmt(v[fw]) for v in (final, best) for fw in FRAMEWORKS]
+    cells += [with_diverged(fmt(test[fw]), seeds, fw) for fw in FRAMEWORKS]
+    return md_row([stage] + cells + [diff, spread])
 
 
 def time_row(stage, seeds):
@@ -256,7 +284,7 @@ def seeds_phrase(groups):
 def unfinished_line(groups):
     """A warning line naming runs that have no metrics.json yet (still training, or stopped)."""
     names = [f"{key}/s{seed}/{fw}" for key, seeds in groups.items() for seed, runs in sorted(seeds.items())
-             for fw, run in runs.items() if not run["finished"]]
+             for fw, run in runs.items() if not run["finished"] and not run["diverged"]]
     return f"\nUnfinished runs (no metrics.json yet; their last logged epoch is used): {', '.join(names)}.\n" if names else ""
 
 
@@ -278,7 +306,8 @@ def stage_markdown(tag, runs, figures, base_dir):
     note = (f"Top-1 in %, {seeds_phrase(runs)}. Δ is on test top-1 "
             f"(on final val top-1 where marked \"(val)\": no test.json). |Δ| / seed std divides it by the "
             f"pooled seed-to-seed std, sqrt((std_torch² + std_jittor²) / 2): below about 1, the frameworks "
-            f"differ less than two seeds of one framework typically do (needs 2+ seeds). Generated by "
+            f"differ less than two seeds of one framework typically do (needs 2+ seeds). A run whose training "
+            f"loss became NaN is marked diverged and left out of every number and curve. Generated by "
             f"`python report.py --tag {tag}` from the TensorBoard event files and test.json under log/{tag}/; "
             f"do not edit by hand.")
     time_note = ("Seconds per stage, split into data loading (time/data), training (time/train) and "
@@ -344,6 +373,12 @@ def sweep_figure(tag, runs, path):
             betas, values = [b for b, _ in points], [v for _, v in points]
             plot_line(ax, betas, [np.mean(v) for v in values], [min(v) for v in values],
                       [max(v) for v in values], COLORS[fw], "-", fw, max(len(v) for v in values))
+    bottom = ax.get_ylim()[0]
+    for fw in FRAMEWORKS:  # betas where every seed diverged: a cross on the bottom edge
+        lost = [beta for beta in sorted(runs) if diverged_epochs(runs[beta], fw) and not sweep_values(runs, beta, fw)[0]]
+        if lost:
+            ax.plot(lost, [bottom] * len(lost), linestyle="none", marker="x", markersize=9, color=COLORS[fw],
+                    label=f"{fw} diverged", clip_on=False)
     ax.set_xticks(sorted(runs))
     ax.set_xlabel("DKD beta (weight of the non-target term)")
     ax.set_ylabel("top-1 (%)")
@@ -358,14 +393,15 @@ def sweep_row(runs, beta):
     values, cells = {}, [f"{beta:g}"]
     for fw in FRAMEWORKS:
         values[fw], from_val = sweep_values(runs, beta, fw)
-        cells.append(fmt(values[fw]) + (" (val)" if from_val else ""))
+        cells.append(with_diverged(fmt(values[fw]) + (" (val)" if from_val else ""), runs[beta], fw))
     return md_row(cells + [diff_cell(values)])
 
 
 def sweep_markdown(tag, runs, figures, base_dir):
     rows = [md_row(["beta"] + [f"top-1 {fw}" for fw in FRAMEWORKS] + ["Δ (jittor − torch)"]), "|---:|---:|---:|---:|"]
     rows += [sweep_row(runs, beta) for beta in sorted(runs)]
-    note = (f"DKD student top-1 (%) on the test set against beta (\"(val)\": final val top-1, no test.json), "
+    note = (f"DKD student top-1 (%) on the test set against beta (\"(val)\": final val top-1, no test.json; "
+            f"diverged: the training loss became NaN at that epoch), "
             f"{seeds_phrase(runs)}. Generated by `python report.py --tag {tag} --sweep` "
             f"from the TensorBoard event files and test.json under log/{tag}/; do not edit by hand.")
     return "\n".join([note, unfinished_line(runs), *rows, "", image_links(figures, base_dir)])

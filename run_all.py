@@ -83,12 +83,29 @@ def run_framework(framework, args, seed, env=None):
     for stage, name, cmd in stages:
         ckpt = common.ckpt_path(name, framework)
         test_json = os.path.join(common.run_dir(name, framework), "test.json")
+        diverged_json = os.path.join(common.run_dir(name, framework), common.DIVERGED_FILE)
+        wall = None
         if args.resume and os.path.exists(test_json):
             print(f"[{framework}] {name}: finished earlier ({os.path.relpath(test_json, common.ROOT)}), not run again")
-            wall = None
+        elif args.resume and os.path.exists(diverged_json):  # its checkpoint holds the blown-up weights
+            print(f"[{framework}] {name}: diverged earlier ({os.path.relpath(diverged_json, common.ROOT)}), "
+                  f"not run again (delete that file and the checkpoint to retry)")
         else:
-            wall = run(cmd + (["--resume"] if args.resume and os.path.exists(ckpt) else []), env)
-            run([py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json, "--data-dir", args.data_dir], env)
+            try:
+                wall = run(cmd + (["--resume"] if args.resume and os.path.exists(ckpt) else []), env)
+            except StageFailed:
+                if not os.path.exists(diverged_json):
+                    raise
+                # a diverged run is a result (a beta sweep's point, say): record it and go on
+            else:
+                run([py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json,
+                     "--data-dir", args.data_dir], env)
+        if os.path.exists(diverged_json):
+            with open(diverged_json) as f:
+                records[stage] = {"diverged": json.load(f)["epoch"], "wall": wall}
+            if stage == "teacher":
+                raise StageFailed(f"the {framework} teacher {name} diverged: no student can learn from it")
+            continue
         with open(os.path.join(common.run_dir(name, framework), "metrics.json")) as f:
             train = json.load(f)
         with open(test_json) as f:
@@ -132,8 +149,17 @@ def mean_std(values):
 
 
 def fmt(values, digits=2):
+    if not values:
+        return "–"
     m, s = mean_std(values)
     return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def top1_cell(records):
+    """Mean ± std of top-1 over the seeds that trained, and how many seeds diverged (at which epoch)."""
+    cell = fmt([r["top1"] for r in records if "diverged" not in r])
+    diverged = [str(r["diverged"]) for r in records if "diverged" in r]
+    return cell + (f" ({len(diverged)} diverged, epoch {', '.join(diverged)})" if diverged else "")
 
 
 def summary_table(results, frameworks, stages):
@@ -143,13 +169,15 @@ def summary_table(results, frameworks, stages):
             f"| data s {a} | data s {b} | eval s {a} | eval s {b} |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for stage in stages:
-        get = lambda fw, f: [f(r[stage]) for r in results[fw]]
-        top = {fw: get(fw, lambda r: r["top1"]) for fw in (a, b)}
-        sec = {(fw, part): get(fw, lambda r, p=part: r["seconds"][p]) for fw in (a, b) for part in ("data", "train", "eval")}
-        diff = mean_std(top[b])[0] - mean_std(top[a])[0]
-        ratio = mean_std(sec[(b, "train")])[0] / max(mean_std(sec[(a, "train")])[0], 1e-9)
-        rows.append(f"| {stage} | {fmt(top[a])} | {fmt(top[b])} | {diff:+.2f} | {fmt(sec[(a, 'train')], 1)} "
-                    f"| {fmt(sec[(b, 'train')], 1)} | {ratio:.2f} | {fmt(sec[(a, 'data')], 1)} | {fmt(sec[(b, 'data')], 1)} "
+        records = {fw: [seed_records[stage] for seed_records in results[fw]] for fw in (a, b)}
+        trained = {fw: [r for r in records[fw] if "diverged" not in r] for fw in (a, b)}  # diverged: no numbers
+        top = {fw: [r["top1"] for r in trained[fw]] for fw in (a, b)}
+        sec = {(fw, part): [r["seconds"][part] for r in trained[fw]] for fw in (a, b) for part in ("data", "train", "eval")}
+        diff = f"{mean_std(top[b])[0] - mean_std(top[a])[0]:+.2f}" if top[a] and top[b] else "–"
+        ratio = (f"{mean_std(sec[(b, 'train')])[0] / max(mean_std(sec[(a, 'train')])[0], 1e-9):.2f}"
+                 if top[a] and top[b] else "–")
+        rows.append(f"| {stage} | {top1_cell(records[a])} | {top1_cell(records[b])} | {diff} | {fmt(sec[(a, 'train')], 1)} "
+                    f"| {fmt(sec[(b, 'train')], 1)} | {ratio} | {fmt(sec[(a, 'data')], 1)} | {fmt(sec[(b, 'data')], 1)} "
                     f"| {fmt(sec[(a, 'eval')], 1)} | {fmt(sec[(b, 'eval')], 1)} |")
     return "\n".join(rows)
 

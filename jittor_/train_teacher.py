@@ -117,7 +117,12 @@ def fit(args, stage, model, train_epoch, device):
     for epoch in range(start_epoch, args.epochs):
         lr = common.lr_at(epoch, args.lr, args.milestones)
         set_lr(optimizer, lr)
-        metrics = train_epoch(model, train_loader, optimizer, epoch)
+        try:
+            metrics = train_epoch(model, train_loader, optimizer, epoch)
+        except common.DivergedError as e:  # a result, not a crash: run_all.py and report.py show it
+            writer.close()
+            common.record_divergence(args.name, FRAMEWORK, e)
+            raise
         start = time.perf_counter()
         val = test.evaluate(model, val_loader)
         models.sync(device)

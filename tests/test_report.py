@@ -231,3 +231,38 @@ def test_gain_over_the_ce_student_is_paired_by_seed(tmp_path):
     assert gains["student_kd − student_ce"][1:] == ["+2.50 ± 0.71", "+2.50 ± 0.71"]  # gains 3 and 2
     assert gains["student_dkd − student_ce"][1:] == ["+5.75 ± 0.35", "+5.50"]  # torch 5.5, 6; jittor seed 0 only
     assert rows["student_ce"][8] == "0.35"  # |Δ| 1 over the seed std 2.83 of both frameworks
+
+
+def write_diverged(name, fw, seed, epoch):
+    """A run whose loss became NaN at epoch: events up to then, diverged.json, no metrics.json or test.json."""
+    write_run(name, fw, seed, finished=False)
+    common.write_json(os.path.join(common.run_dir(name, fw), common.DIVERGED_FILE), {"epoch": epoch, "error": "nan"})
+
+
+def test_diverged_runs_are_marked_and_left_out(tmp_path):
+    """A diverged run is a result: named with its epoch, never averaged in, never called unfinished."""
+    for seed in SEEDS:
+        for fw in report.FRAMEWORKS:
+            write_run(f"div/student_dkd_beta1_s{seed}", fw, seed, test_top1=65.0 + seed)
+            if fw == "torch" or seed == 1:
+                write_diverged(f"div/student_dkd_beta3_s{seed}", fw, seed, epoch=12 + seed)
+            else:
+                write_run(f"div/student_dkd_beta3_s{seed}", fw, seed, test_top1=70.0)
+    block = report.main(["--tag", "div", "--sweep", "--readme", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)])
+    rows = table_rows(block)
+    assert rows["3"] == ["3", "diverged (epoch 12, 13)", "70.00 (1 diverged: epoch 13)", "–"]
+    assert rows["1"] == ["1", "65.50 ± 0.71", "65.50 ± 0.71", "+0.00"]
+    assert "Unfinished" not in block
+    assert_png(tmp_path / "div_beta_sweep.png")
+
+    # the stage table: jittor seed 1's teacher diverged; its val numbers are left out too
+    for seed in SEEDS:
+        for fw in report.FRAMEWORKS:
+            if (fw, seed) == ("jittor", 1):
+                write_diverged(f"div2/teacher_s{seed}", fw, seed, epoch=5)
+            else:
+                write_run(f"div2/teacher_s{seed}", fw, seed, test_top1=TEST_TOP1[fw, seed])
+    top1, _ = tables(report.main(["--tag", "div2", "--readme", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)]))
+    assert top1["teacher"][2] == f"{VAL_TOP1['jittor', 0][-1]:.2f}"  # final val: seed 0 only
+    assert top1["teacher"][6] == f"{TEST_TOP1['jittor', 0]:.2f} (1 diverged: epoch 5)"
+    assert top1["teacher"][7] == f"{TEST_TOP1['jittor', 0] - np.mean([58.0, 61.5]):+.2f}"

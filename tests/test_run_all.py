@@ -59,6 +59,18 @@ def test_parallel_run_then_resume_then_teacher_from(tiny_data):
     assert sorted(summary("rb")["results"]["torch"][0]) == ["dkd beta=0", "dkd beta=1"]
     assert os.path.isfile(os.path.join(common.IMG_DIR, "rb_beta_sweep.png"))  # the sweep's report
 
+    # a student that diverges is a result of the sweep, not the end of it: recorded, reported, not re-run
+    diverging = run_all(tiny_data, "--tag", "rd", "--teacher-from", "ra", "--beta-sweep", "999999", "0",
+                        "--frameworks", "torch")
+    assert "the training loss became nan" in diverging.stderr
+    records = summary("rd")["results"]["torch"][0]
+    assert records["dkd beta=999999"]["diverged"] >= 1 and 0 <= records["dkd beta=0"]["top1"] <= 100
+    assert "| dkd beta=999999 | – (1 diverged, epoch" in diverging.stdout  # run_all's table
+    assert "| 999999 | diverged (epoch" in diverging.stdout  # report.py's sweep table
+    again = run_all(tiny_data, "--tag", "rd", "--teacher-from", "ra", "--beta-sweep", "999999", "0",
+                    "--frameworks", "torch", "--resume")
+    assert "diverged earlier" in again.stdout and "$ " not in again.stdout
+
 
 def test_teacher_from_a_missing_run_is_a_clear_error(tiny_data):
     proc = run_all(tiny_data, "--tag", "rc", "--teacher-from", "nosuchtag", check=False)
