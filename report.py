@@ -123,9 +123,10 @@ def stage_seconds(run):
 
 
 def trained_runs(seeds, framework):
-    """The runs of one framework over seeds, leaving out diverged ones (their numbers mean nothing)."""
+    """The finished runs of one framework over seeds: a run still training (no metrics.json) would
+    mix its early epochs into the means, and a diverged run's numbers mean nothing."""
     return [runs[framework] for _, runs in sorted(seeds.items())
-            if framework in runs and not runs[framework]["diverged"]]
+            if framework in runs and runs[framework]["finished"] and not runs[framework]["diverged"]]
 
 
 def over_seeds(seeds, framework, get):
@@ -232,7 +233,8 @@ def stage_figure(tag, stage, seeds, path):
     fig, (ax_loss, ax_top1) = plt.subplots(1, 2, figsize=(10, 3.5))
     plot_panel(ax_loss, seeds, "loss", "loss")
     plot_panel(ax_top1, seeds, "top1", "top-1 (%)")
-    band = f"mean and min-max over {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
+    n_runs = max(len(trained_runs(seeds, fw)) for fw in FRAMEWORKS)  # finished runs only, as drawn
+    band = f"mean and min-max over {n_runs} seeds" if n_runs > 1 else f"{n_runs} seed"
     ax_loss.set_title(f"{stage}: loss")
     ax_top1.set_title(f"{stage}: top-1 accuracy")
     fig.suptitle(f"{tag} / {stage}  (solid = train, dashed = val; {band})", fontsize=10)
@@ -272,9 +274,12 @@ def time_row(stage, seeds):
 
 
 def seeds_phrase(groups):
-    """'mean ± std ... over 2 seeds (0, 1)', or '1 seed (0)', for the groups of a table."""
-    counts = sorted({len(seeds) for seeds in groups.values()})
-    seeds = ", ".join(map(str, sorted({s for runs in groups.values() for s in runs})))
+    """'mean ± std ... over 2 seeds (0, 1)', or '1 seed (0)', for the groups of a table, counting the
+    seeds with a result (finished or diverged), not those still training."""
+    done = {key: {seed for seed, runs in seeds.items() if any(r["finished"] or r["diverged"] for r in runs.values())}
+            for key, seeds in groups.items()}
+    counts = sorted({len(seeds) for seeds in done.values()})
+    seeds = ", ".join(map(str, sorted(set().union(*done.values()))))
     if counts == [1]:
         return f"1 seed ({seeds})"
     n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} (depending on the row)"
@@ -282,10 +287,12 @@ def seeds_phrase(groups):
 
 
 def unfinished_line(groups):
-    """A warning line naming runs that have no metrics.json yet (still training, or stopped)."""
-    names = [f"{key}/s{seed}/{fw}" for key, seeds in groups.items() for seed, runs in sorted(seeds.items())
+    """A line naming the runs that have no metrics.json yet (still training, or stopped), with their last epoch."""
+    names = [f"{key}/s{seed}/{fw} (epoch {max(run['scalars'].get('val/top1', {0: 0}))})"
+             for key, seeds in groups.items() for seed, runs in sorted(seeds.items())
              for fw, run in runs.items() if not run["finished"] and not run["diverged"]]
-    return f"\nUnfinished runs (no metrics.json yet; their last logged epoch is used): {', '.join(names)}.\n" if names else ""
+    return (f"\nStill training or stopped, so left out of every number and curve (no metrics.json yet; last "
+            f"logged epoch in brackets): {', '.join(names)}.\n" if names else "")
 
 
 def image_links(figures, base_dir):
