@@ -16,6 +16,8 @@ the tag's markers (the full run and the beta sweep do).
 
 --resume makes long runs survivable: a stage whose test.json exists is not run again, and a
 stage with a checkpoint continues after its last finished epoch (the stage's own --resume).
+A stage whose loss became NaN leaves diverged.json: the job records it as diverged and goes on
+(a point of a beta sweep, say); a diverged teacher stops the job (its students have nothing to learn).
 --parallel runs the two frameworks at the same time, each on half of the CPU threads
 (KD_THREADS), which keeps both cores busy while Jittor runs its single-threaded kernels.
 """
@@ -91,6 +93,8 @@ def run_framework(framework, args, seed, env=None):
             print(f"[{framework}] {name}: diverged earlier ({os.path.relpath(diverged_json, common.ROOT)}), "
                   f"not run again (delete that file and the checkpoint to retry)")
         else:
+            if os.path.exists(diverged_json):  # from an earlier run that this one replaces
+                os.remove(diverged_json)
             try:
                 wall = run(cmd + (["--resume"] if args.resume and os.path.exists(ckpt) else []), env)
             except StageFailed:
@@ -191,7 +195,7 @@ def parse_args(argv=None):
                              "preset, 3 for full)")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=FRAMEWORKS, help="frameworks to run")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="student methods to run")
-    parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: the student default, 8)")
+    parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: common.dkd_beta of the student, 1 for CIFAR10Simple)")
     parser.add_argument("--beta-sweep", type=float, nargs="*", default=None,
                         help="instead of the three students, one DKD student per beta (the original sweep: "
                              "0 0.3 0.5 1 1.5 2); the report at the end is then report.py --sweep")
