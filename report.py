@@ -130,7 +130,7 @@ def trained_runs(seeds, framework):
 
 
 def over_seeds(seeds, framework, get):
-    """[get(run)] for every seed that has this framework and did not diverge, leaving out missing numbers."""
+    """[get(run)] for the finished, not diverged runs of this framework, leaving out missing numbers."""
     values = [get(run) for run in trained_runs(seeds, framework)]
     return [v for v in values if v is not None]
 
