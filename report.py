@@ -155,12 +155,13 @@ def mean_std(values):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def fmt(values, digits=2):
-    """'mean ± std' over seeds, just the value for one seed, a dash for none."""
+def fmt(values, digits=2, sign=False):
+    """'mean ± std' over seeds, just the value for one seed, a dash for none; sign: '+' on gains."""
     if not values:
         return DASH
     m, s = mean_std(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+    mean = f"{m:+.{digits}f}" if sign else f"{m:.{digits}f}"
+    return f"{mean} ± {s:.{digits}f}" if len(values) > 1 else mean
 
 
 def diff_cell(values):
@@ -175,9 +176,9 @@ def spread_cell(values):
     a dash unless both frameworks have at least two seeds (a spread to compare with)."""
     if len(values["torch"]) < 2 or len(values["jittor"]) < 2:
         return DASH
-    pooled = np.sqrt((mean_std(values["torch"])[1] ** 2 + mean_std(values["jittor"])[1] ** 2) / 2)
-    diff = abs(mean_std(values["jittor"])[0] - mean_std(values["torch"])[0])
-    return f"{diff / pooled:.2f}" if pooled > 0 else DASH
+    (m_torch, s_torch), (m_jittor, s_jittor) = mean_std(values["torch"]), mean_std(values["jittor"])
+    pooled = np.sqrt((s_torch ** 2 + s_jittor ** 2) / 2)
+    return f"{abs(m_jittor - m_torch) / pooled:.2f}" if pooled > 0 else DASH
 
 
 def ratio_cell(values):
@@ -257,7 +258,8 @@ def top1_row(stage, seeds):
         diff, spread = diff_cell(test), spread_cell(test)
     else:  # a framework has no test.json: compare final val top-1, and say so
         diff = diff_cell(final) + (" (val)" if final["torch"] and final["jittor"] else "")
-        spread = spread_cell(final) + (" (val)" if spread_cell(final) != DASH else "")
+        spread = spread_cell(final)
+        spread += " (val)" if spread != DASH else ""
     cells = [fmt(v[fw]) for v in (final, best) for fw in FRAMEWORKS]
     cells += [with_diverged(fmt(test[fw]), seeds, fw) for fw in FRAMEWORKS]
     return md_row([stage] + cells + [diff, spread])
@@ -342,16 +344,8 @@ def gain_markdown(runs):
         return ""
     rows = [md_row(["test top-1 gain", "torch", "jittor"]), "|---|---:|---:|"]
     for stage in stages:
-        cells = [f"{stage} − student_ce"]
-        for fw in FRAMEWORKS:
-            gains = paired_gains(runs, stage, fw)
-            if not gains:
-                cells.append(DASH)
-            elif len(gains) == 1:
-                cells.append(f"{gains[0]:+.2f}")
-            else:
-                cells.append(f"{np.mean(gains):+.2f} ± {np.std(gains, ddof=1):.2f}")
-        rows.append(md_row(cells))
+        rows.append(md_row([f"{stage} − student_ce"] + [fmt(paired_gains(runs, stage, fw), sign=True)
+                                                        for fw in FRAMEWORKS]))
     return ("Gain of distillation over the CE-only student (same seed, epochs and data), in test top-1 "
             "points, mean ± std over seeds:\n\n" + "\n".join(rows))
 

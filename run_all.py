@@ -30,10 +30,9 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 import common
 import report
+from report import DASH, fmt, mean_std  # the report's cells, so both tables format numbers alike
 
 FRAMEWORKS = ["torch", "jittor"]
 METHODS = ["ce", "kd", "dkd"]
@@ -147,18 +146,6 @@ def threads_note(args):
     return f"{common.num_threads()} CPU threads"
 
 
-def mean_std(values):
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
-def fmt(values, digits=2):
-    if not values:
-        return "–"
-    m, s = mean_std(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
-
-
 def top1_cell(records):
     """Mean ± std of top-1 over the seeds that trained, and how many seeds diverged (at which epoch)."""
     cell = fmt([r["top1"] for r in records if "diverged" not in r])
@@ -177,9 +164,9 @@ def summary_table(results, frameworks, stages):
         trained = {fw: [r for r in records[fw] if "diverged" not in r] for fw in (a, b)}  # diverged: no numbers
         top = {fw: [r["top1"] for r in trained[fw]] for fw in (a, b)}
         sec = {(fw, part): [r["seconds"][part] for r in trained[fw]] for fw in (a, b) for part in ("data", "train", "eval")}
-        diff = f"{mean_std(top[b])[0] - mean_std(top[a])[0]:+.2f}" if top[a] and top[b] else "–"
+        diff = f"{mean_std(top[b])[0] - mean_std(top[a])[0]:+.2f}" if top[a] and top[b] else DASH
         ratio = (f"{mean_std(sec[(b, 'train')])[0] / max(mean_std(sec[(a, 'train')])[0], 1e-9):.2f}"
-                 if top[a] and top[b] else "–")
+                 if top[a] and top[b] else DASH)
         rows.append(f"| {stage} | {top1_cell(records[a])} | {top1_cell(records[b])} | {diff} | {fmt(sec[(a, 'train')], 1)} "
                     f"| {fmt(sec[(b, 'train')], 1)} | {ratio} | {fmt(sec[(a, 'data')], 1)} | {fmt(sec[(b, 'data')], 1)} "
                     f"| {fmt(sec[(a, 'eval')], 1)} | {fmt(sec[(b, 'eval')], 1)} |")
