@@ -842,6 +842,11 @@ def prepare_jittor():
     # Jittor names its compile cache after the git branch around its install folder: with the venv
     # inside this repo, every branch switch would recompile everything. One fixed name instead.
     os.environ.setdefault("cache_name", "default")
+    # Compile ops one at a time. Jittor's parallel op compiler runs oneDNN's conv tuner
+    # (ConvTuner::forwardTune) in worker threads, and the tuner edits the shared graph: a race that
+    # segfaults now and then, after which Jittor's segfault handler deadlocks (README, "Pitfalls").
+    # Jittor reads every flag from an environment variable of its name when it is imported.
+    os.environ.setdefault("use_parallel_op_compiler", "0")
     if "use_mkl" not in os.environ and not os.path.isfile(os.path.join(jittor_dnnl_dir(), "lib", "libmkldnn.so")):
         os.environ["use_mkl"] = "0"
         print("warning: oneDNN is not set up for Jittor (run `make setup`): "
