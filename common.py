@@ -10,8 +10,9 @@ import argparse
 import hashlib
 import json
 import os
-import pickle
 import queue
+import re
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -20,6 +21,10 @@ import time
 import urllib.request
 
 import numpy as np
+import safetensors
+import safetensors.numpy
+
+import safe_pickle
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DATA_DIR = os.path.join(ROOT, "data")
@@ -221,8 +226,15 @@ def download_dataset(data_dir, name="cifar10"):
     spec = dataset_spec(name)
     os.makedirs(data_dir, exist_ok=True)
     folder = os.path.join(data_dir, spec["folder"])
-    fd, tmp = tempfile.mkstemp(dir=data_dir, suffix=".tar.gz.part")
+    partial = f".{spec['archive']}."  # the prefix of this function's temp file and staging folder
+    for leftover in os.listdir(data_dir):  # of an earlier download that was killed
+        if leftover.startswith(partial):
+            shutil.rmtree(os.path.join(data_dir, leftover), ignore_errors=True)
+            if os.path.isfile(os.path.join(data_dir, leftover)):
+                os.remove(os.path.join(data_dir, leftover))
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=partial, suffix=".part")
     os.close(fd)
+    staging = None
     try:
         print(f"downloading {spec['url']} ...", flush=True)
         try:
@@ -233,22 +245,24 @@ def download_dataset(data_dir, name="cifar10"):
             raise DataError(f"downloaded archive has the wrong md5 (expected {spec['md5']}); try again.\n"
                             + _missing_message(folder, spec))
         # unpack next to the final folder, then rename: never a half-unpacked folder
-        staging = tempfile.mkdtemp(dir=data_dir)
+        staging = tempfile.mkdtemp(dir=data_dir, prefix=partial)
         with tarfile.open(tmp, "r:gz") as tar:
             tar.extractall(staging, filter="data")
         os.replace(os.path.join(staging, spec["folder"]), folder)
-        os.rmdir(staging)
-    finally:
+    finally:  # whatever failed (network, md5, a bad archive), nothing half-done stays behind
         if os.path.exists(tmp):
             os.remove(tmp)
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_pickle(path, spec):
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+    try:  # the official files are pickles: read them like checkpoints, allowing numpy arrays and plain data only
+        return safe_pickle.load(path, encoding="latin1")
     except FileNotFoundError:
         raise DataError(f"missing file {path}.\n" + _missing_message(os.path.dirname(path), spec)) from None
+    except safe_pickle.RefusedError as e:
+        raise DataError(str(e)) from None
     except Exception as e:  # truncated or not a pickle at all
         raise DataError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); "
                         f"delete {os.path.dirname(path)}/ and download it again.") from None
@@ -351,6 +365,17 @@ def augment(images, rng, pad=4, dataset="cifar10"):
 def epoch_rng(seed, epoch):
     """The one RNG for an epoch's shuffle and augmentation, seeded by (seed, epoch)."""
     return np.random.default_rng([seed, epoch])
+
+
+def epoch_seed(seed, epoch):
+    """The framework's seed for an epoch (dropout masks), derived from (seed, epoch).
+
+    Every random source is re-seeded from (seed, epoch) when the epoch starts, so an epoch
+    draws the same numbers whether the process ran from epoch 0 or resumed at this epoch:
+    a resumed run is the uninterrupted run, with no RNG state to save. (The 2 keeps this
+    stream apart from epoch_rng's.) A 32-bit value, which every seeding function accepts.
+    """
+    return int(np.random.SeedSequence([seed, epoch, 2]).generate_state(1)[0])
 
 
 def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0, dataset="cifar10"):
@@ -473,9 +498,14 @@ def init_weights(shapes, seed, scheme="uniform"):
 
 
 # ----------------------------------------------------------------------------
-# Checkpoints: one pickled dict of numpy arrays, readable by either framework
+# Checkpoints: one safetensors file, readable by either framework and unable to run code.
+# The arrays (weights, momentum buffers) are safetensors tensors "model/<name>" and
+# "optimizer/<name>"; everything else (epoch, config, history, ...) is JSON in its header.
+# Nothing is unpickled: a checkpoint from anywhere can be opened without running its code.
 # ----------------------------------------------------------------------------
 CKPT_KEYS = ("model", "optimizer", "epoch", "best_top1", "config", "framework", "arch")
+CKPT_FORMAT = "kd-distill-ckpt/2"  # /1 was a pickle (read only through safe_pickle, see load_checkpoint)
+ARRAY_GROUPS = ("model", "optimizer")
 
 
 def is_buffer(name):
@@ -487,45 +517,165 @@ def ckpt_path(name, framework):
     return os.path.join(CKPT_DIR, f"{name}_{framework}.ckpt")
 
 
-def atomic_write(path, write_fn, mode="wb"):
-    """Write through a temp file in the same folder, then rename: a crash leaves the old file."""
+def _umask():
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once, at import: os.umask is process-wide, not thread-safe
+
+
+def temp_prefix(path):
+    return "." + os.path.basename(path)
+
+
+def remove_stale_temps(path):
+    """Delete the temp files that a killed atomic_write of `path` left behind (one writer per path)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(folder):
+        for f in os.listdir(folder):
+            if f.startswith(temp_prefix(path)) and f.endswith(".tmp"):
+                os.remove(os.path.join(folder, f))
+
+
+def atomic_save(path, save_to):
+    """save_to(temp path) writes the file, which is then renamed to `path`: a crash leaves the old file.
+
+    The temp file sits beside `path` (a rename within one folder is atomic); temp files of earlier,
+    killed writes of the same path are removed first; the file gets the usual permissions (0666
+    less the umask; mkstemp alone gives 0600).
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(path), suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
+        save_to(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
-        os.remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
         raise
 
 
-def save_checkpoint(path, ckpt):
+def atomic_write(path, write_fn, mode="wb"):
+    """atomic_save for a writer of an open file: write_fn(f), flushed to disk before the rename."""
+    def save_to(tmp):
+        with open(tmp, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+    atomic_save(path, save_to)
+
+
+def _plain(value):
+    """numpy scalars (a metric, say) as Python numbers, for JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a checkpoint holds arrays and plain data only, not {type(value).__name__}")
+
+
+def checkpoint_bytes(ckpt):
+    """The checkpoint dict as safetensors bytes: arrays as tensors, the rest as JSON in the header."""
     missing = [k for k in CKPT_KEYS if k not in ckpt]
     assert not missing, f"checkpoint lacks {missing}"
-    atomic_write(path, lambda f: pickle.dump(ckpt, f, protocol=4))
+    tensors, order = {}, {}
+    for group in ARRAY_GROUPS:
+        order[group] = list(ckpt[group])  # safetensors sorts its tensors; the state's order matters (classifier_of)
+        for name, value in ckpt[group].items():
+            tensors[f"{group}/{name}"] = np.ascontiguousarray(value)
+    rest = {k: v for k, v in ckpt.items() if k not in ARRAY_GROUPS}
+    header = {"format": CKPT_FORMAT, "order": json.dumps(order), "meta": json.dumps(rest, default=_plain)}
+    return safetensors.numpy.save(tensors, metadata=header)
+
+
+def save_checkpoint(path, ckpt):
+    data = checkpoint_bytes(ckpt)  # fails before the old file is touched
+    atomic_write(path, lambda f: f.write(data))
 
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be used for what was asked; the message says why."""
 
 
+def is_safetensors(path):
+    """safetensors starts with the header's length (8 bytes, little-endian) and then the JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def read_safetensors_checkpoint(path):
+    try:
+        with safetensors.safe_open(path, framework="np") as f:
+            header, arrays = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+        if header.get("format") != CKPT_FORMAT:
+            raise ValueError(f"its header names format {header.get('format')!r}, not {CKPT_FORMAT!r}")
+        order, ckpt = json.loads(header["order"]), json.loads(header["meta"])
+        for group in ARRAY_GROUPS:
+            ckpt[group] = {name: arrays[f"{group}/{name}"] for name in order[group]}
+    except Exception as e:  # a damaged or foreign safetensors file
+        raise CheckpointError(f"{path} is not a readable checkpoint of this repo ({type(e).__name__}: {e})") from None
+    return ckpt
+
+
+def read_legacy_checkpoint(path):
+    """A checkpoint of the old pickle format, through safe_pickle: numpy arrays and plain data, nothing that runs."""
+    try:
+        return safe_pickle.load(path)
+    except safe_pickle.UnreadableError as e:
+        raise CheckpointError(f"{e}: not a readable checkpoint of this repo") from None
+    except safe_pickle.RefusedError as e:
+        raise CheckpointError(str(e)) from None
+
+
 def load_checkpoint(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            ckpt = pickle.load(f)
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint of this repo "
-                              f"({type(e).__name__}: {e})") from None
+    ckpt = read_safetensors_checkpoint(path) if is_safetensors(path) else read_legacy_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "arch" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint of this repo (expected a dict with "
                               f"{', '.join(CKPT_KEYS)})")
     return ckpt
+
+
+# What a resumed run must share with its checkpoint: everything that changes the maths. --epochs
+# may grow (nothing depends on it: the LR steps at --milestones, the warm-up has its own length),
+# so a finished run can be trained on; --init, --name, --data-dir, --device do not change results.
+RESUME_KEYS = ("model", "dataset", "seed", "batch_size", "lr", "milestones", "momentum", "weight_decay",
+               "train_size", "val_size", "val_on_test",
+               # students
+               "method", "teacher_model", "teacher_digest", "temperature", "warmup", "alpha", "beta",
+               "kd_ce_weight", "kd_weight", "dkd_ce_weight")
+
+
+def check_resume(ckpt, args, path):
+    """--resume: one clear error when a flag contradicts the checkpoint's config, not a silent mix."""
+    saved = ckpt.get("config") or {}
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != getattr(args, key, None):
+            if key == "teacher_digest":
+                raise CheckpointError(f"--resume: the teacher {args.teacher} holds other weights than the teacher "
+                                      f"{path} was trained with ({saved.get('teacher')}); start afresh without --resume")
+            flag = "--" + key.replace("_", "-")
+            raise CheckpointError(f"--resume: {path} was trained with {flag} {saved[key]!r}, this run has "
+                                  f"{getattr(args, key, None)!r}; give the checkpoint's {flag} (and --preset), "
+                                  f"or start afresh without --resume")
+    if ckpt["epoch"] + 1 > args.epochs:
+        raise CheckpointError(f"--resume: {path} has trained {ckpt['epoch'] + 1} epochs already, more than "
+                              f"--epochs {args.epochs}")
+
+
+def state_digest(state):
+    """A short fingerprint of a {name: array} state (the teacher a student learns from, for --resume)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(state[name], dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
 
 
 def check_arch(ckpt, expected_arch, path, flag="--model"):
@@ -560,14 +710,22 @@ def describe_checkpoint(ckpt):
 
 
 # Plain torch files: mdistiller's released teachers (cifar_teachers/<model>_vanilla/ckpt_epoch_240.pth,
-# a dict with the state_dict under "model") or any torch.save(state_dict). Each framework reads the
-# file with its own reader (torch.load; Jittor's jt.load, which needs no torch) and hands the result here.
+# a dict with the state_dict under "model") or any torch.save(state_dict). Neither framework runs their
+# pickle: torch reads them with torch.load(weights_only=True); Jittor's side with safe_pickle, which
+# needs no torch (not jt.load, which unpickles anything). Both hand the result here.
 TORCH_FILE_EXTENSIONS = (".pth", ".pt")
 ARCH_FLAGS = "--model (test.py, align.py), --teacher-model or --pair (train_student.py)"
 
 
 def is_torch_file(path):
     return str(path).lower().endswith(TORCH_FILE_EXTENSIONS)
+
+
+def refused_torch_file(path, error):
+    """torch.load(weights_only=True)'s refusal, a paragraph of advice, as one line naming what was refused."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    what = f"it pickles {found.group(1)}" if found else f"it holds more than weights ({str(error).splitlines()[0]})"
+    return CheckpointError(f"{path}: refused: {what}, which is not plain data or weights (loading it would run code)")
 
 
 def numpy_state(obj, path, to_numpy):
@@ -653,16 +811,24 @@ RESULT_FILES = ("metrics.json", "test.json", DIVERGED_FILE)  # a run's outcome, 
 
 
 class EventWriter:
-    """Scalars to a TensorBoard event file, with tensorboard's own writer (no torch needed)."""
+    """Scalars to a TensorBoard event file, with tensorboard's own writer (no torch needed).
 
-    def __init__(self, logdir, purge=False):
+    The run folder's old event files and results are removed first, and `history` (the
+    checkpoint's per-epoch metrics, when resuming) is written again: the curves hold every
+    epoch exactly once, whether the earlier process wrote an epoch's events before it was
+    killed or not.
+    """
+
+    def __init__(self, logdir, history=()):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
         os.makedirs(logdir, exist_ok=True)
-        if purge:  # a fresh (not resumed) run replaces the old curves and results instead of overlaying them
-            for f in os.listdir(logdir):
-                if f.startswith("events.out.tfevents") or f in RESULT_FILES:
-                    os.remove(os.path.join(logdir, f))
+        for f in os.listdir(logdir):
+            if f.startswith("events.out.tfevents") or f in RESULT_FILES:
+                os.remove(os.path.join(logdir, f))
         self._writer = EventFileWriter(logdir)
+        for epoch, metrics in enumerate(history):
+            self.scalars(metrics, epoch + 1)
+        self.flush()
 
     def scalar(self, tag, value, step):
         from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -672,6 +838,10 @@ class EventWriter:
     def scalars(self, values, step):
         for tag, value in values.items():
             self.scalar(tag, value, step)
+
+    def flush(self):
+        """To disk now (the writer would wait up to 2 minutes): a killed run keeps its finished epochs' curves."""
+        self._writer.flush()
 
     def close(self):
         self._writer.flush()

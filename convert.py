@@ -16,10 +16,12 @@ mismatch is an error naming the first missing or mis-shaped weight.
 """
 import argparse
 import os
+import pickle
 
 import numpy as np
 
 import common
+import safe_pickle
 import torch  # before jittor: Jittor's advice when both share a process
 
 common.prepare_jittor()
@@ -56,8 +58,12 @@ def read(path):
     if fmt == "repo":
         ckpt = common.load_checkpoint(path)
         return ckpt["model"], ckpt["arch"], ckpt["framework"]
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True) if fmt == "torch" else jt.load(path)
+    try:  # neither reader runs code from the file (jt.load would: it unpickles anything)
+        obj = torch.load(path, map_location="cpu", weights_only=True) if fmt == "torch" else safe_pickle.load(path)
+    except pickle.UnpicklingError as e:  # torch's weights_only refused a global
+        raise common.refused_torch_file(path, e) from None
+    except safe_pickle.RefusedError as e:
+        raise common.CheckpointError(str(e)) from None
     except Exception as e:
         raise common.CheckpointError(f"{path} is not a readable {fmt} file ({type(e).__name__}: {e})") from None
     return to_numpy_state(obj, path), None, fmt
@@ -99,9 +105,8 @@ def write(path, state, arch, source):
         model = tm.build_model(arch, num_classes=num_classes_of(state))
         tm.load_state(model, state, path)
         common.atomic_write(path, lambda f: torch.save(model.state_dict(), f))
-    else:
-        common.atomic_write(path, lambda f: f.write(b""))  # create the folder, then let Jittor write
-        jt.save(state, path)
+    else:  # Jittor writes to a temp file beside the output, renamed when complete: never half a file
+        common.atomic_save(path, lambda tmp: jt.save(state, tmp))
 
 
 def convert(src, dst, arch=None):

@@ -19,7 +19,9 @@ stage with a checkpoint continues after its last finished epoch (the stage's own
 A stage whose loss became NaN leaves diverged.json: the job records it as diverged and goes on
 (a point of a beta sweep, say); a diverged teacher stops the job (its students have nothing to learn).
 --parallel runs the two frameworks at the same time, each on half of the CPU threads
-(KD_THREADS), which keeps both cores busy while Jittor runs its single-threaded kernels.
+(KD_THREADS), which keeps both cores busy while Jittor runs its single-threaded kernels. When
+one framework fails, the other's running stage is stopped too (its checkpoints stay: --resume
+continues it) and the job reports both.
 """
 import argparse
 import json
@@ -42,11 +44,22 @@ class StageFailed(RuntimeError):
     """A stage exited with an error: the job stops (its output above says why)."""
 
 
+STOP = threading.Event()  # --parallel: set when one framework failed; the other stops its stage
+
+
 def run(cmd, env=None):
-    """Run one stage, streaming its output; raise StageFailed if it fails."""
+    """Run one stage, streaming its output; raise StageFailed if it fails or STOP is set meanwhile."""
+    if STOP.is_set():
+        raise StageFailed(f"not started because the other framework failed: {' '.join(cmd)}")
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     start = time.perf_counter()
-    if subprocess.call(cmd, cwd=common.ROOT, env=env) != 0:
+    proc = subprocess.Popen(cmd, cwd=common.ROOT, env=env)
+    while proc.poll() is None:
+        if STOP.wait(0.5):
+            proc.terminate()  # a stage killed at any moment resumes exactly (--resume)
+            proc.wait()
+            raise StageFailed(f"stopped because the other framework failed: {' '.join(cmd)}")
+    if proc.returncode != 0:
         raise StageFailed(f"stage failed: {' '.join(cmd)}")
     return time.perf_counter() - start
 
@@ -129,7 +142,8 @@ def run_parallel(args, results):
             for seed in range(args.seeds):
                 results[framework].append(run_framework(framework, args, seed, env))
         except StageFailed as e:
-            errors.append(e)
+            errors.append(f"{framework}: {e}")
+            STOP.set()  # do not let the other framework train on for hours: stop it, report both
 
     workers = [threading.Thread(target=work, args=(fw,)) for fw in args.frameworks]
     for w in workers:
@@ -137,7 +151,7 @@ def run_parallel(args, results):
     for w in workers:
         w.join()
     if errors:
-        raise errors[0]
+        raise StageFailed("\n       ".join(errors))
 
 
 def threads_note(args):

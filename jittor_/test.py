@@ -16,6 +16,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import common  # noqa: E402
+import safe_pickle  # noqa: E402
 common.prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
@@ -39,12 +40,12 @@ def evaluate(model, loader):
 def read_torch_file(path):
     """The weights in a torch file (.pth/.pt: mdistiller's teachers, torch.save(state_dict)) as numpy arrays."""
     try:
-        obj = jt.load(path)  # Jittor's own reader of torch's zip and legacy formats: no torch needed
-    except ModuleNotFoundError as e:  # the file pickles torch objects beyond tensors and containers
-        raise common.CheckpointError(f"{path} holds more than weights ({e}): reading it needs torch installed") from None
+        obj = safe_pickle.load(path)  # tensors as numpy arrays and plain containers only; no torch needed
+    except safe_pickle.RefusedError as e:  # not jt.load: it unpickles anything, and so runs the file's code
+        raise common.CheckpointError(str(e)) from None
     except Exception as e:
         raise common.CheckpointError(f"{path} is not a readable torch file ({type(e).__name__}: {e})") from None
-    return common.numpy_state(obj, path, lambda v: v.numpy())
+    return common.numpy_state(obj, path, lambda v: v)
 
 
 def read_checkpoint(path, arch=None):

@@ -160,14 +160,15 @@ def load_teacher(path, device, arch=None, dataset=None):
     """The frozen teacher: eval mode, no gradients, from a checkpoint of either framework or a .pth file.
 
     arch: the teacher's model (needed for a .pth, checked for a .ckpt); dataset: the student's, whose
-    number of classes the teacher must have.
+    number of classes the teacher must have. Returns the teacher and a fingerprint of its weights
+    (saved in the student's config: --resume refuses another teacher).
     """
     teacher, ckpt = test.load_model(path, device, arch, dataset, arch_flag="--teacher-model or --pair")
     teacher.eval()
     for p in teacher.parameters():
         p.stop_grad()
     print(f"[{FRAMEWORK}] teacher {ckpt['arch']} from {path} ({common.describe_checkpoint(ckpt)})")
-    return teacher
+    return teacher, common.state_digest(ckpt["model"])
 
 
 def parse_args(argv=None):
@@ -210,9 +211,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     device = models.select_device(args.device)
-    jt.set_global_seed(args.seed)
     try:
-        teacher = load_teacher(args.teacher, device, args.teacher_model, args.dataset) if args.method != "ce" else None
+        teacher = None
+        if args.method != "ce":
+            teacher, args.teacher_digest = load_teacher(args.teacher, device, args.teacher_model, args.dataset)
         student = models.to_device(models.build_model(args.model, args.seed, common.DATASETS[args.dataset]["num_classes"]),
                                    device)
         if args.init and not args.resume:

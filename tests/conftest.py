@@ -1,6 +1,7 @@
 """Shared fixtures. Outputs (log/, ckpt/, img/) go to a temp folder; no download is ever tried."""
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,10 @@ import torch  # noqa: E402,F401  (torch before jittor: Jittor's own advice when 
 
 common.prepare_jittor()
 import jittor  # noqa: E402,F401
+
+# Jittor's import installs a SIGCHLD handler that ends this whole process ("Caught SIGCHLD ... quick
+# exit") when any child dies of a signal other than SIGTERM; the resume tests SIGKILL their stages.
+signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 TINY = dict(train_per_batch=60, test=70)  # 300 training images, 70 test images (not a multiple of any batch)
 

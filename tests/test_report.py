@@ -29,7 +29,7 @@ def epoch_metrics(fw, seed, epoch, offset):
 def write_run(name, fw, seed, offset=0.0, test_top1=None, finished=True):
     """One fake run folder as a training script and test.py leave it."""
     folder = common.run_dir(name, fw)
-    writer = common.EventWriter(folder, purge=True)
+    writer = common.EventWriter(folder)
     history = []
     for epoch in range(EPOCHS):
         history.append(epoch_metrics(fw, seed, epoch, offset))

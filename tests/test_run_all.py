@@ -87,3 +87,18 @@ def test_seeds_default_per_preset():
     assert job.parse_args(["--preset", "full", "--seeds", "1"]).seeds == 1
     with pytest.raises(SystemExit):
         job.parse_args(["--seeds", "0"])
+
+
+def test_parallel_stops_both_frameworks_when_one_fails(tiny_data):
+    """--parallel: jittor fails at once (its teacher is missing); torch must not train on for all its seeds."""
+    from torch_ import models as tm
+    common.save_checkpoint(common.ckpt_path("rp_src/teacher_s0", "torch"),  # a teacher for torch only
+                           {"model": tm.get_state(tm.build_model("cifar10quick", 0)), "optimizer": {}, "epoch": 0,
+                            "best_top1": 0.0, "config": {"name": "rp_src/teacher_s0"}, "framework": "torch",
+                            "arch": "cifar10quick"})
+    proc = run_all(tiny_data, "--tag", "rp", "--teacher-from", "rp_src", "--parallel", "--seeds", "2",
+                   "--methods", "kd", "dkd", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "jittor: --teacher-from rp_src: no teacher checkpoint" in proc.stderr  # both are reported
+    assert "torch: " in proc.stderr and "because the other framework failed" in proc.stderr
+    assert not os.path.exists(os.path.join(common.run_dir("rp/student_dkd_s1", "torch"), "test.json"))

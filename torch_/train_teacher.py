@@ -37,6 +37,11 @@ def make_optimizer(model, args):
     return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
 
+def set_seed(seed):
+    """Seed the framework's own RNG, which draws the dropout masks (the data's RNG is common.epoch_rng)."""
+    torch.manual_seed(seed)
+
+
 def set_lr(optimizer, lr):
     """The schedule is common.lr_at, set by hand each epoch (no framework scheduler)."""
     for group in optimizer.param_groups:
@@ -96,16 +101,18 @@ def fit(args, stage, model, train_epoch, device):
     train_loader, val_loader = dataset.build_loaders(args, device)
     optimizer = make_optimizer(model, args)
     path = common.ckpt_path(args.name, FRAMEWORK)
+    common.remove_stale_temps(path)  # left by a run killed while it wrote its checkpoint
     start_epoch, best_top1, history = 0, 0.0, []
     if args.resume:
         ckpt = common.load_checkpoint(path)
         common.check_arch(ckpt, args.model, path)
         common.check_dataset(ckpt, args.dataset, path)
+        common.check_resume(ckpt, args, path)
         models.load_state(model, ckpt["model"], path)
         load_optimizer_state(model, optimizer, ckpt["optimizer"])
         start_epoch, best_top1, history = ckpt["epoch"] + 1, ckpt["best_top1"], ckpt["history"]
         print(f"[{FRAMEWORK} {stage}] resuming {path} after epoch {start_epoch}")
-    writer = common.EventWriter(common.run_dir(args.name, FRAMEWORK), purge=not args.resume)
+    writer = common.EventWriter(common.run_dir(args.name, FRAMEWORK), history)  # the curves so far, once
     val_source = "the test set" if args.val_on_test else "held out"
     print(f"[{FRAMEWORK} {stage}] {args.model} on {device}, {common.DATASETS[args.dataset]['title']}: "
           f"{args.train_size} train / {len(val_loader.labels)} val images ({val_source}), "
@@ -113,6 +120,7 @@ def fit(args, stage, model, train_epoch, device):
     for epoch in range(start_epoch, args.epochs):
         lr = common.lr_at(epoch, args.lr, args.milestones)
         set_lr(optimizer, lr)
+        set_seed(common.epoch_seed(args.seed, epoch))  # this epoch's dropout masks, resumed or not
         try:
             metrics = train_epoch(model, train_loader, optimizer, epoch)
         except common.DivergedError as e:  # a result, not a crash: run_all.py and report.py show it
@@ -131,6 +139,7 @@ def fit(args, stage, model, train_epoch, device):
                                       "framework": FRAMEWORK, "arch": args.model, "dataset": args.dataset,
                                       "history": history})
         writer.scalars(metrics, epoch + 1)
+        writer.flush()
         print(common.epoch_line(FRAMEWORK, stage, epoch, args.epochs, metrics), flush=True)
     writer.close()
     summary = common.run_summary(args, FRAMEWORK, stage, history, best_top1)
@@ -142,7 +151,6 @@ def fit(args, stage, model, train_epoch, device):
 def main(argv=None):
     args = parse_args(argv)
     device = models.select_device(args.device)
-    torch.manual_seed(args.seed)  # dropout masks; data order and init come from common's seeded numpy
     try:
         model = models.to_device(models.build_model(args.model, args.seed, common.DATASETS[args.dataset]["num_classes"]),
                                  device)
