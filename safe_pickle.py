@@ -8,7 +8,8 @@ and `jt.load` run that program. `load` here reads:
 - Jittor's `.pkl` (jt.save): a pickle of numpy arrays (or of Jittor Vars, which wrap one), followed
   by a SHA-1 checksum that is checked here;
 - torch files (`.pth`/`.pt`, torch.save with torch >= 1.6: a zip holding `<prefix>/data.pkl` and
-  the raw bytes of each storage under `<prefix>/data/<key>`): a state dict or mdistiller's
+  the raw bytes of each storage under `<prefix>/data/<key>`; or torch < 1.6's legacy format, one
+  stream of pickles followed by the raw storages, as older teachers were saved): a state dict or mdistiller's
   {"model": state_dict, "optimizer": ..., "epoch": ..., "best_acc": ...}, **without torch**: every
   tensor comes back as a numpy array (a copy; bfloat16 as float32, which holds every bfloat16 value);
 - the official CIFAR-10/100 python batches (Python 2 pickles: pass encoding="latin1" or "bytes").
@@ -27,7 +28,7 @@ torch is never imported):
 - builtins.bytes, called with no arguments: Python 3 writes empty
   bytes (an empty array's data) in protocols 0-2 as `bytes()`;
 - jittor.jittor_core.Var (jt.save of a state dict): becomes the numpy array it wraps;
-- in torch zip files only: torch._utils._rebuild_tensor_v2 / _v3 / _rebuild_parameter(_with_state),
+- in torch files only (zip, or the legacy format of torch < 1.6): torch._utils._rebuild_tensor_v2 / _v3 / _rebuild_parameter(_with_state),
   the typed storage classes (torch.FloatStorage, ...), torch.UntypedStorage, torch dtypes
   (torch.float32, ...) and torch.Size.
 
@@ -54,8 +55,7 @@ Errors: `load` raises RefusedError ("<file>: refused: <what>") when the file nam
 something that is not plain data or weights, and UnreadableError ("<file>: cannot read: <why>"), a
 subclass of both RefusedError and ValueError, when it cannot be read cleanly: truncated, not a
 pickle, a damaged zip, a torch storage type or tensor kind not supported here (quantized, sparse,
-...), torch's legacy pre-1.6 format (re-save it with torch >= 1.6, or convert it; not implemented
-here). Each message is one line. `except RefusedError` catches both. A missing file raises the
+...), torch's even older tar format (torch < 0.4) or a big-endian legacy file. Each message is one line. `except RefusedError` catches both. A missing file raises the
 usual OSError (FileNotFoundError).
 """
 import _compat_pickle
@@ -126,9 +126,7 @@ _JITTOR_TRAILER = b"HCAJSLHD"  # jt.save writes pickle + sha1(pickle) + this
 
 def _load_plain(raw, encoding):
     if raw.startswith(_LEGACY_TORCH_START):
-        raise _Unreadable("a torch file in the legacy format of torch < 1.6, which is not supported; "
-                          "re-save it with torch >= 1.6 (torch.save(torch.load(f, weights_only=True), f)) "
-                          "or convert it")
+        return _load_torch_legacy(raw, encoding)
     if raw.endswith(_JITTOR_TRAILER) and len(raw) >= 28:
         body, digest = raw[:-28], raw[-28:-8]
         if hashlib.sha1(body).digest() != digest:
@@ -157,6 +155,93 @@ def _load_torch_zip(raw, encoding):
     storages = _TorchStorages(archive, prefix, byteorder)
     unpickler = _SafeUnpickler(io.BytesIO(archive.read(pickles[0])), encoding, _TORCH_GLOBALS, storages)
     return unpickler.load()
+
+
+def _load_torch_legacy(raw, encoding):
+    """torch < 1.6 (and _use_new_zipfile_serialization=False): one stream of pickles of the magic
+    number, the protocol version (1001) and the system info; the object, its storages as persistent
+    ids; the list of storage keys; then each storage as its element count (int64) and raw bytes.
+
+    The storages' bytes come after the object that uses them, and their element sizes are known
+    only from the object: so its tensors are first placeholders (_LazyTensor), the storages are read
+    next, and the placeholders are then replaced by numpy arrays.
+    """
+    f = io.BytesIO(raw)
+    magic, version, info = (_SafeUnpickler(f, encoding, _PLAIN_GLOBALS).load() for _ in range(3))
+    if magic != _LEGACY_TORCH_MAGIC or version != 1001 or not isinstance(info, dict):
+        raise _Unreadable("a damaged torch file in the legacy format (bad magic number or protocol)")
+    if not info.get("little_endian", True):
+        raise _Unreadable("a big-endian torch file in the legacy format, which is not supported")
+    storages = _LegacyStorages()
+    obj = _SafeUnpickler(f, encoding, _TORCH_GLOBALS, storages).load()
+    keys = _SafeUnpickler(f, encoding, _PLAIN_GLOBALS).load()
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise _Unreadable("a damaged torch file in the legacy format (no list of storage keys)")
+    arrays = {key: storages.read(key, f) for key in keys}
+    return _resolve(obj, arrays, {})
+
+
+class _LazyTensor:
+    """A tensor of a legacy torch file whose storage has not been read yet."""
+
+    __slots__ = ("key", "base", "offset", "size", "stride")
+
+    def __init__(self, storage, offset, size, stride):
+        (self.key, self.base), self.offset, self.size, self.stride = storage, offset, size, stride
+
+    def array(self, arrays):
+        return _strided_copy(arrays[self.key], self.base + operator.index(self.offset), self.size, self.stride)
+
+
+def _resolve(obj, arrays, seen):
+    """obj with every _LazyTensor replaced by its numpy array (containers changed in place)."""
+    if isinstance(obj, _LazyTensor):
+        return obj.array(arrays)
+    if id(obj) in seen or not isinstance(obj, (dict, list, tuple)):
+        return seen.get(id(obj), obj)
+    seen[id(obj)] = obj
+    if isinstance(obj, dict):
+        for k in obj:
+            obj[k] = _resolve(obj[k], arrays, seen)
+    elif isinstance(obj, list):
+        obj[:] = [_resolve(v, arrays, seen) for v in obj]
+    else:
+        seen[id(obj)] = obj = tuple(_resolve(v, arrays, seen) for v in obj)
+    return obj
+
+
+class _LegacyStorages:
+    """persistent_load of legacy torch files: ('storage', type, key, location, numel, view) -> (key, offset)."""
+
+    def __init__(self):
+        self.kinds = {}  # key -> (type, numel)
+
+    def get(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
+            raise _Unreadable("unknown persistent id in the torch file (not a storage; a pickled module?)")
+        _, kind, key, _location, numel, view = pid
+        if not isinstance(kind, _TorchType) or not isinstance(key, str):
+            raise _Unreadable("malformed storage reference in the torch file")
+        if self.kinds.setdefault(key, (kind, operator.index(numel)))[0] is not kind:
+            raise _Unreadable(f"storage {_one_line(key, 40)} is used with two types")
+        if view is None:
+            return key, 0
+        _view_key, offset, _size = view  # a view of the root storage from element `offset` on
+        return key, operator.index(offset)
+
+    def read(self, key, f):
+        """The storage's element count (int64) and raw little-endian bytes, as a flat numpy array."""
+        if key not in self.kinds:
+            raise _Unreadable(f"storage {_one_line(key, 40)} is not used by any tensor of the torch file")
+        kind, numel = self.kinds[key]
+        count = np.frombuffer(f.read(8), dtype="<i8")
+        if count.size != 1 or count[0] != numel:
+            raise _Unreadable(f"storage {_one_line(key, 40)} is truncated or has another size than declared")
+        data = f.read(numel * kind.raw.itemsize)
+        if len(data) != numel * kind.raw.itemsize:
+            raise _Unreadable(f"storage {_one_line(key, 40)} is truncated")
+        raw = np.frombuffer(data, dtype=kind.raw.newbyteorder("<"))
+        return kind.convert(raw.astype(kind.raw.newbyteorder("="), copy=True))
 
 
 # ---------------------------------------------------------------- the restricted unpickler
@@ -339,6 +424,10 @@ class _SafeUnpickler(pickle._Unpickler):
         """torch._utils._rebuild_tensor_v2 -> numpy array (a copy of the view of storage)."""
         if hooks or metadata:  # backward hooks would be functions; conj/neg bits are not read
             raise _Unreadable("a tensor with backward hooks or conj/neg metadata is not supported")
+        if isinstance(self._storages, _LegacyStorages):  # storage = (key, base) of a storage not read yet
+            if not (isinstance(storage, tuple) and len(storage) == 2 and storage[0] in self._storages.kinds):
+                raise _Unreadable("malformed tensor: its storage is not one of the file's")
+            return _LazyTensor(storage, offset, _ints(size), _ints(stride))
         return _strided_copy(storage, offset, size, stride)
 
     def _rebuild_tensor_v3(self, storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
@@ -352,7 +441,7 @@ class _SafeUnpickler(pickle._Unpickler):
 
     def _rebuild_parameter(self, data, requires_grad=False, hooks=None, state=None):
         """nn.Parameter -> its data (also stands in for _rebuild_parameter_with_state)."""
-        if not isinstance(data, np.ndarray):
+        if not isinstance(data, (np.ndarray, _LazyTensor)):
             raise _Unreadable(f"a parameter holding a {type(data).__name__}, not a tensor")
         return data
 
