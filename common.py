@@ -721,11 +721,22 @@ def is_torch_file(path):
     return str(path).lower().endswith(TORCH_FILE_EXTENSIONS)
 
 
-def refused_torch_file(path, error):
-    """torch.load(weights_only=True)'s refusal, a paragraph of advice, as one line naming what was refused."""
-    found = re.search(r"GLOBAL ([\w.]+)", str(error))
-    what = f"it pickles {found.group(1)}" if found else f"it holds more than weights ({str(error).splitlines()[0]})"
-    return CheckpointError(f"{path}: refused: {what}, which is not plain data or weights (loading it would run code)")
+def torch_load_error(path, error):
+    """An exception of torch.load(weights_only=True) as one line: a refusal (torch says it in a paragraph
+    of advice) naming what was refused, or a file that is not a readable torch file."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f"it pickles {found.group(1)}" if found else "it holds more than weights"
+        return CheckpointError(f"{path}: refused: {what}, which is not plain data or weights (loading it would run code)")
+    return CheckpointError(f"{path} is not a readable torch file ({type(error).__name__}: {(text.strip().splitlines() or [''])[0]})")
+
+
+def safe_pickle_error(path, error, what="torch file"):
+    """A safe_pickle error as a CheckpointError: a refusal as it is, an unreadable file as such."""
+    if isinstance(error, safe_pickle.UnreadableError):
+        return CheckpointError(f"{path} is not a readable {what} ({error})")
+    return CheckpointError(str(error))
 
 
 def numpy_state(obj, path, to_numpy):

@@ -16,7 +16,6 @@ mismatch is an error naming the first missing or mis-shaped weight.
 """
 import argparse
 import os
-import pickle
 
 import numpy as np
 
@@ -60,12 +59,9 @@ def read(path):
         return ckpt["model"], ckpt["arch"], ckpt["framework"]
     try:  # neither reader runs code from the file (jt.load would: it unpickles anything)
         obj = torch.load(path, map_location="cpu", weights_only=True) if fmt == "torch" else safe_pickle.load(path)
-    except pickle.UnpicklingError as e:  # torch's weights_only refused a global
-        raise common.refused_torch_file(path, e) from None
-    except safe_pickle.RefusedError as e:
-        raise common.CheckpointError(str(e)) from None
     except Exception as e:
-        raise common.CheckpointError(f"{path} is not a readable {fmt} file ({type(e).__name__}: {e})") from None
+        error = common.torch_load_error(path, e) if fmt == "torch" else common.safe_pickle_error(path, e, "Jittor file")
+        raise error from None
     return to_numpy_state(obj, path), None, fmt
 
 

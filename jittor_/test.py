@@ -41,10 +41,8 @@ def read_torch_file(path):
     """The weights in a torch file (.pth/.pt: mdistiller's teachers, torch.save(state_dict)) as numpy arrays."""
     try:
         obj = safe_pickle.load(path)  # tensors as numpy arrays and plain containers only; no torch needed
-    except safe_pickle.RefusedError as e:  # not jt.load: it unpickles anything, and so runs the file's code
-        raise common.CheckpointError(str(e)) from None
-    except Exception as e:
-        raise common.CheckpointError(f"{path} is not a readable torch file ({type(e).__name__}: {e})") from None
+    except Exception as e:  # a refusal (jt.load is not used: it unpickles anything), or not a torch file
+        raise common.safe_pickle_error(path, e) from None
     return common.numpy_state(obj, path, lambda v: v)
 
 

@@ -10,7 +10,6 @@ with as many classes as its last layer has outputs.
 """
 import argparse
 import os
-import pickle
 import sys
 import time
 
@@ -40,10 +39,8 @@ def read_torch_file(path):
     """The weights in a torch file (.pth/.pt: mdistiller's teachers, torch.save(state_dict)) as numpy arrays."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
-    except pickle.UnpicklingError as e:  # weights_only refused a global: the file would run code
-        raise common.refused_torch_file(path, e) from None
-    except Exception as e:
-        raise common.CheckpointError(f"{path} is not a readable torch file ({type(e).__name__}: {e})") from None
+    except Exception as e:  # weights_only refused a global (the file would run code), or not a torch file
+        raise common.torch_load_error(path, e) from None
     return common.numpy_state(obj, path, lambda v: v.detach().cpu().numpy())
 
 
