@@ -722,14 +722,16 @@ def is_torch_file(path):
 
 
 def torch_load_error(path, error):
-    """An exception of torch.load(weights_only=True) as one line: a refusal (torch says it in a paragraph
-    of advice) naming what was refused, or a file that is not a readable torch file."""
+    """An exception of torch.load(weights_only=True) as one line: a refusal naming the global the file
+    pickles (torch says it inside a paragraph of advice), or a file that is not a readable torch file."""
     text = str(error)
-    if "Weights only load failed" in text:
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        what = f"it pickles {found.group(1)}" if found else "it holds more than weights"
-        return CheckpointError(f"{path}: refused: {what}, which is not plain data or weights (loading it would run code)")
-    return CheckpointError(f"{path} is not a readable torch file ({type(error).__name__}: {(text.strip().splitlines() or [''])[0]})")
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return CheckpointError(f"{path}: refused: it pickles {found.group(1)}, which is not plain data or weights "
+                               f"(loading it would run code)")
+    reason = re.search(r"WeightsUnpickler error: ([^\n]*)", text)  # not a pickle, truncated, ...
+    reason = (reason.group(1) if reason else (text.strip().splitlines() or [""])[0]).strip() or "damaged or not a pickle"
+    return CheckpointError(f"{path} is not a readable torch file ({type(error).__name__}: {reason})")
 
 
 def safe_pickle_error(path, error, what="torch file"):
