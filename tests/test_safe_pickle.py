@@ -15,7 +15,6 @@ import common
 import safe_pickle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CIFAR10 = os.path.join(ROOT, "data", "cifar-10-batches-py")
 
 
 # ------------------------------------------------------------------ helpers
@@ -273,10 +272,10 @@ def test_jittor_file(tmp_path):
     unreadable(path, "checksum")
 
 
-@pytest.mark.skipif(not os.path.isdir(CIFAR10), reason="no CIFAR-10 python batches in data/")
 @pytest.mark.parametrize("encoding", ["latin1", "bytes"])
-def test_cifar10_batch(encoding):
-    path = os.path.join(CIFAR10, "test_batch")
+def test_cifar10_batch(encoding, tiny_data):
+    """A batch file as the tests' CIFAR-10 writes it (conftest); the official Python 2 layout is py2_pickle below."""
+    path = os.path.join(tiny_data, "cifar-10-batches-py", "test_batch")
     with open(path, "rb") as f:
         want = pickle.load(f, encoding=encoding)
     assert_same(safe_pickle.load(path, encoding=encoding), want)
