@@ -228,10 +228,9 @@ def download_dataset(data_dir, name="cifar10"):
     folder = os.path.join(data_dir, spec["folder"])
     partial = f".{spec['archive']}."  # the prefix of this function's temp file and staging folder
     for leftover in os.listdir(data_dir):  # of an earlier download that was killed
+        path = os.path.join(data_dir, leftover)
         if leftover.startswith(partial):
-            shutil.rmtree(os.path.join(data_dir, leftover), ignore_errors=True)
-            if os.path.isfile(os.path.join(data_dir, leftover)):
-                os.remove(os.path.join(data_dir, leftover))
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=partial, suffix=".part")
     os.close(fd)
     staging = None
@@ -626,10 +625,8 @@ def read_legacy_checkpoint(path):
     """A checkpoint of the old pickle format, through safe_pickle: numpy arrays and plain data, nothing that runs."""
     try:
         return safe_pickle.load(path)
-    except safe_pickle.UnreadableError as e:
-        raise CheckpointError(f"{e}: not a readable checkpoint of this repo") from None
     except safe_pickle.RefusedError as e:
-        raise CheckpointError(str(e)) from None
+        raise safe_pickle_error(path, e, "checkpoint of this repo") from None
 
 
 def load_checkpoint(path):
