@@ -33,10 +33,17 @@ import sys
 
 import numpy as np
 
-import common
+from common.batches import iterate_batches
+from common.checkpoint import check_arch, check_dataset, ckpt_dataset
+from common.config import EVAL_BATCH_SIZE, MODELS, PAIRS, SPLIT_SEED, STUDENT_DEFAULTS, dkd_beta
+from common.paths import DATA_DIR
+from common.datasets import DATASETS, load_dataset, split_indices
+from common.env import prepare_jittor
+from common.errors import die, UserError
+from common.weights import is_buffer
 import torch  # before jittor: Jittor's advice when both share a process
 
-common.prepare_jittor()
+prepare_jittor()
 import jittor as jt  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from jittor_ import models as jm, test as jtest, train_student as js, train_teacher as jtt  # noqa: E402
@@ -56,11 +63,11 @@ def without_dropout(model):
 
 def model_pair(arch, seed, dataset, ckpt=None):
     """The same architecture in both frameworks with the very same weights (seeded, or a .ckpt's / .pth's)."""
-    num_classes = common.DATASETS[dataset]["num_classes"]
+    num_classes = DATASETS[dataset]["num_classes"]
     if ckpt:
         loaded = ttest.read_checkpoint(ckpt, arch)
-        common.check_arch(loaded, arch, ckpt)
-        common.check_dataset(loaded, dataset, ckpt)
+        check_arch(loaded, arch, ckpt)
+        check_dataset(loaded, dataset, ckpt)
         state = loaded["model"]
     else:
         state = tm.get_state(tm.build_model(arch, seed, num_classes))
@@ -76,18 +83,18 @@ def archs(args):
     if not args.pair:
         arch, teacher_arch = STAGES[args.stage]
     elif args.stage == "teacher":
-        arch, teacher_arch = common.PAIRS[args.pair]["teacher_model"], None
+        arch, teacher_arch = PAIRS[args.pair]["teacher_model"], None
     else:
-        arch, teacher_arch = common.PAIRS[args.pair]["model"], common.PAIRS[args.pair]["teacher_model"]
+        arch, teacher_arch = PAIRS[args.pair]["model"], PAIRS[args.pair]["teacher_model"]
     return arch, (args.teacher_model or teacher_arch) if teacher_arch else None
 
 
 def loss_args(args):
     """The student hyperparameters the stage files read (the pair's with --pair); distillation weight 1, no warm-up."""
     if args.pair:
-        d = dict(common.STUDENT_DEFAULTS, **common.PAIRS[args.pair])
+        d = dict(STUDENT_DEFAULTS, **PAIRS[args.pair])
     else:
-        d = dict(common.STUDENT_DEFAULTS, beta=common.dkd_beta(STAGES[args.stage][0]))
+        d = dict(STUDENT_DEFAULTS, beta=dkd_beta(STAGES[args.stage][0]))
     return argparse.Namespace(**dict(d, method=args.stage))
 
 
@@ -119,7 +126,7 @@ def jittor_step(model, teacher, optimizer, x, y, hp):
     optimizer.zero_grad()
     optimizer.backward(loss)
     grads = [p.opt_grad(optimizer).numpy().astype(np.float64) for n, p in model.named_parameters()
-             if not common.is_buffer(n)]
+             if not is_buffer(n)]
     grad_norm = float(np.sqrt(sum((g ** 2).sum() for g in grads)))
     optimizer.step()
     return loss.item(), logits.numpy(), grad_norm
@@ -136,13 +143,13 @@ def batches(args):
     --jitter adds the same seeded N(0, jitter^2) noise to every batch in both frameworks: it
     breaks exact max-pool ties (see the module docstring) without changing anything else.
     """
-    data = common.load_dataset(args.dataset, args.data_dir)
-    train_idx, _ = common.split_indices(len(data["train_y"]), args.train_size, 0, common.SPLIT_SEED)
+    data = load_dataset(args.dataset, args.data_dir)
+    train_idx, _ = split_indices(len(data["train_y"]), args.train_size, 0, SPLIT_SEED)
     x, y = data["train_x"][train_idx], data["train_y"][train_idx]
     noise = np.random.default_rng([args.seed, 999])
     epoch = 0
     while True:
-        for images, labels in common.iterate_batches(x, y, args.batch_size, True, args.seed, epoch, args.dataset):
+        for images, labels in iterate_batches(x, y, args.batch_size, True, args.seed, epoch, args.dataset):
             if args.jitter:
                 images = images + noise.normal(0.0, args.jitter, images.shape).astype(np.float32)
             yield images, labels
@@ -205,11 +212,11 @@ def verdict(rows):
 def compare_ckpt(args):
     """Evaluate one checkpoint in both frameworks on the test set: same predictions, same logits?"""
     ckpt = ttest.read_checkpoint(args.compare_ckpt, args.model)
-    dataset = args.dataset or common.ckpt_dataset(ckpt)
+    dataset = args.dataset or ckpt_dataset(ckpt)
     model_t, model_j = model_pair(ckpt["arch"], 0, dataset, args.compare_ckpt)
     model_t.eval()
     model_j.eval()
-    loader, _ = ttest.dataset.build_test_loader(args.data_dir, common.EVAL_BATCH_SIZE, torch.device("cpu"), dataset)
+    loader, _ = ttest.dataset.build_test_loader(args.data_dir, EVAL_BATCH_SIZE, torch.device("cpu"), dataset)
     same = n = 0
     worst = 0.0
     for images, labels in loader.epoch(0):
@@ -226,9 +233,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=sorted(STAGES), default=None,
                         help="which training step to compare (default teacher; dkd with --pair)")
-    parser.add_argument("--pair", choices=list(common.PAIRS), default=None,
-                        help="use a CIFAR-100 pair's student, teacher and DKD settings (common.PAIRS)")
-    parser.add_argument("--dataset", choices=list(common.DATASETS), default=None,
+    parser.add_argument("--pair", choices=list(PAIRS), default=None,
+                        help="use a CIFAR-100 pair's student, teacher and DKD settings (common.config.PAIRS)")
+    parser.add_argument("--dataset", choices=list(DATASETS), default=None,
                         help="dataset of the batches (default cifar10; the pair's with --pair; the checkpoint's "
                              "with --compare-ckpt)")
     parser.add_argument("--steps", type=int, default=50, help="optimizer steps (default 50)")
@@ -243,15 +250,15 @@ def parse_args(argv=None):
                         help="skip the torch float64 reference run (the yardstick for float32 drift)")
     parser.add_argument("--teacher", default=None,
                         help="teacher checkpoint for kd/dkd, .ckpt or .pth (default: a seeded init)")
-    parser.add_argument("--teacher-model", choices=common.MODELS, default=None,
+    parser.add_argument("--teacher-model", choices=MODELS, default=None,
                         help="the teacher's architecture instead of the stage's / pair's (e.g. for a smaller test)")
     parser.add_argument("--compare-ckpt", default=None, help="instead: evaluate this checkpoint in both frameworks")
-    parser.add_argument("--model", choices=common.MODELS, default=None,
+    parser.add_argument("--model", choices=MODELS, default=None,
                         help="architecture of a .pth given to --compare-ckpt (a .ckpt names its own)")
-    parser.add_argument("--data-dir", default=common.DATA_DIR,
+    parser.add_argument("--data-dir", default=DATA_DIR,
                         help="folder holding cifar-10-batches-py/ (CIFAR-10) or cifar-100-python/ (CIFAR-100)")
     args = parser.parse_args(argv)
-    pair = common.PAIRS[args.pair] if args.pair else {}
+    pair = PAIRS[args.pair] if args.pair else {}
     args.stage = args.stage or ("dkd" if args.pair else "teacher")
     args.lr = pair.get("lr", 0.01) if args.lr is None else args.lr
     if not args.compare_ckpt:  # --compare-ckpt: the checkpoint's own dataset unless given
@@ -268,11 +275,11 @@ def main(argv=None):
                   f"{result['same_predictions']:.2f}%, max relative logit difference {result['max_rel_logit_diff']:.2e}")
             return result
         rows = run_parity(args)
-    except common.UserError as e:
-        common.die(str(e))
+    except UserError as e:
+        die(str(e))
     arch, teacher_arch = archs(args)
     print(f"stage {args.stage}{f' (pair {args.pair})' if args.pair else ''}: {arch}"
-          f"{f' taught by {teacher_arch}' if teacher_arch else ''} on {common.DATASETS[args.dataset]['title']}, "
+          f"{f' taught by {teacher_arch}' if teacher_arch else ''} on {DATASETS[args.dataset]['title']}, "
           f"{args.steps} SGD steps, batch {args.batch_size}, lr {args.lr}, jitter {args.jitter:g}, float32, CPU")
     print(f"{'step':>4} {'loss torch':>12} {'loss jittor':>12} {'rel diff':>9} {'max|dlogit|':>11} "
           f"{'|dgradnorm|':>11} {'max|dparam|':>11} {'f32 vs f64':>10}")

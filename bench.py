@@ -3,7 +3,7 @@
     python bench.py                                  # the four CIFAR-10 models, both frameworks (< 10 min on 2 quiet cores)
     python bench.py --models cifar10simple --quick   # a smoke run (what tests/test_bench.py does)
     python bench.py --plot                           # also draw img/bench.png
-    python bench.py --zoo                            # inference speed of every model of common.MODELS (the zoo)
+    python bench.py --zoo                            # inference speed of every model of common.config.MODELS (the zoo)
     python bench.py --readme                         # also write the table into README.md (between markers)
     python bench.py --threads 1 --json log/bench_t1.json           # compare thread counts
     python bench.py --nchw --inference-mode                       # try torch settings (NCHW: what channels-last buys)
@@ -16,15 +16,15 @@ What is measured, per model and framework (images/s unless stated):
                    KD step time / (CE step time + teacher fwd time) shows the cost of the loss itself
   repo loop        train_one_epoch of the stage file over a small real-data Loader; divided by
                    train CE it says how much the repo's loop (prefetch, .item(), accuracy) costs
-  eval             forward at common.EVAL_BATCH_SIZE, eval mode, no grad, logits fetched to numpy
+  eval             forward at EVAL_BATCH_SIZE, eval mode, no grad, logits fetched to numpy
   first call       seconds of the first call of each of the above (Jittor compiles kernels there)
   peak RSS         resource.getrusage ru_maxrss of the process that measured that model
 plus, framework-neutral: loading CIFAR-10 (s), the numpy augmentation pipeline (images/s), and a
 large numpy float32 matmul (GFLOP/s) next to a nominal peak FLOP/s read from /proc/cpuinfo.
 The default run measures DEFAULT_MODELS, the four CIFAR-10 models; --models takes any model.
 
---zoo measures inference alone, for every model of common.MODELS (the CIFAR-10 models with 10
-classes, mdistiller's CIFAR-100 zoo with 100): eval-mode forward at common.EVAL_BATCH_SIZE over a
+--zoo measures inference alone, for every model of common.config.MODELS (the CIFAR-10 models with 10
+classes, mdistiller's CIFAR-100 zoo with 100): eval-mode forward at EVAL_BATCH_SIZE over a
 fixed random batch (speed does not depend on the pixel values, and no dataset is needed), logits
 fetched to numpy, first call apart, with parameters (M) and forward MFLOPs per image. A slow model
 (ResNet50: seconds per batch on 2 cores) gets 1 step per repeat, only --min-repeats repeats and no
@@ -41,7 +41,7 @@ process, and each model's memory peak is its own. Each figure is the median over
 with the min-max spread; a repeat is a few steps, every step waits for its work to finish
 (jt.sync_all() for lazy Jittor) before the clock is read.
 
-Threads: both frameworks get --threads (default common.num_threads(): KD_THREADS or all cores).
+Threads: both frameworks get --threads (default num_threads(): KD_THREADS or all cores).
 torch takes torch.set_num_threads. Jittor has no thread flag: on CPU only oneDNN (convolutions,
 matmuls) runs in parallel, with OpenMP (libgomp), so OMP_NUM_THREADS, read when the library
 loads, sets it (ONEDNN_VERBOSE=1 prints "nthr:N"); Jittor's own generated kernels (BatchNorm,
@@ -64,11 +64,17 @@ import time
 
 import numpy as np
 
-import common
+from common.batches import iterate_batches, normalise, num_batches
+from common.config import EVAL_BATCH_SIZE, MODELS, STUDENT_DEFAULTS, dkd_beta
+from common.paths import DATA_DIR, IMG_DIR, LOG_DIR, ROOT
+from common.datasets import load_cifar10
+from common.env import num_threads, prepare_jittor
+from common.errors import die, UserError
+from common.files import write_json
 
 FRAMEWORKS = ["torch", "jittor"]
 DEFAULT_MODELS = ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"]  # the CIFAR-10 models; --zoo: all
-BATCH_SIZE = common.STUDENT_DEFAULTS["batch_size"]  # 128, the same in both stages
+BATCH_SIZE = STUDENT_DEFAULTS["batch_size"]  # 128, the same in both stages
 TEACHER_OF = {"cifar10simple": "cifar10quick", "resnet8x4": "resnet32x4"}  # students -> their teacher
 README_KEY = {"default": "bench-default", "zoo": "bench-zoo"}  # report.py's <!-- report:<key>:start --> markers
 MEASUREMENTS = ["train_ce", "loop", "teacher_forward", "train_kd", "train_dkd", "eval"]
@@ -78,7 +84,7 @@ LABELS = {  # measurement -> how the table names it
     "train_dkd": "train step DKD (+teacher fwd)",
     "teacher_forward": "teacher fwd {teacher} (eval, b128)",
     "loop": "repo loop train_one_epoch (b128)",
-    "eval": f"eval fwd (b{common.EVAL_BATCH_SIZE}, no grad)",
+    "eval": f"eval fwd (b{EVAL_BATCH_SIZE}, no grad)",
 }
 POOL = 4  # pre-made batches cycled by the bare loops (different images, no conversion inside the timing)
 LOOP_SECONDS = 4.0  # the repo loop's timed epoch lasts about this long (fewer batches for very slow models)
@@ -202,7 +208,7 @@ def thread_env(threads, extra):
     """Environment of every worker: each thread pool reads its variable when its library loads.
 
     OMP_NUM_THREADS: torch's OpenMP and Jittor's (libgomp: oneDNN convolutions/matmuls, the only
-    multi-threaded part of Jittor on CPU); MKL/OPENBLAS: numpy's BLAS; KD_THREADS: common.num_threads(),
+    multi-threaded part of Jittor on CPU); MKL/OPENBLAS: numpy's BLAS; KD_THREADS: num_threads(),
     which torch_/models.select_device passes to torch.set_num_threads.
     """
     env = dict(os.environ)
@@ -220,16 +226,16 @@ def data_worker(cfg):
     for _ in range(max(1, min(plan.repeats, 3))):  # a few loads: the first may come from a cold disk cache
         data = None  # free the previous copy first, so the peak memory is one copy
         start = time.perf_counter()
-        data = common.load_cifar10(cfg["data_dir"], download=False)  # never download inside a benchmark
+        data = load_cifar10(cfg["data_dir"], download=False)  # never download inside a benchmark
         loads.append(time.perf_counter() - start)
     images, labels = data["train_x"][:cfg["augment_images"]], data["train_y"][:cfg["augment_images"]]
     epoch = iter(range(10 ** 6))
 
     def augment_pass():  # the pipeline alone: shuffle, crop, flip, normalise; no framework, no prefetch
-        for _ in common.iterate_batches(images, labels, BATCH_SIZE, True, seed=0, epoch=next(epoch)):
+        for _ in iterate_batches(images, labels, BATCH_SIZE, True, seed=0, epoch=next(epoch)):
             pass
 
-    n_aug = common.num_batches(len(labels), BATCH_SIZE, True) * min(BATCH_SIZE, len(labels))
+    n_aug = num_batches(len(labels), BATCH_SIZE, True) * min(BATCH_SIZE, len(labels))
     augment = time_calls(augment_pass, n_aug, Plan(plan.repeats, 1, plan.min_repeats, 0, plan.max_seconds), warmup=0)
     np.savez(cfg["subset"], x=tile(data["train_x"], SUBSET), y=tile(data["train_y"], SUBSET))
     return {"load_s": summarize(loads), "load_first_s": loads[0], "train_images": int(len(data["train_y"])),
@@ -260,7 +266,7 @@ class TorchBackend:
         from torch_ import dataset, models, train_student, train_teacher
         self.torch, self.models, self.dataset = torch, models, dataset
         self.student, self.teacher_stage = train_student, train_teacher
-        self.device = models.select_device("cpu")  # also torch.set_num_threads(common.num_threads())
+        self.device = models.select_device("cpu")  # also torch.set_num_threads(num_threads())
         self.layer_types = (torch.nn.Conv2d, torch.nn.Linear)  # the layers count_flops counts
         torch.manual_seed(0)  # dropout masks
         self.channels_last, self.inference_mode = cfg["channels_last"], cfg["inference_mode"]
@@ -325,7 +331,7 @@ class JittorBackend:
     name = "jittor"
 
     def __init__(self, cfg):
-        common.prepare_jittor()  # before the import: no CUDA probing on a CPU machine, a fixed cache name
+        prepare_jittor()  # before the import: no CUDA probing on a CPU machine, a fixed cache name
         import jittor
         from jittor_ import dataset, models, train_student, train_teacher
         self.jt, self.models, self.dataset = jittor, models, dataset
@@ -430,9 +436,9 @@ class ModelBench:
         self.backend, self.arch, self.plan = backend, cfg["model"], Plan(**cfg["plan"])
         self.teacher_arch = TEACHER_OF.get(self.arch)
         # lr, momentum, weight decay, T, loss weights; DKD's beta as the student stage picks it (students only)
-        self.args = argparse.Namespace(**dict(common.STUDENT_DEFAULTS, beta=common.dkd_beta(self.arch)))
+        self.args = argparse.Namespace(**dict(STUDENT_DEFAULTS, beta=dkd_beta(self.arch)))
         self.subset = np.load(cfg["subset"])
-        augmented = common.iterate_batches(self.subset["x"], self.subset["y"], BATCH_SIZE, True)
+        augmented = iterate_batches(self.subset["x"], self.subset["y"], BATCH_SIZE, True)
         self.pool = [(backend.tensor(x), backend.tensor(y)) for (x, y), _ in zip(augmented, range(POOL))]
         self.model = backend.build(self.arch)
         self.optimizer = backend.teacher_stage.make_optimizer(self.model, self.args)  # the stages' SGD
@@ -496,8 +502,8 @@ class ModelBench:
     def measure_eval(self):
         """Forward of one EVAL_BATCH_SIZE batch, logits fetched as test.evaluate needs them."""
         self.model.eval()
-        x = self.backend.tensor(common.normalise(tile(self.subset["x"], common.EVAL_BATCH_SIZE)))
-        self.record("eval", lambda: self.backend.forward(self.model, x, fetch=True), common.EVAL_BATCH_SIZE)
+        x = self.backend.tensor(normalise(tile(self.subset["x"], EVAL_BATCH_SIZE)))
+        self.record("eval", lambda: self.backend.forward(self.model, x, fetch=True), EVAL_BATCH_SIZE)
 
     def run(self, wanted):
         if "train_ce" in wanted or "loop" in wanted:  # the loop's ratio needs the bare CE step
@@ -537,15 +543,15 @@ def zoo_worker(cfg):
     model = backend.build(arch)
     params = backend.count_params(model)  # before freeze: Jittor tells parameters by their gradient flag
     backend.freeze(model)
-    images = np.random.default_rng(0).standard_normal((common.EVAL_BATCH_SIZE, 3, 32, 32), dtype=np.float32)
+    images = np.random.default_rng(0).standard_normal((EVAL_BATCH_SIZE, 3, 32, 32), dtype=np.float32)
     x = backend.tensor(images)
     kernels = backend.compiled_kernels()
-    r = time_calls(lambda: backend.forward(model, x, fetch=True), common.EVAL_BATCH_SIZE, plan, sync=backend.sync,
+    r = time_calls(lambda: backend.forward(model, x, fetch=True), EVAL_BATCH_SIZE, plan, sync=backend.sync,
                    warmup_below=ZOO_WARMUP_BELOW_S)
     if kernels is not None:
         r["new_kernels"] = backend.compiled_kernels() - kernels
     print(f"[bench {backend.name} {arch}] forward: {r['images_per_s']['median']:.1f} images/s ({r['repeats']} "
-          f"repeats of {r['steps'] * common.EVAL_BATCH_SIZE} images), first call {r['first_call_s']:.2f}s", flush=True)
+          f"repeats of {r['steps'] * EVAL_BATCH_SIZE} images), first call {r['first_call_s']:.2f}s", flush=True)
     peak = peak_rss_mib()  # before count_flops builds another model
     return {"framework": backend.name, "model": arch, "info": backend.info(), "import_s": import_s,
             "num_classes": num_classes(arch), "params": params, "peak_rss_mib": peak, "measurements": {"eval": r},
@@ -560,8 +566,8 @@ def worker_main(config_path):
         cfg = json.load(f)
     try:
         out = WORKERS[cfg["kind"]](cfg)
-    except common.UserError as e:
-        common.die(str(e))
+    except UserError as e:
+        die(str(e))
     with open(cfg["out"], "w") as f:
         json.dump(out, f)
 
@@ -575,7 +581,7 @@ def run_worker(cfg, workdir, env, label):
         json.dump(cfg, f)
     print(f"\n=== {label}", flush=True)
     start = time.perf_counter()
-    code = subprocess.call([sys.executable, os.path.abspath(__file__), "--worker", path], cwd=common.ROOT, env=env)
+    code = subprocess.call([sys.executable, os.path.abspath(__file__), "--worker", path], cwd=ROOT, env=env)
     if code != 0 or not os.path.isfile(cfg["out"]):
         print(f"!!! {label} failed (exit code {code})", file=sys.stderr, flush=True)
         return None
@@ -808,11 +814,11 @@ def read_readme(path, key):
     """The README's text, checked to hold the report:<key> markers (before minutes of measuring)."""
     import report  # its marker code; imported only here (it loads matplotlib)
     if not os.path.isfile(path):
-        common.die(f"--readme {path}: no such file")
+        die(f"--readme {path}: no such file")
     with open(path, encoding="utf-8", newline="") as f:  # newline="": keep the file's line ends
         text = f.read()
     if report.replace_block(text, key, "") is None:
-        common.die(f"--readme {path}: markers missing; put <!-- report:{key}:start --> and "
+        die(f"--readme {path}: markers missing; put <!-- report:{key}:start --> and "
                    f"<!-- report:{key}:end --> where the table should go")
     return text
 
@@ -839,7 +845,7 @@ def write_readme(path, key, block):
 # ============================================================================ main
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=common.MODELS, default=None,
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=None,
                         help="models to measure (default: the four CIFAR-10 models; with --zoo: all of them)")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=FRAMEWORKS, help="frameworks to measure")
     parser.add_argument("--measure", nargs="+", choices=MEASUREMENTS, default=None,
@@ -856,14 +862,14 @@ def parse_args(argv=None):
                         help="timed seconds per figure beyond which repeats are cut down to --min-repeats")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 repeats of 1 step, augmentation over 2,000 images (for the tests)")
-    parser.add_argument("--threads", type=int, default=common.num_threads(),
+    parser.add_argument("--threads", type=int, default=num_threads(),
                         help="CPU threads of both frameworks (default KD_THREADS or all cores)")
-    parser.add_argument("--data-dir", default=common.DATA_DIR, help="folder holding cifar-10-batches-py/ (not with --zoo)")
+    parser.add_argument("--data-dir", default=DATA_DIR, help="folder holding cifar-10-batches-py/ (not with --zoo)")
     parser.add_argument("--json", default=None, help="where to write the results (default log/bench.json, "
                                                      "log/bench_zoo.json with --zoo)")
-    parser.add_argument("--plot", nargs="?", const=os.path.join(common.IMG_DIR, "bench.png"), default=None,
+    parser.add_argument("--plot", nargs="?", const=os.path.join(IMG_DIR, "bench.png"), default=None,
                         metavar="PNG", help="also draw a bar figure (default path img/bench.png; not with --zoo)")
-    parser.add_argument("--readme", nargs="?", const=os.path.join(common.ROOT, "README.md"), default=None,
+    parser.add_argument("--readme", nargs="?", const=os.path.join(ROOT, "README.md"), default=None,
                         metavar="MD", help="also write the table between the report:bench-default markers of this "
                                            "file (report:bench-zoo with --zoo; default README.md)")
     # settings to explore; the defaults are what the stage files do
@@ -878,9 +884,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.zoo and (args.measure or args.plot):
         parser.error("--measure and --plot are for the default run, not --zoo")
-    args.models = args.models or (common.MODELS if args.zoo else DEFAULT_MODELS)
+    args.models = args.models or (MODELS if args.zoo else DEFAULT_MODELS)
     args.measure = args.measure or MEASUREMENTS
-    args.json = args.json or os.path.join(common.LOG_DIR, "bench_zoo.json" if args.zoo else "bench.json")
+    args.json = args.json or os.path.join(LOG_DIR, "bench_zoo.json" if args.zoo else "bench.json")
     if args.quick:
         args.repeats, args.min_repeats, args.steps = 2, 2, args.steps or 1
     if args.repeats < 1 or args.min_repeats < 1 or (args.steps is not None and args.steps < 1) or args.threads < 1:
@@ -958,7 +964,7 @@ def main(argv=None):
               f"and slow; benchmark on a quiet machine", file=sys.stderr)
     result = {"machine": machine, "models": {}, "frameworks": {},
               "settings": {**plan, "threads": args.threads, "quick": args.quick, "zoo": args.zoo,
-                           "batch_size": BATCH_SIZE, "eval_batch_size": common.EVAL_BATCH_SIZE,
+                           "batch_size": BATCH_SIZE, "eval_batch_size": EVAL_BATCH_SIZE,
                            "data_dir": None if args.zoo else os.path.abspath(args.data_dir),
                            "channels_last": args.channels_last, "inference_mode": args.inference_mode,
                            "jt_flags": jt_flags, "env": parse_env_pairs(args.env, "--env")}}
@@ -983,7 +989,7 @@ def main(argv=None):
         flops = {m: e["forward_flops_per_image"][m] for m, e in result["models"].items() if "forward_flops_per_image" in e}
         print("\nforward MFLOP per image (conv + linear): " + ", ".join(f"{m} {f / 1e6:.1f}" for m, f in flops.items()))
     print(f"total {result['seconds']:.0f}s")
-    common.write_json(args.json, result)
+    write_json(args.json, result)
     print(f"wrote {args.json}")
     if args.plot:
         plot(result, args.plot)

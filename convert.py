@@ -6,7 +6,7 @@
     python convert.py ckpt_epoch_240.pth resnet32x4.ckpt              # mdistiller-style {"model": state_dict}
 
 (The stages also read mdistiller's .pth teachers directly: train_student.py --teacher X.pth with
---teacher-model or --pair, test.py --ckpt X.pth --model NAME. The reading is shared: common.numpy_state.)
+--teacher-model or --pair, test.py --ckpt X.pth --model NAME. The reading is shared: numpy_state.)
 
 The repo's own checkpoints (.ckpt) already hold numpy arrays that both frameworks load, so
 --init / --teacher / test.py take either framework's .ckpt directly; this tool is for weights
@@ -19,11 +19,16 @@ import os
 
 import numpy as np
 
-import common
-import safe_pickle
+from common import safe_pickle
+from common.checkpoint import load_checkpoint, safe_pickle_error, save_checkpoint
+from common.datasets import DATASETS
+from common.env import prepare_jittor
+from common.errors import CheckpointError, die, UserError
+from common.files import atomic_save, atomic_write
+from common.foreign import classifier_of, dataset_of_classes, match_state, numpy_state, torch_load_error
 import torch  # before jittor: Jittor's advice when both share a process
 
-common.prepare_jittor()
+prepare_jittor()
 import jittor as jt  # noqa: E402
 from torch_ import models as tm  # noqa: E402
 
@@ -33,7 +38,7 @@ FORMATS = {".ckpt": "repo", ".pt": "torch", ".pth": "torch", ".pkl": "jittor"}
 def file_format(path):
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
-        raise common.UserError(f"{path}: unknown extension {ext!r}; use one of {', '.join(FORMATS)}")
+        raise UserError(f"{path}: unknown extension {ext!r}; use one of {', '.join(FORMATS)}")
     return FORMATS[ext]
 
 
@@ -46,21 +51,21 @@ def tensor_to_numpy(value):
 
 def to_numpy_state(obj, path):
     """A state dict (torch tensors, Jittor Vars or numpy), possibly under "model"/"state_dict", as numpy."""
-    return common.numpy_state(obj, path, tensor_to_numpy)
+    return numpy_state(obj, path, tensor_to_numpy)
 
 
 def read(path):
     """(numpy state, arch or None, source framework) from any supported file."""
     fmt = file_format(path)
     if not os.path.isfile(path):
-        raise common.CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     if fmt == "repo":
-        ckpt = common.load_checkpoint(path)
+        ckpt = load_checkpoint(path)
         return ckpt["model"], ckpt["arch"], ckpt["framework"]
     try:  # neither reader runs code from the file (jt.load would: it unpickles anything)
         obj = torch.load(path, map_location="cpu", weights_only=True) if fmt == "torch" else safe_pickle.load(path)
     except Exception as e:
-        error = common.torch_load_error(path, e) if fmt == "torch" else common.safe_pickle_error(path, e, "Jittor file")
+        error = torch_load_error(path, e) if fmt == "torch" else safe_pickle_error(path, e, "Jittor file")
         raise error from None
     return to_numpy_state(obj, path), None, fmt
 
@@ -68,8 +73,8 @@ def read(path):
 def num_classes_of(state):
     """The classes of the dataset the state's classifier fits (CIFAR-10's 10 when none does: then the
     shape check names the classifier)."""
-    dataset = common.dataset_of_classes(common.classifier_of(state)[1])
-    return common.DATASETS[dataset or "cifar10"]["num_classes"]
+    dataset = dataset_of_classes(classifier_of(state)[1])
+    return DATASETS[dataset or "cifar10"]["num_classes"]
 
 
 def model_shapes(arch, num_classes):
@@ -85,7 +90,7 @@ def find_arch(state, path):
         shapes = model_shapes(arch, num_classes)
         if set(shapes) == set(state) and all(tuple(state[k].shape) == tuple(s) for k, s in shapes.items()):
             return arch
-    raise common.CheckpointError(f"{path}: matches none of the known models ({', '.join(tm.ARCHS)}); "
+    raise CheckpointError(f"{path}: matches none of the known models ({', '.join(tm.ARCHS)}); "
                                  f"pass --arch to see the first mismatched weight")
 
 
@@ -93,16 +98,16 @@ def write(path, state, arch, source):
     fmt = file_format(path)
     if fmt == "repo":
         name = os.path.splitext(os.path.basename(path))[0]
-        dataset = common.dataset_of_classes(num_classes_of(state))
-        common.save_checkpoint(path, {"model": state, "optimizer": {}, "epoch": -1, "best_top1": 0.0,
+        dataset = dataset_of_classes(num_classes_of(state))
+        save_checkpoint(path, {"model": state, "optimizer": {}, "epoch": -1, "best_top1": 0.0,
                                       "config": {"name": f"converted/{name}", "dataset": dataset},
                                       "framework": source, "arch": arch, "dataset": dataset})
     elif fmt == "torch":
         model = tm.build_model(arch, num_classes=num_classes_of(state))
         tm.load_state(model, state, path)
-        common.atomic_write(path, lambda f: torch.save(model.state_dict(), f))
+        atomic_write(path, lambda f: torch.save(model.state_dict(), f))
     else:  # Jittor writes to a temp file beside the output, renamed when complete: never half a file
-        common.atomic_save(path, lambda tmp: jt.save(state, tmp))
+        atomic_save(path, lambda tmp: jt.save(state, tmp))
 
 
 def convert(src, dst, arch=None):
@@ -110,8 +115,8 @@ def convert(src, dst, arch=None):
     state, ckpt_arch, source = read(src)
     arch = arch or ckpt_arch or find_arch(state, src)
     if arch not in tm.ARCHS:
-        raise common.UserError(f"unknown model {arch!r}; choose one of {', '.join(tm.ARCHS)}")
-    common.match_state(state, model_shapes(arch, num_classes_of(state)), src)
+        raise UserError(f"unknown model {arch!r}; choose one of {', '.join(tm.ARCHS)}")
+    match_state(state, model_shapes(arch, num_classes_of(state)), src)
     write(dst, state, arch, source)
     return arch
 
@@ -124,8 +129,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         arch = convert(args.src, args.dst, args.arch)
-    except common.UserError as e:
-        common.die(str(e))
+    except UserError as e:
+        die(str(e))
     print(f"wrote {args.dst} ({arch}, {file_format(args.dst)} format)")
 
 

@@ -28,7 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-import common  # noqa: E402
+from common.paths import IMG_DIR, LOG_DIR, ROOT  # noqa: E402
+from common.files import atomic_write  # noqa: E402
+from common.logs import DIVERGED_FILE, read_scalars  # noqa: E402
 
 FRAMEWORKS = ["torch", "jittor"]
 COLORS = {"torch": "#ee4c2c", "jittor": "#1f77b4"}  # one colour per framework in every figure
@@ -62,8 +64,8 @@ def read_framework(folder):
         return None
     scalars = {}
     if any(f.startswith("events.out.tfevents") for f in os.listdir(folder)):
-        scalars = {tag: dict(points) for tag, points in common.read_scalars(folder).items()}  # step -> value
-    diverged = read_json(os.path.join(folder, common.DIVERGED_FILE))  # NaN loss: {"epoch": N, ...}
+        scalars = {tag: dict(points) for tag, points in read_scalars(folder).items()}  # step -> value
+    diverged = read_json(os.path.join(folder, DIVERGED_FILE))  # NaN loss: {"epoch": N, ...}
     if not scalars and not diverged:
         return None
     return {"scalars": scalars, "test": read_json(os.path.join(folder, "test.json")),
@@ -76,7 +78,7 @@ def find_runs(tag, pattern, key=str):
 
     pattern's first group is the key (the stage, or the beta of a sweep), its second the seed.
     """
-    root = os.path.join(common.LOG_DIR, tag)
+    root = os.path.join(LOG_DIR, tag)
     if not os.path.isdir(root):
         raise SystemExit(f"error: no runs for tag {tag!r}: {root} does not exist "
                          f"(train first, e.g. `python run_all.py --tag {tag}`)")
@@ -412,9 +414,9 @@ def sweep_markdown(tag, runs, figures, base_dir):
 # Files: report.md and the README block
 # ----------------------------------------------------------------------------
 def write_file(path, write_fn):
-    """common.atomic_write (binary), keeping the file's permissions (its temp file is owner-only)."""
+    """common.files.atomic_write (binary), keeping the file's permissions (its temp file is owner-only)."""
     mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-    common.atomic_write(path, write_fn)
+    atomic_write(path, write_fn)
     os.chmod(path, mode)
 
 
@@ -453,16 +455,16 @@ def parse_args(argv=None):
     parser.add_argument("--tag", default="quick", help="run tag: reads log/<tag>/ (default quick, run_all.py's default)")
     parser.add_argument("--sweep", action="store_true",
                         help="DKD beta sweep: runs <tag>/student_dkd_beta<beta>_s<seed>, top-1 against beta")
-    parser.add_argument("--readme", default=os.path.join(common.ROOT, "README.md"),
+    parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"),
                         help="markdown file holding the report markers (default README.md)")
-    parser.add_argument("--img-dir", default=common.IMG_DIR, help="folder for the PNG figures (default img/)")
+    parser.add_argument("--img-dir", default=IMG_DIR, help="folder for the PNG figures (default img/)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     """Read the runs, draw the figures, write log/<tag>/report.md and the README block; returns the block."""
     args = parse_args(argv)
-    log_dir = os.path.join(common.LOG_DIR, args.tag)
+    log_dir = os.path.join(LOG_DIR, args.tag)
     if args.sweep:
         runs = find_runs(args.tag, SWEEP_RUN, key=float)
         figures = {"beta sweep": os.path.join(args.img_dir, f"{args.tag}_beta_sweep.png")}

@@ -32,7 +32,12 @@ import sys
 import threading
 import time
 
-import common
+from common.checkpoint import ckpt_path
+from common.config import PRESET_SEEDS, PRESETS
+from common.paths import DATA_DIR, LOG_DIR, ROOT
+from common.env import num_threads
+from common.files import atomic_write, write_json
+from common.logs import DIVERGED_FILE, run_dir
 import report
 from report import DASH, fmt, mean_std  # the report's cells, so both tables format numbers alike
 
@@ -53,7 +58,7 @@ def run(cmd, env=None):
         raise StageFailed(f"not started because the other framework failed: {' '.join(cmd)}")
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=common.ROOT, env=env)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     while proc.poll() is None:
         if STOP.wait(0.5):
             proc.terminate()  # a stage killed at any moment resumes exactly (--resume)
@@ -65,7 +70,7 @@ def run(cmd, env=None):
 
 
 def stage_script(framework, stage):
-    return os.path.join(common.ROOT, f"{framework}_", f"{stage}.py")
+    return os.path.join(ROOT, f"{framework}_", f"{stage}.py")
 
 
 def run_framework(framework, args, seed, env=None):
@@ -79,9 +84,9 @@ def run_framework(framework, args, seed, env=None):
     if args.teacher_from:  # reuse the teacher of another run (e.g. the beta sweep uses the full run's)
         teacher_name = f"{args.teacher_from}/teacher_s{seed}"
         stages = []
-        if not os.path.exists(common.ckpt_path(teacher_name, framework)):
+        if not os.path.exists(ckpt_path(teacher_name, framework)):
             raise StageFailed(f"--teacher-from {args.teacher_from}: no teacher checkpoint "
-                              f"{common.ckpt_path(teacher_name, framework)}; run that tag's teacher first")
+                              f"{ckpt_path(teacher_name, framework)}; run that tag's teacher first")
     # (stage label, run name, method, beta): the three students, or one DKD student per swept beta
     students = [(m, f"student_{m}", m, args.beta if m == "dkd" else None) for m in args.methods]
     if args.beta_sweep:
@@ -90,19 +95,19 @@ def run_framework(framework, args, seed, env=None):
         name = f"{args.tag}/{run_name}_s{seed}"
         cmd = [py, stage_script(framework, "train_student"), "--method", method, "--name", name] + common_flags
         if method != "ce":
-            cmd += ["--teacher", common.ckpt_path(teacher_name, framework)]
+            cmd += ["--teacher", ckpt_path(teacher_name, framework)]
         if beta is not None:
             cmd += ["--beta", str(beta)]
         stages.append((label, name, cmd + shlex.split(args.student_args)))
     for stage, name, cmd in stages:
-        ckpt = common.ckpt_path(name, framework)
-        test_json = os.path.join(common.run_dir(name, framework), "test.json")
-        diverged_json = os.path.join(common.run_dir(name, framework), common.DIVERGED_FILE)
+        ckpt = ckpt_path(name, framework)
+        test_json = os.path.join(run_dir(name, framework), "test.json")
+        diverged_json = os.path.join(run_dir(name, framework), DIVERGED_FILE)
         wall = None
         if args.resume and os.path.exists(test_json):
-            print(f"[{framework}] {name}: finished earlier ({os.path.relpath(test_json, common.ROOT)}), not run again")
+            print(f"[{framework}] {name}: finished earlier ({os.path.relpath(test_json, ROOT)}), not run again")
         elif args.resume and os.path.exists(diverged_json):  # its checkpoint holds the blown-up weights
-            print(f"[{framework}] {name}: diverged earlier ({os.path.relpath(diverged_json, common.ROOT)}), "
+            print(f"[{framework}] {name}: diverged earlier ({os.path.relpath(diverged_json, ROOT)}), "
                   f"not run again (delete that file and the checkpoint to retry)")
         else:
             if os.path.exists(diverged_json):  # from an earlier run that this one replaces
@@ -122,7 +127,7 @@ def run_framework(framework, args, seed, env=None):
             if stage == "teacher":
                 raise StageFailed(f"the {framework} teacher {name} diverged: no student can learn from it")
             continue
-        with open(os.path.join(common.run_dir(name, framework), "metrics.json")) as f:
+        with open(os.path.join(run_dir(name, framework), "metrics.json")) as f:
             train = json.load(f)
         with open(test_json) as f:
             test = json.load(f)
@@ -133,7 +138,7 @@ def run_framework(framework, args, seed, env=None):
 
 def run_parallel(args, results):
     """One thread per framework, each running all its seeds; the CPU threads are split between them."""
-    threads = max(1, common.num_threads() // len(args.frameworks))
+    threads = max(1, num_threads() // len(args.frameworks))
     env = dict(os.environ, KD_THREADS=str(threads))
     errors = []
 
@@ -156,8 +161,8 @@ def run_parallel(args, results):
 
 def threads_note(args):
     if args.parallel:
-        return f"frameworks in parallel with {max(1, common.num_threads() // len(args.frameworks))} CPU thread(s) each"
-    return f"{common.num_threads()} CPU threads"
+        return f"frameworks in parallel with {max(1, num_threads() // len(args.frameworks))} CPU thread(s) each"
+    return f"{num_threads()} CPU threads"
 
 
 def top1_cell(records):
@@ -189,21 +194,21 @@ def summary_table(results, frameworks, stages):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(common.PRESETS), default="quick",
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                         help="settings for every stage (default quick; full = the original experiment)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="run every stage with seeds 0..k-1, table: mean ± std (default: 1 for the quick "
                              "preset, 3 for full)")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=FRAMEWORKS, help="frameworks to run")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="student methods to run")
-    parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: common.dkd_beta of the student, 1 for CIFAR10Simple)")
+    parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: common.config.dkd_beta of the student, 1 for CIFAR10Simple)")
     parser.add_argument("--beta-sweep", type=float, nargs="*", default=None,
                         help="instead of the three students, one DKD student per beta (the original sweep: "
                              "0 0.3 0.5 1 1.5 2); the report at the end is then report.py --sweep")
     parser.add_argument("--teacher-args", default="", help="extra flags for train_teacher.py, e.g. '--epochs 10'")
     parser.add_argument("--student-args", default="", help="extra flags for train_student.py")
     parser.add_argument("--tag", default=None, help="prefix of run names (default: the preset)")
-    parser.add_argument("--data-dir", default=common.DATA_DIR,
+    parser.add_argument("--data-dir", default=DATA_DIR,
                         help="folder holding cifar-10-batches-py/ (passed to every stage and to test.py)")
     parser.add_argument("--teacher-from", default=None, metavar="TAG",
                         help="do not train a teacher: use ckpt/TAG/teacher_s<seed>_<framework>.ckpt of an earlier run")
@@ -216,7 +221,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.tag = args.tag or args.preset
     if args.seeds is None:
-        args.seeds = common.PRESET_SEEDS[args.preset]
+        args.seeds = PRESET_SEEDS[args.preset]
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     return args
@@ -239,9 +244,9 @@ def main(argv=None):
     table = summary_table(results, args.frameworks, stages)
     header = (f"Test-set top-1 (%) and seconds per stage (summed over epochs), preset {args.preset}, "
               f"{args.seeds} seed(s), {threads_note(args)}; total wall {time.perf_counter() - start:.0f} s")
-    out_dir = os.path.join(common.LOG_DIR, args.tag)
-    common.atomic_write(os.path.join(out_dir, "summary.md"), lambda f: f.write(header + "\n\n" + table + "\n"), mode="w")
-    common.write_json(os.path.join(out_dir, "summary.json"), {"args": vars(args), "results": results})
+    out_dir = os.path.join(LOG_DIR, args.tag)
+    atomic_write(os.path.join(out_dir, "summary.md"), lambda f: f.write(header + "\n\n" + table + "\n"), mode="w")
+    write_json(os.path.join(out_dir, "summary.json"), {"args": vars(args), "results": results})
     print("\n" + header + "\n\n" + table)
     if not args.no_report:  # the side-by-side report: figures in img/, the table into README.md if it has markers
         report.main(["--tag", args.tag] + (["--sweep"] if args.beta_sweep else []))

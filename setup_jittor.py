@@ -1,6 +1,6 @@
 """Make Jittor work offline on CPU, idempotently (run by `make setup`).
 
-1. No GPU: Jittor must not probe nvcc (common.prepare_jittor sets nvcc_path="").
+1. No GPU: Jittor must not probe nvcc (prepare_jittor sets nvcc_path="").
 2. oneDNN: Jittor downloads oneDNN 2.2 on first import, which fails offline, and without
    it convolutions take a path about 30x slower. Debian's libdnnl-dev (oneDNN 2.6) works:
    ~/.cache/jittor/mkl/dnnl_lnx_2.2.0_cpu_gomp/ with include/ (the dnnl headers) and
@@ -13,7 +13,8 @@ import shutil
 import subprocess
 import sys
 
-import common
+from common.paths import ROOT
+from common.env import has_nvidia_gpu, jittor_dnnl_dir
 
 DNNL_HEADERS = "/usr/include/oneapi/dnnl"
 DNNL_LIBS = ["/usr/lib/x86_64-linux-gnu/libdnnl.so.2", "/usr/lib/aarch64-linux-gnu/libdnnl.so.2"]
@@ -57,7 +58,7 @@ def provision_dnnl():
         lib = system_dnnl()
     if lib is None:
         return False
-    home = common.jittor_dnnl_dir()
+    home = jittor_dnnl_dir()
     os.makedirs(os.path.join(home, "lib"), exist_ok=True)
     link(DNNL_HEADERS, os.path.join(home, "include"))
     link(lib, os.path.join(home, "lib", "libmkldnn.so"))
@@ -66,12 +67,12 @@ def provision_dnnl():
 
 def check_jittor():
     """Import Jittor in a fresh process, as the stage scripts do, and report its backend."""
-    code = ("import common; common.prepare_jittor(); import jittor as jt; "
+    code = ("from common.env import prepare_jittor; prepare_jittor(); import jittor as jt; "
             "from jittor import compile_extern as ce; "
             "print('JITTOR', jt.__version__, 'onednn' if ce.mkl_ops is not None else 'no-onednn', "
             "'cuda' if jt.has_cuda else 'cpu')")
     print("setup: importing Jittor (the first time it compiles its core: a few minutes) ...", flush=True)
-    out = subprocess.run([sys.executable, "-c", code], cwd=common.ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     line = next((l for l in out.stdout.splitlines() if l.startswith("JITTOR")), None)
     if out.returncode != 0 or line is None:
         sys.exit("setup: importing Jittor failed:\n" + out.stdout[-3000:] + out.stderr[-3000:])
@@ -87,6 +88,6 @@ def check_jittor():
 if __name__ == "__main__":
     if not provision_dnnl():
         print("setup: WARNING: no oneDNN for Jittor; it will use its slow convolution path")
-    print("setup: GPU found, Jittor keeps CUDA" if common.has_nvidia_gpu() else
+    print("setup: GPU found, Jittor keeps CUDA" if has_nvidia_gpu() else
           "setup: no GPU: Jittor runs with nvcc_path='' (CPU only)")
     check_jittor()

@@ -4,7 +4,7 @@ Teacher CIFAR10Quick and student CIFAR10Simple reproduce the original experiment
 the rest is mdistiller's CIFAR model zoo (mdistiller/models/cifar/), under its
 --model names and with its parameter names, so its released checkpoints load by name.
 Parameter names and shapes are identical in both frameworks,
-and the initial values come from common.init_weights (numpy), so a seed gives the
+and the initial values come from init_weights (numpy), so a seed gives the
 same starting weights in torch and in Jittor.
 """
 import os
@@ -12,7 +12,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import common  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from common.foreign import match_state  # noqa: E402
+from common.weights import init_weights  # noqa: E402
 import numpy as np  # noqa: E402
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
@@ -507,7 +509,7 @@ class ShuffleNetV2(nn.Module):
         return self.linear(x.mean(dims=[2, 3]))  # mdistiller: avg_pool2d(4)
 
 
-# name -> (constructor(num_classes), init scheme of common.init_weights: the init code of the model's source)
+# name -> (constructor(num_classes), init scheme of common.weights.init_weights: the init code of the model's source)
 ARCHS = {
     "cifar10quick": (lambda num_classes: CIFAR10Quick(num_classes), "uniform"),
     "cifar10simple": (lambda num_classes: CIFAR10Simple(num_classes), "uniform"),
@@ -537,10 +539,10 @@ ARCHS = {
 def build_model(name, seed=0, num_classes=10):
     """A model with its seeded initial weights (the same numbers as in the other framework)."""
     if name not in ARCHS:
-        raise common.UserError(f"unknown model {name!r}; choose one of {', '.join(ARCHS)}")
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(ARCHS)}")
     constructor, scheme = ARCHS[name]
     model = constructor(num_classes)
-    load_state(model, common.init_weights(state_shapes(model), seed, scheme), f"init(seed={seed})")
+    load_state(model, init_weights(state_shapes(model), seed, scheme), f"init(seed={seed})")
     return model
 
 
@@ -559,7 +561,7 @@ def get_state(model):
 
 def load_state(model, state, source):
     """Copy {name: numpy array} into the model; a clear error names the first mismatch."""
-    common.match_state(state, state_shapes(model), source)
+    match_state(state, state_shapes(model), source)
     model.load_state_dict({k: np.asarray(v, dtype=np.float32) for k, v in state.items()})
 
 

@@ -5,7 +5,7 @@
     python jittor_/train_student.py --method dkd --teacher ckpt/teacher_s0_jittor.ckpt --beta 8
     python jittor_/train_student.py --pair res32x4_res8x4 --teacher cifar_teachers/resnet32x4_vanilla/ckpt_epoch_240.pth
 
---pair NAME runs one of the DKD paper's CIFAR-100 pairs with mdistiller's settings (common.PAIRS);
+--pair NAME runs one of the DKD paper's CIFAR-100 pairs with mdistiller's settings (PAIRS);
 flags given explicitly override it (e.g. --epochs 2 for a smoke run).
 
 The teacher is frozen (eval mode, no gradients) and its logits are computed online, on
@@ -19,8 +19,16 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import common  # noqa: E402
-common.prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
+from common.checkpoint import describe_checkpoint  # noqa: E402
+from common.config import DKD_BETA, DKD_BETA_DEFAULT, MODELS, PAIRS, STUDENT_DEFAULTS, add_common_args, apply_pair, apply_preset, default_name, dkd_beta  # noqa: E402
+from common.datasets import DATASETS  # noqa: E402
+from common.env import prepare_jittor  # noqa: E402
+from common.errors import die, UserError  # noqa: E402
+from common.logs import check_finite  # noqa: E402
+from common.metrics import batch_accuracy, Meter  # noqa: E402
+from common.schedules import warmup_factor  # noqa: E402
+from common.weights import state_digest  # noqa: E402
+prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
 from jittor_ import models, test  # noqa: E402
@@ -128,8 +136,8 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
     student.train()
     if teacher is not None:
         teacher.eval()  # frozen BN statistics and no dropout, every epoch (mdistiller forces this too)
-    distill_weight = common.warmup_factor(epoch, args.warmup)
-    meter = common.Meter()
+    distill_weight = warmup_factor(epoch, args.warmup)
+    meter = Meter()
     t_data = t_train = 0.0
     end = time.perf_counter()
     for step, (images, labels) in enumerate(loader.epoch(epoch)):
@@ -147,9 +155,9 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
         optimizer.step()
         models.sync(device)
         loss_value = loss.item()  # one fetch (a sync in Jittor) per step
-        common.check_finite(loss_value, f"student-{args.method}", epoch, step)
+        check_finite(loss_value, f"student-{args.method}", epoch, step)
         meter.update({"loss": loss_value, **{f"loss_{k}": v.item() for k, v in terms.items()},
-                      **common.batch_accuracy(logits.numpy(), labels.numpy())}, len(labels))
+                      **batch_accuracy(logits.numpy(), labels.numpy())}, len(labels))
         end = time.perf_counter()
         t_train += end - start
     metrics = {f"train/{k}": v for k, v in meter.means().items()}
@@ -167,44 +175,44 @@ def load_teacher(path, device, arch=None, dataset=None):
     teacher.eval()
     for p in teacher.parameters():
         p.stop_grad()
-    print(f"[{FRAMEWORK}] teacher {ckpt['arch']} from {path} ({common.describe_checkpoint(ckpt)})")
-    return teacher, common.state_digest(ckpt["model"])
+    print(f"[{FRAMEWORK}] teacher {ckpt['arch']} from {path} ({describe_checkpoint(ckpt)})")
+    return teacher, state_digest(ckpt["model"])
 
 
 def parse_args(argv=None):
-    d = common.STUDENT_DEFAULTS
+    d = STUDENT_DEFAULTS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", choices=["ce", "kd", "dkd"], default=None,
                         help="ce only, Hinton KD, or DKD (required unless --pair sets it)")
     parser.add_argument("--teacher", default=None,
                         help="teacher checkpoint (required for kd and dkd): a .ckpt of this repo or a .pth (mdistiller's)")
-    parser.add_argument("--teacher-model", choices=common.MODELS, default=None,
+    parser.add_argument("--teacher-model", choices=MODELS, default=None,
                         help="the teacher's architecture: needed for a .pth (which does not say), checked for a .ckpt")
-    parser.add_argument("--pair", choices=list(common.PAIRS), default=None,
+    parser.add_argument("--pair", choices=list(PAIRS), default=None,
                         help="a CIFAR-100 pair of the DKD paper with mdistiller's settings (explicit flags override)")
-    common.add_common_args(parser, d)
+    add_common_args(parser, d)
     parser.add_argument("--temperature", type=float, default=None, help=f"T for KD and DKD (default {d['temperature']})")
     parser.add_argument("--warmup", type=int, default=None,
                         help=f"epochs of linear warm-up of the distillation weight (default {d['warmup']})")
     parser.add_argument("--alpha", type=float, default=None, help=f"DKD weight of TCKD (default {d['alpha']})")
     parser.add_argument("--beta", type=float, default=None,
-                        help=f"DKD weight of NCKD (default per student model: {common.DKD_BETA}, "
-                             f"else {common.DKD_BETA_DEFAULT:g})")
+                        help=f"DKD weight of NCKD (default per student model: {DKD_BETA}, "
+                             f"else {DKD_BETA_DEFAULT:g})")
     parser.add_argument("--kd-ce-weight", type=float, default=None, help=f"KD: weight of CE (default {d['kd_ce_weight']})")
     parser.add_argument("--kd-weight", type=float, default=None, help=f"KD: weight of the KD term (default {d['kd_weight']})")
     parser.add_argument("--dkd-ce-weight", type=float, default=None, help=f"DKD: weight of CE (default {d['dkd_ce_weight']})")
     args = parser.parse_args(argv)
     if args.pair:
-        common.apply_pair(args)  # explicit flags > the pair > the preset > the defaults
+        apply_pair(args)  # explicit flags > the pair > the preset > the defaults
     if args.method is None:
         parser.error("the following arguments are required: --method (or --pair)")
-    common.apply_preset(args, "student", d)
-    args.beta = common.dkd_beta(args.model) if args.beta is None else args.beta
+    apply_preset(args, "student", d)
+    args.beta = dkd_beta(args.model) if args.beta is None else args.beta
     if args.method != "ce" and not args.teacher:
         where = (f": mdistiller's cifar_teachers/{args.teacher_model}_vanilla/ckpt_epoch_240.pth or "
                  f"a checkpoint of train_teacher.py --dataset cifar100 --model {args.teacher_model}") if args.pair else ""
         parser.error(f"--method {args.method} needs --teacher CKPT{where}")
-    args.name = args.name or common.default_name(args, f"student_{args.method}")
+    args.name = args.name or default_name(args, f"student_{args.method}")
     return args
 
 
@@ -215,15 +223,15 @@ def main(argv=None):
         teacher = None
         if args.method != "ce":
             teacher, args.teacher_digest = load_teacher(args.teacher, device, args.teacher_model, args.dataset)
-        student = models.to_device(models.build_model(args.model, args.seed, common.DATASETS[args.dataset]["num_classes"]),
+        student = models.to_device(models.build_model(args.model, args.seed, DATASETS[args.dataset]["num_classes"]),
                                    device)
         if args.init and not args.resume:
             load_init(student, args.init, args.model, args.dataset)
         train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(
             model, teacher, loader, optimizer, epoch, args, device)
         return fit(args, f"student-{args.method}", student, train_epoch, device)
-    except common.UserError as e:
-        common.die(str(e))
+    except UserError as e:
+        die(str(e))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,18 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import common  # noqa: E402
-common.prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
+from common.batches import epoch_seed  # noqa: E402
+from common.checkpoint import check_arch, check_dataset, check_resume, ckpt_path, load_checkpoint, save_checkpoint  # noqa: E402
+from common.config import TEACHER_DEFAULTS, add_common_args, apply_preset, default_name  # noqa: E402
+from common.datasets import DATASETS  # noqa: E402
+from common.env import prepare_jittor  # noqa: E402
+from common.errors import die, DivergedError, UserError  # noqa: E402
+from common.files import remove_stale_temps, write_json  # noqa: E402
+from common.logs import check_finite, epoch_line, EventWriter, record_divergence, run_dir, run_summary  # noqa: E402
+from common.metrics import batch_accuracy, Meter  # noqa: E402
+from common.schedules import lr_at  # noqa: E402
+from common.weights import is_buffer  # noqa: E402
+prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
 from jittor_ import dataset, models, test  # noqa: E402
@@ -26,10 +36,10 @@ FRAMEWORK = "jittor"
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, common.TEACHER_DEFAULTS)
+    add_common_args(parser, TEACHER_DEFAULTS)
     args = parser.parse_args(argv)
-    common.apply_preset(args, "teacher", common.TEACHER_DEFAULTS)
-    args.name = args.name or common.default_name(args, "teacher")
+    apply_preset(args, "teacher", TEACHER_DEFAULTS)
+    args.name = args.name or default_name(args, "teacher")
     return args
 
 
@@ -39,12 +49,12 @@ def make_optimizer(model, args):
 
 
 def set_seed(seed):
-    """Seed the framework's own RNG, which draws the dropout masks (the data's RNG is common.epoch_rng)."""
+    """Seed the framework's own RNG, which draws the dropout masks (the data's RNG is common.batches.epoch_rng)."""
     jt.set_global_seed(seed)
 
 
 def set_lr(optimizer, lr):
-    """The schedule is common.lr_at, set by hand each epoch (no framework scheduler)."""
+    """The schedule is common.schedules.lr_at, set by hand each epoch (no framework scheduler)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
 
@@ -54,7 +64,7 @@ def get_optimizer_state(model, optimizer):
     names = {id(p): name for name, p in model.named_parameters()}
     # not p.is_stop_grad(): Jittor's model.eval() marks every parameter stop_grad until train()
     return {names[id(p)]: v.numpy() for group in optimizer.param_groups
-            for p, v in zip(group["params"], group["values"]) if not common.is_buffer(names[id(p)])}
+            for p, v in zip(group["params"], group["values"]) if not is_buffer(names[id(p)])}
 
 
 def load_optimizer_state(model, optimizer, state):
@@ -68,8 +78,8 @@ def load_optimizer_state(model, optimizer, state):
 def load_init(model, path, arch, dataset):
     """--init: start from the weights of a checkpoint (either framework, or a .pth), same architecture and classes."""
     ckpt = test.read_checkpoint(path, arch)
-    common.check_arch(ckpt, arch, path)
-    common.check_dataset(ckpt, dataset, path)
+    check_arch(ckpt, arch, path)
+    check_dataset(ckpt, dataset, path)
     models.load_state(model, ckpt["model"], path)
     print(f"[{FRAMEWORK}] initial weights from {path} ({ckpt['framework']} checkpoint)")
 
@@ -78,7 +88,7 @@ def load_init(model, path, arch, dataset):
 def train_one_epoch(model, loader, optimizer, epoch, device):
     """One pass of cross-entropy training; sample-weighted means and honest timings."""
     model.train()
-    meter = common.Meter()
+    meter = Meter()
     t_data = t_train = 0.0
     end = time.perf_counter()
     for step, (images, labels) in enumerate(loader.epoch(epoch)):
@@ -91,8 +101,8 @@ def train_one_epoch(model, loader, optimizer, epoch, device):
         optimizer.step()
         models.sync(device)
         loss_value = loss.item()  # one fetch (a sync in Jittor) per step
-        common.check_finite(loss_value, "teacher", epoch, step)
-        meter.update({"loss": loss_value, **common.batch_accuracy(logits.numpy(), labels.numpy())},
+        check_finite(loss_value, "teacher", epoch, step)
+        meter.update({"loss": loss_value, **batch_accuracy(logits.numpy(), labels.numpy())},
                      len(labels))
         end = time.perf_counter()
         t_train += end - start
@@ -104,32 +114,32 @@ def fit(args, stage, model, train_epoch, device):
     """Resume or start, then per epoch: set lr, train, evaluate, checkpoint, log."""
     train_loader, val_loader = dataset.build_loaders(args, device)
     optimizer = make_optimizer(model, args)
-    path = common.ckpt_path(args.name, FRAMEWORK)
-    common.remove_stale_temps(path)  # left by a run killed while it wrote its checkpoint
+    path = ckpt_path(args.name, FRAMEWORK)
+    remove_stale_temps(path)  # left by a run killed while it wrote its checkpoint
     start_epoch, best_top1, history = 0, 0.0, []
     if args.resume:
-        ckpt = common.load_checkpoint(path)
-        common.check_arch(ckpt, args.model, path)
-        common.check_dataset(ckpt, args.dataset, path)
-        common.check_resume(ckpt, args, path)
+        ckpt = load_checkpoint(path)
+        check_arch(ckpt, args.model, path)
+        check_dataset(ckpt, args.dataset, path)
+        check_resume(ckpt, args, path)
         models.load_state(model, ckpt["model"], path)
         load_optimizer_state(model, optimizer, ckpt["optimizer"])
         start_epoch, best_top1, history = ckpt["epoch"] + 1, ckpt["best_top1"], ckpt["history"]
         print(f"[{FRAMEWORK} {stage}] resuming {path} after epoch {start_epoch}")
-    writer = common.EventWriter(common.run_dir(args.name, FRAMEWORK), history)  # the curves so far, once
+    writer = EventWriter(run_dir(args.name, FRAMEWORK), history)  # the curves so far, once
     val_source = "the test set" if args.val_on_test else "held out"
-    print(f"[{FRAMEWORK} {stage}] {args.model} on {device}, {common.DATASETS[args.dataset]['title']}: "
+    print(f"[{FRAMEWORK} {stage}] {args.model} on {device}, {DATASETS[args.dataset]['title']}: "
           f"{args.train_size} train / {len(val_loader.labels)} val images ({val_source}), "
           f"{len(train_loader)} batches of {args.batch_size}, {args.epochs} epochs")
     for epoch in range(start_epoch, args.epochs):
-        lr = common.lr_at(epoch, args.lr, args.milestones)
+        lr = lr_at(epoch, args.lr, args.milestones)
         set_lr(optimizer, lr)
-        set_seed(common.epoch_seed(args.seed, epoch))  # this epoch's dropout masks, resumed or not
+        set_seed(epoch_seed(args.seed, epoch))  # this epoch's dropout masks, resumed or not
         try:
             metrics = train_epoch(model, train_loader, optimizer, epoch)
-        except common.DivergedError as e:  # a result, not a crash: run_all.py and report.py show it
+        except DivergedError as e:  # a result, not a crash: run_all.py and report.py show it
             writer.close()
-            common.record_divergence(args.name, FRAMEWORK, e)
+            record_divergence(args.name, FRAMEWORK, e)
             raise
         start = time.perf_counter()
         val = test.evaluate(model, val_loader)
@@ -138,16 +148,16 @@ def fit(args, stage, model, train_epoch, device):
                         "time/eval": time.perf_counter() - start, "lr": lr})
         best_top1 = max(best_top1, val["top1"])
         history.append(metrics)
-        common.save_checkpoint(path, {"model": models.get_state(model), "optimizer": get_optimizer_state(model, optimizer),
+        save_checkpoint(path, {"model": models.get_state(model), "optimizer": get_optimizer_state(model, optimizer),
                                       "epoch": epoch, "best_top1": best_top1, "config": vars(args),
                                       "framework": FRAMEWORK, "arch": args.model, "dataset": args.dataset,
                                       "history": history})
         writer.scalars(metrics, epoch + 1)
         writer.flush()
-        print(common.epoch_line(FRAMEWORK, stage, epoch, args.epochs, metrics), flush=True)
+        print(epoch_line(FRAMEWORK, stage, epoch, args.epochs, metrics), flush=True)
     writer.close()
-    summary = common.run_summary(args, FRAMEWORK, stage, history, best_top1)
-    common.write_json(os.path.join(common.run_dir(args.name, FRAMEWORK), "metrics.json"), summary)
+    summary = run_summary(args, FRAMEWORK, stage, history, best_top1)
+    write_json(os.path.join(run_dir(args.name, FRAMEWORK), "metrics.json"), summary)
     print(f"[{FRAMEWORK} {stage}] done: best val top-1 {best_top1:.2f}%, checkpoint {os.path.relpath(path, ROOT)}")
     return summary
 
@@ -156,14 +166,14 @@ def main(argv=None):
     args = parse_args(argv)
     device = models.select_device(args.device)
     try:
-        model = models.to_device(models.build_model(args.model, args.seed, common.DATASETS[args.dataset]["num_classes"]),
+        model = models.to_device(models.build_model(args.model, args.seed, DATASETS[args.dataset]["num_classes"]),
                                  device)
         if args.init and not args.resume:
             load_init(model, args.init, args.model, args.dataset)
         train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(model, loader, optimizer, epoch, device)
         return fit(args, "teacher", model, train_epoch, device)
-    except common.UserError as e:
-        common.die(str(e))
+    except UserError as e:
+        die(str(e))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ os.environ.update(KD_LOG_DIR=os.path.join(OUT, "log"), KD_CKPT_DIR=os.path.join(
                   KD_NO_DOWNLOAD="1", log_silent="1")
 sys.path.insert(0, ROOT)
 
-import common  # noqa: E402
+from common.datasets import CIFAR10_FOLDER, CIFAR10_TEST_FILES, CIFAR10_TRAIN_FILES, DATASETS  # noqa: E402
+from common.env import prepare_jittor  # noqa: E402
 import torch  # noqa: E402,F401  (torch before jittor: Jittor's own advice when both share a process)
 
-common.prepare_jittor()
+prepare_jittor()
 import jittor  # noqa: E402,F401
 
 # Jittor's import installs a SIGCHLD handler that ends this whole process ("Caught SIGCHLD ... quick
@@ -35,7 +36,7 @@ def write_tiny_cifar(data_dir, seed=0):
     Images are class-dependent colour blobs + noise, so a few epochs learn something.
     """
     rng = np.random.default_rng(seed)
-    folder = os.path.join(data_dir, common.CIFAR10_FOLDER)
+    folder = os.path.join(data_dir, CIFAR10_FOLDER)
     os.makedirs(folder, exist_ok=True)
     palette = rng.integers(0, 256, size=(10, 3))
 
@@ -45,7 +46,7 @@ def write_tiny_cifar(data_dir, seed=0):
         images = np.clip(base + rng.normal(0, 40, size=(n, 3, 32, 32)), 0, 255).astype(np.uint8)
         return images.reshape(n, 3072), labels
 
-    for i, name in enumerate(common.CIFAR10_TRAIN_FILES + common.CIFAR10_TEST_FILES):
+    for i, name in enumerate(CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES):
         data, labels = make(TINY["test"] if name == "test_batch" else TINY["train_per_batch"])
         with open(os.path.join(folder, name), "wb") as f:
             pickle.dump({"data": data, "labels": labels.tolist(), "batch_label": name,
@@ -70,7 +71,7 @@ def write_tiny_cifar100(data_dir, seed=0):
     The coarse labels differ from the fine ones, so a reader that takes the wrong key is caught.
     """
     rng = np.random.default_rng(seed)
-    folder = os.path.join(data_dir, common.DATASETS["cifar100"]["folder"])
+    folder = os.path.join(data_dir, DATASETS["cifar100"]["folder"])
     os.makedirs(folder, exist_ok=True)
     palette = rng.integers(0, 256, size=(100, 3))
     for name in ("train", "test"):

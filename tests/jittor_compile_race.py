@@ -14,7 +14,7 @@ handler calls exit() on that thread, whose exit handler waits for the thread poo
 the main thread waits in `SimpleThreads::wait_all()`: a hang at 0% CPU, still holding the compile
 lock that every Jittor process of the same home waits for.
 
-The fix (common.prepare_jittor): use_parallel_op_compiler=0, kernels compile serially on the main
+The fix (prepare_jittor): use_parallel_op_compiler=0, kernels compile serially on the main
 thread. An explicit environment value still wins, which is how `repro` gets the old behaviour.
 
     # the race: each round is a fresh process sending many conv kernels to the compiler at once
@@ -103,7 +103,7 @@ def warm_up(home, cache_name):
     please rerun your command" (jittor/compiler.py), hidden by log_silent=1. Without this, the first
     real run in a new cache would silently do nothing and pass."""
     env = dict(os.environ, HOME=home, cache_name=cache_name)
-    code = "import common; common.prepare_jittor(); import jittor"
+    code = "from common.env import prepare_jittor; prepare_jittor(); import jittor"
     for _ in range(2):
         subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, check=True)
 
@@ -208,8 +208,8 @@ def child(args):
     fetched in one sync. So every conv kernel of the graph goes to the parallel compiler in one
     batch, and their conv tuners all edit the shared input's node at the same time."""
     import numpy as np
-    import common
-    common.prepare_jittor()
+    from common.env import prepare_jittor
+    prepare_jittor()
     import jittor as jt
 
     rng = np.random.default_rng(args.seed)

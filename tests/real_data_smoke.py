@@ -12,14 +12,15 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import common  # noqa: E402
+from common.paths import DATA_DIR  # noqa: E402
+from common.datasets import CIFAR10_FOLDER  # noqa: E402
 
 THRESHOLD = 25.0  # percent; chance is 10%, the quick teacher reaches about 40%
 
 
 def main():
-    if not os.path.isdir(os.path.join(common.DATA_DIR, common.CIFAR10_FOLDER)):
-        sys.exit(f"real_data_smoke: no CIFAR-10 in {common.DATA_DIR}; build or download it first")
+    if not os.path.isdir(os.path.join(DATA_DIR, CIFAR10_FOLDER)):
+        sys.exit(f"real_data_smoke: no CIFAR-10 in {DATA_DIR}; build or download it first")
     out = tempfile.mkdtemp(prefix="kd-smoke-")
     env = dict(os.environ, KD_LOG_DIR=os.path.join(out, "log"), KD_CKPT_DIR=os.path.join(out, "ckpt"))
     results = {}

@@ -2,7 +2,7 @@
 import pytest
 
 import align
-import common
+from common.checkpoint import save_checkpoint
 from torch_ import models as tm
 
 
@@ -28,7 +28,7 @@ def test_verdict_reports_first_crossing():
 
 def test_same_checkpoint_same_predictions(tiny_data, tmp_path):
     path = str(tmp_path / "s.ckpt")
-    common.save_checkpoint(path, {"model": tm.get_state(tm.build_model("cifar10quick", seed=2)), "optimizer": {},
+    save_checkpoint(path, {"model": tm.get_state(tm.build_model("cifar10quick", seed=2)), "optimizer": {},
                                   "epoch": 0, "best_top1": 0.0, "config": {"name": "s"}, "framework": "torch",
                                   "arch": "cifar10quick"})
     result = align.main(["--compare-ckpt", path, "--data-dir", tiny_data])

@@ -13,7 +13,7 @@ import time
 from conftest import ROOT
 
 import bench
-import common
+from common.config import MODELS
 
 MODEL = "cifar10simple"  # a student: exercises the teacher forward and the KD / DKD steps too
 SPEEDS = ["train_ce", "loop", "teacher_forward", "train_kd", "train_dkd", "eval"]
@@ -169,9 +169,9 @@ def test_bench_readme_markers_missing(tmp_path):
 
 
 def test_default_models_and_plan():
-    """The default run keeps to the four CIFAR-10 models however common.MODELS grows; --zoo takes all."""
+    """The default run keeps to the four CIFAR-10 models however MODELS grows; --zoo takes all."""
     assert bench.parse_args([]).models == ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"]
-    assert bench.parse_args(["--zoo"]).models == common.MODELS
+    assert bench.parse_args(["--zoo"]).models == MODELS
     assert bench.parse_args(["--zoo"]).json.endswith("bench_zoo.json")
     # a slow model (ResNet50 on 2 cores: seconds per batch of 500): one step per repeat, --min-repeats repeats
     plan = bench.Plan(repeats=5, steps=None, min_repeats=3, min_repeat_s=0.5, max_seconds=12.0)

@@ -15,7 +15,12 @@ import pytest
 import torch
 
 import align
-import common
+from common.batches import augment, iterate_batches, normalise
+from common.checkpoint import ckpt_path, load_checkpoint, save_checkpoint
+from common.config import MODELS, PAIRS
+from common.datasets import DATASETS, load_dataset
+from common.errors import CheckpointError, DataError
+from common.schedules import lr_at, warmup_factor
 import convert
 from conftest import ROOT, TINY100, run_script
 from jittor_ import test as jtest, train_student as jt_student
@@ -33,7 +38,7 @@ def error_of(proc):
 
 # ------------------------------------------------------------------ reading the files
 def test_reader_reads_the_official_layout(tiny_data100):
-    data = common.load_dataset("cifar100", tiny_data100)
+    data = load_dataset("cifar100", tiny_data100)
     assert data["train_x"].shape == (TINY100["train"], 3, 32, 32) and data["train_x"].dtype == np.uint8
     assert data["test_x"].shape == (TINY100["test"], 3, 32, 32) and data["test_y"].dtype == np.int64
     assert data["classes"][:2] == ["fine_00", "fine_01"] and len(data["classes"]) == 100
@@ -55,13 +60,13 @@ def test_reader_accepts_bytes_keys(tmp_path, tiny_data100):
             obj = {k: [c.encode() for c in v] for k, v in obj.items()}  # bytes class names too
         with open(folder / name, "wb") as f:
             pickle.dump({k.encode(): v for k, v in obj.items()}, f)
-    data = common.load_dataset("cifar100", str(tmp_path))
+    data = load_dataset("cifar100", str(tmp_path))
     assert data["train_x"].shape[0] == TINY100["train"] and data["classes"][99] == "fine_99"
 
 
 def test_missing_folder_offline_says_what_to_download(tmp_path):
-    with pytest.raises(common.DataError) as e:
-        common.load_dataset("cifar100", str(tmp_path))  # KD_NO_DOWNLOAD=1 in conftest
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar100", str(tmp_path))  # KD_NO_DOWNLOAD=1 in conftest
     msg = str(e.value)
     assert "CIFAR-100 not found" in msg and str(tmp_path / "cifar-100-python") in msg
     assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in msg
@@ -82,32 +87,32 @@ def test_corrupt_labels_are_a_clear_error(tmp_path, tiny_data100):
     batch["fine_labels"][0] = 100
     with open(folder / "test", "wb") as f:
         pickle.dump(batch, f)
-    with pytest.raises(common.DataError, match="labels outside 0..99"):
-        common.load_dataset("cifar100", str(tmp_path))
+    with pytest.raises(DataError, match="labels outside 0..99"):
+        load_dataset("cifar100", str(tmp_path))
 
 
 def test_normalisation_numbers():
     # mdistiller/dataset/cifar100.py: Normalize((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
-    assert common.DATASETS["cifar100"]["mean"] == (0.5071, 0.4867, 0.4408)
-    assert common.DATASETS["cifar100"]["std"] == (0.2675, 0.2565, 0.2761)
-    assert common.DATASETS["cifar10"]["mean"] == (0.4914, 0.4822, 0.4465)  # CIFAR-10 unchanged
-    assert common.DATASETS["cifar10"]["std"] == (0.2470, 0.2435, 0.2616)
+    assert DATASETS["cifar100"]["mean"] == (0.5071, 0.4867, 0.4408)
+    assert DATASETS["cifar100"]["std"] == (0.2675, 0.2565, 0.2761)
+    assert DATASETS["cifar10"]["mean"] == (0.4914, 0.4822, 0.4465)  # CIFAR-10 unchanged
+    assert DATASETS["cifar10"]["std"] == (0.2470, 0.2435, 0.2616)
     images = np.random.default_rng(0).integers(0, 256, size=(4, 3, 32, 32)).astype(np.uint8)
     for name, (mean, std) in {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
                               "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))}.items():
         expected = (images / 255.0 - np.array(mean)[None, :, None, None]) / np.array(std)[None, :, None, None]
-        np.testing.assert_allclose(common.normalise(images, name), expected, atol=1e-5)
-    np.testing.assert_array_equal(common.normalise(images), common.normalise(images, "cifar10"))  # the default
+        np.testing.assert_allclose(normalise(images, name), expected, atol=1e-5)
+    np.testing.assert_array_equal(normalise(images), normalise(images, "cifar10"))  # the default
     # the same crop and flip for both datasets, only the normalisation differs
-    a = common.augment(images, np.random.default_rng(3), dataset="cifar100")
-    b = common.augment(images, np.random.default_rng(3), dataset="cifar10")
-    std10, std100 = np.array(common.DATASETS["cifar10"]["std"]), np.array(common.DATASETS["cifar100"]["std"])
-    mean10, mean100 = np.array(common.DATASETS["cifar10"]["mean"]), np.array(common.DATASETS["cifar100"]["mean"])
+    a = augment(images, np.random.default_rng(3), dataset="cifar100")
+    b = augment(images, np.random.default_rng(3), dataset="cifar10")
+    std10, std100 = np.array(DATASETS["cifar10"]["std"]), np.array(DATASETS["cifar100"]["std"])
+    mean10, mean100 = np.array(DATASETS["cifar10"]["mean"]), np.array(DATASETS["cifar100"]["mean"])
     pixels_a = a * std100[None, :, None, None] + mean100[None, :, None, None]
     pixels_b = b * std10[None, :, None, None] + mean10[None, :, None, None]
     np.testing.assert_allclose(pixels_a, pixels_b, atol=1e-5)
-    batches = list(common.iterate_batches(images, np.arange(4), 2, train=False, dataset="cifar100"))
-    np.testing.assert_array_equal(batches[0][0], common.normalise(images[:2], "cifar100"))
+    batches = list(iterate_batches(images, np.arange(4), 2, train=False, dataset="cifar100"))
+    np.testing.assert_array_equal(batches[0][0], normalise(images[:2], "cifar100"))
 
 
 # ------------------------------------------------------------------ the pairs
@@ -128,11 +133,11 @@ EXPECTED_PAIRS = {
 
 
 def test_pair_table_matches_mdistiller():
-    assert list(common.PAIRS) == list(EXPECTED_PAIRS)
+    assert list(PAIRS) == list(EXPECTED_PAIRS)
     for name, (teacher, student, lr, beta) in EXPECTED_PAIRS.items():
-        pair = common.PAIRS[name]
+        pair = PAIRS[name]
         assert (pair["teacher_model"], pair["model"], pair["lr"], pair["beta"]) == (teacher, student, lr, beta), name
-        assert teacher in common.MODELS and student in common.MODELS, name
+        assert teacher in MODELS and student in MODELS, name
         assert dict(pair, teacher_model=None, model=None, lr=None, beta=None) == dict(
             teacher_model=None, model=None, lr=None, beta=None, dataset="cifar100", method="dkd", epochs=240,
             batch_size=64, milestones=[150, 180, 210], momentum=0.9, weight_decay=5e-4, alpha=1.0, temperature=4.0,
@@ -141,12 +146,12 @@ def test_pair_table_matches_mdistiller():
 
 def test_pair_schedule_is_mdistillers():
     """mdistiller counts epochs from 1: lr x0.1^(#stages < epoch), DKD weight min(epoch / 20, 1)."""
-    pair = common.PAIRS["res32x4_res8x4"]
+    pair = PAIRS["res32x4_res8x4"]
     for epoch in range(pair["epochs"]):  # ours: 0-based
         mdistiller_epoch = epoch + 1
         expected_lr = 0.05 * 0.1 ** sum(mdistiller_epoch > s for s in (150, 180, 210))
-        assert common.lr_at(epoch, pair["lr"], pair["milestones"]) == pytest.approx(expected_lr), epoch
-        assert common.warmup_factor(epoch, pair["warmup"]) == pytest.approx(min(mdistiller_epoch / 20, 1.0))
+        assert lr_at(epoch, pair["lr"], pair["milestones"]) == pytest.approx(expected_lr), epoch
+        assert warmup_factor(epoch, pair["warmup"]) == pytest.approx(min(mdistiller_epoch / 20, 1.0))
 
 
 @pytest.mark.parametrize("student", [th_student, jt_student])
@@ -185,14 +190,14 @@ def teachers100(tiny_data100):
         proc = run_script(fw, "train_teacher", "--dataset", "cifar100", "--model", "resnet8x4", "--val-size", 0,
                           "--val-on-test", "--data-dir", tiny_data100, "--name", "c100/teacher", *TINY)
         assert "CIFAR-100: 64 train / 50 val images (the test set)" in proc.stdout
-    return {fw: common.ckpt_path("c100/teacher", fw) for fw in FRAMEWORKS}
+    return {fw: ckpt_path("c100/teacher", fw) for fw in FRAMEWORKS}
 
 
 @pytest.fixture(scope="module")
 def mdistiller_teacher(teachers100, tmp_path_factory):
     """The torch teacher's weights saved the way mdistiller's teachers are: cifar_teachers/<model>_vanilla/
     ckpt_epoch_240.pth, {"model": state_dict, "epoch", "accuracy", "optimizer"}; torch's zip and legacy formats."""
-    ckpt = common.load_checkpoint(teachers100["torch"])
+    ckpt = load_checkpoint(teachers100["torch"])
     model = tm.build_model("resnet8x4", num_classes=100)
     tm.load_state(model, ckpt["model"], "teacher")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -208,20 +213,20 @@ def mdistiller_teacher(teachers100, tmp_path_factory):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_teacher_then_pair_student_then_test(fw, teachers100, tiny_data100, tmp_path):
-    teacher = common.load_checkpoint(teachers100[fw])
+    teacher = load_checkpoint(teachers100[fw])
     assert teacher["dataset"] == "cifar100" and teacher["model"]["fc.weight"].shape == (100, 256)
     # the pair's settings on a tiny scale: its teacher model overridden to the small ResNet8x4
     proc = run_script(fw, "train_student", "--pair", "res32x4_res8x4", "--teacher", teachers100[fw],
                       "--teacher-model", "resnet8x4", "--data-dir", tiny_data100, "--name", "c100/pair", *TINY)
     assert f"teacher resnet8x4 from {teachers100[fw]} ({fw} checkpoint, CIFAR-100" in proc.stdout
-    student = common.load_checkpoint(common.ckpt_path("c100/pair", fw))
+    student = load_checkpoint(ckpt_path("c100/pair", fw))
     assert student["dataset"] == "cifar100" and student["arch"] == "resnet8x4"
     cfg = student["config"]
     assert (cfg["method"], cfg["lr"], cfg["beta"], cfg["warmup"], cfg["batch_size"], cfg["epochs"]) == ("dkd", 0.05, 8.0, 20, 32, 1)
     history = student["history"][0]
     assert history["distill_weight"] == pytest.approx(1 / 20) and "train/loss_nckd" in history
     out = tmp_path / "test.json"
-    proc = run_script(fw, "test", "--ckpt", common.ckpt_path("c100/pair", fw), "--data-dir", tiny_data100, "--json", out)
+    proc = run_script(fw, "test", "--ckpt", ckpt_path("c100/pair", fw), "--data-dir", tiny_data100, "--json", out)
     metrics = json.loads(out.read_text())
     assert metrics["dataset"] == "cifar100" and metrics["n"] == TINY100["test"] and len(metrics["per_class"]) == 100
     assert metrics["top1"] == pytest.approx(history["val/top1"])  # the pair validates on the test set
@@ -270,35 +275,35 @@ def test_jittor_reads_mdistiller_files_without_torch(mdistiller_teacher, tiny_da
 @pytest.mark.parametrize("test_mod", [ttest, jtest], ids=FRAMEWORKS)
 def test_wrong_files_are_clear_errors(test_mod, mdistiller_teacher, teachers100, tmp_path):
     load = lambda path, arch="resnet8x4", dataset="cifar100": test_mod.load_model(str(path), "cpu", arch, dataset)
-    with pytest.raises(common.CheckpointError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         load(tmp_path / "nope.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00not a torch file")
-    with pytest.raises(common.CheckpointError, match="is not a readable torch file"):
+    with pytest.raises(CheckpointError, match="is not a readable torch file"):
         load(garbage)
     torch.save({"epoch": 240, "accuracy": 71.0}, tmp_path / "no_model.pth")  # no "model", no weights
-    with pytest.raises(common.CheckpointError, match="no weights found.*'model'"):
+    with pytest.raises(CheckpointError, match="no weights found.*'model'"):
         load(tmp_path / "no_model.pth")
     torch.save([1, 2, 3], tmp_path / "list.pth")
-    with pytest.raises(common.CheckpointError, match="holds a list"):
+    with pytest.raises(CheckpointError, match="holds a list"):
         load(tmp_path / "list.pth")
-    with pytest.raises(common.CheckpointError, match="does not say which model.*--teacher-model or --pair"):
+    with pytest.raises(CheckpointError, match="does not say which model.*--teacher-model or --pair"):
         load(mdistiller_teacher["zip"], arch=None)
     # wrong architecture: the first missing weight is named, and what was assumed
-    with pytest.raises(common.CheckpointError, match=r"(?s)missing weight 'layer1\.1\.conv1\.weight'.*'resnet32x4' model for 100"):
+    with pytest.raises(CheckpointError, match=r"(?s)missing weight 'layer1\.1\.conv1\.weight'.*'resnet32x4' model for 100"):
         load(mdistiller_teacher["zip"], arch="resnet32x4")
     state = {k: v.clone() for k, v in tm.build_model("resnet8x4", num_classes=100).state_dict().items()}
     state["layer2.0.conv1.weight"] = torch.zeros(3, 3, 3, 3)
     torch.save({"model": state}, tmp_path / "bad_shape.pth")
-    with pytest.raises(common.CheckpointError, match=r"'layer2\.0\.conv1\.weight' has shape \(3, 3, 3, 3\)"):
+    with pytest.raises(CheckpointError, match=r"'layer2\.0\.conv1\.weight' has shape \(3, 3, 3, 3\)"):
         load(tmp_path / "bad_shape.pth")
     state = {k: v.clone() for k, v in tm.build_model("resnet8x4", num_classes=100).state_dict().items()}
     state["fc.weight"] = torch.zeros(3, 256)
     torch.save({"model": state}, tmp_path / "three_classes.pth")
-    with pytest.raises(common.CheckpointError, match=r"classifier 'fc\.weight' \(the last linear layer\) has 3 outputs"):
+    with pytest.raises(CheckpointError, match=r"classifier 'fc\.weight' \(the last linear layer\) has 3 outputs"):
         load(tmp_path / "three_classes.pth")
     # a repo checkpoint's architecture is checked against the one asked for
-    with pytest.raises(common.CheckpointError, match="holds a 'resnet8x4' model, but this run builds 'vgg8'"):
+    with pytest.raises(CheckpointError, match="holds a 'resnet8x4' model, but this run builds 'vgg8'"):
         load(teachers100["torch"], arch="vgg8")
 
 
@@ -306,12 +311,12 @@ def test_wrong_files_are_clear_errors(test_mod, mdistiller_teacher, teachers100,
 def test_class_mismatch_is_a_clear_error(test_mod, tmp_path):
     state10 = tm.build_model("resnet8x4", num_classes=10).state_dict()
     torch.save({"model": state10, "epoch": 240}, tmp_path / "cifar10_teacher.pth")
-    with pytest.raises(common.CheckpointError, match=r"10 classes \(CIFAR-10\), but this run uses CIFAR-100 \(100"):
+    with pytest.raises(CheckpointError, match=r"10 classes \(CIFAR-10\), but this run uses CIFAR-100 \(100"):
         test_mod.load_model(str(tmp_path / "cifar10_teacher.pth"), "cpu", "resnet8x4", "cifar100")
-    common.save_checkpoint(str(tmp_path / "c10.ckpt"), {  # a checkpoint from before --dataset: CIFAR-10
+    save_checkpoint(str(tmp_path / "c10.ckpt"), {  # a checkpoint from before --dataset: CIFAR-10
         "model": tm.get_state(tm.build_model("resnet8x4")), "optimizer": {}, "epoch": 0, "best_top1": 0.0,
         "config": {"name": "x"}, "framework": "torch", "arch": "resnet8x4"})
-    with pytest.raises(common.CheckpointError, match=r"10 classes \(CIFAR-10\), but this run uses CIFAR-100"):
+    with pytest.raises(CheckpointError, match=r"10 classes \(CIFAR-10\), but this run uses CIFAR-100"):
         test_mod.load_model(str(tmp_path / "c10.ckpt"), "cpu", "resnet8x4", "cifar100")
 
 
@@ -359,5 +364,5 @@ def test_align_existing_stage_on_cifar100(tiny_data100, tmp_path, mdistiller_tea
 def test_convert_reads_a_cifar100_mdistiller_file(mdistiller_teacher, tmp_path):
     out = str(tmp_path / "t.ckpt")
     assert convert.convert(mdistiller_teacher["legacy"], out) == "resnet8x4"
-    ckpt = common.load_checkpoint(out)
+    ckpt = load_checkpoint(out)
     assert ckpt["dataset"] == "cifar100" and ckpt["model"]["fc.weight"].shape == (100, 256)

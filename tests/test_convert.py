@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-import common
+from common.checkpoint import load_checkpoint
+from common.errors import CheckpointError, UserError
 import convert
 import jittor as jt
 from jittor_ import models as jm
@@ -14,7 +15,7 @@ def test_torch_state_dict_to_repo_ckpt_to_jittor_and_back(tmp_path):
     model = tm.build_model("cifar10quick", seed=5)
     torch.save(model.state_dict(), tmp_path / "t.pt")
     assert convert.convert(str(tmp_path / "t.pt"), str(tmp_path / "t.ckpt")) == "cifar10quick"  # arch found by shapes
-    ckpt = common.load_checkpoint(str(tmp_path / "t.ckpt"))
+    ckpt = load_checkpoint(str(tmp_path / "t.ckpt"))
     assert ckpt["framework"] == "torch" and ckpt["arch"] == "cifar10quick"
     j = jm.build_model("cifar10quick")
     jm.load_state(j, ckpt["model"], "t.ckpt")
@@ -39,10 +40,10 @@ def test_mismatch_names_the_first_bad_weight(tmp_path):
     state = tm.build_model("cifar10simple").state_dict()
     state["fc2.weight"] = torch.zeros(3, 64)
     torch.save(state, tmp_path / "bad.pt")
-    with pytest.raises(common.CheckpointError, match="fc2.weight"):
+    with pytest.raises(CheckpointError, match="fc2.weight"):
         convert.convert(str(tmp_path / "bad.pt"), str(tmp_path / "bad.ckpt"), arch="cifar10simple")
-    with pytest.raises(common.CheckpointError, match="matches none of the known models"):
+    with pytest.raises(CheckpointError, match="matches none of the known models"):
         convert.convert(str(tmp_path / "bad.pt"), str(tmp_path / "bad.ckpt"))
-    with pytest.raises(common.UserError, match="unknown extension"):
+    with pytest.raises(UserError, match="unknown extension"):
         convert.convert(str(tmp_path / "bad.pt"), str(tmp_path / "bad.h5"))
     assert not (tmp_path / "bad.ckpt").exists()

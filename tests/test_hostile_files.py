@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import common
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.errors import CheckpointError
+from common.files import UMASK
 from conftest import ROOT, run_script
 from torch_ import models as tm
 
@@ -123,16 +125,16 @@ def test_checkpoints_are_not_pickles_and_round_trip(tmp_path):
             "best_top1": np.float64(41.5), "config": {"name": "x", "milestones": [1, 2], "beta": None},
             "framework": "torch", "arch": "cifar10quick", "history": [{"val/top1": 40.0}]}
     path = str(tmp_path / "a.ckpt")
-    common.save_checkpoint(path, ckpt)
+    save_checkpoint(path, ckpt)
     with open(path, "rb") as f:
         head = f.read(16)
     assert not head.startswith(b"\x80"), "a pickle"
-    back = common.load_checkpoint(path)
+    back = load_checkpoint(path)
     assert list(back["model"]) == list(state)  # the state's order survives (the classifier is the last 2-D weight)
     assert all(back["model"][k].tobytes() == v.tobytes() and back["model"][k].dtype == v.dtype for k, v in state.items())
     assert back["optimizer"]["fc2.weight"].tobytes() == ckpt["optimizer"]["fc2.weight"].tobytes()
     assert back["best_top1"] == 41.5 and back["config"] == ckpt["config"] and back["history"] == ckpt["history"]
-    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~common.UMASK)  # not mkstemp's 0600
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~UMASK)  # not mkstemp's 0600
 
 
 def test_legacy_pickle_checkpoints_still_load(tmp_path):
@@ -141,14 +143,14 @@ def test_legacy_pickle_checkpoints_still_load(tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"model": state, "optimizer": {}, "epoch": 1, "best_top1": 12.5, "config": {"name": "old"},
                      "framework": "jittor", "arch": "cifar10quick"}, f, protocol=4)
-    back = common.load_checkpoint(str(path))
+    back = load_checkpoint(str(path))
     assert back["arch"] == "cifar10quick" and all(np.array_equal(back["model"][k], v) for k, v in state.items())
 
 
 @pytest.mark.parametrize("damage", ["truncated", "foreign header"])
 def test_damaged_checkpoints_are_clear_errors(damage, tmp_path):
     path = str(tmp_path / "d.ckpt")
-    common.save_checkpoint(path, {"model": teacher_state(), "optimizer": {}, "epoch": 0, "best_top1": 0.0,
+    save_checkpoint(path, {"model": teacher_state(), "optimizer": {}, "epoch": 0, "best_top1": 0.0,
                                   "config": {}, "framework": "torch", "arch": "cifar10quick"})
     data = open(path, "rb").read()
     if damage == "truncated":
@@ -157,5 +159,5 @@ def test_damaged_checkpoints_are_clear_errors(damage, tmp_path):
         import safetensors.numpy
         data = safetensors.numpy.save({"w": np.zeros(3, np.float32)}, metadata={"format": "pt"})
     open(path, "wb").write(data)
-    with pytest.raises(common.CheckpointError, match="is not a readable checkpoint of this repo"):
-        common.load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint of this repo"):
+        load_checkpoint(path)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-import common
+from common.config import MODELS
+from common.errors import CheckpointError, UserError
 import jittor as jt
 from jittor_ import models as jm
 from torch_ import models as tm
@@ -17,7 +18,7 @@ def num_classes(arch):
 
 
 def test_same_architectures_listed():
-    assert list(tm.ARCHS) == list(jm.ARCHS) == common.MODELS
+    assert list(tm.ARCHS) == list(jm.ARCHS) == MODELS
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -99,15 +100,15 @@ def test_load_state_names_first_mismatch():
     model = tm.build_model("cifar10simple")
     state = tm.get_state(model)
     state["fc1.weight"] = np.zeros((3, 3), np.float32)
-    with pytest.raises(common.CheckpointError, match="fc1.weight"):
+    with pytest.raises(CheckpointError, match="fc1.weight"):
         tm.load_state(model, state, "bad")
     del state["fc1.weight"]
-    with pytest.raises(common.CheckpointError, match="missing weight 'fc1.weight'"):
+    with pytest.raises(CheckpointError, match="missing weight 'fc1.weight'"):
         jm.load_state(jm.build_model("cifar10simple"), state, "bad")
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(common.UserError, match="unknown model 'resnet9000'"):
+    with pytest.raises(UserError, match="unknown model 'resnet9000'"):
         tm.build_model("resnet9000")
-    with pytest.raises(common.UserError, match="unknown model"):
+    with pytest.raises(UserError, match="unknown model"):
         jm.build_model("resnet9000")

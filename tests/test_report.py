@@ -6,7 +6,9 @@ import os
 import numpy as np
 import pytest
 
-import common
+from common.paths import LOG_DIR
+from common.files import write_json
+from common.logs import DIVERGED_FILE, EventWriter, run_dir, run_summary
 import report
 
 SEEDS = [0, 1]
@@ -28,8 +30,8 @@ def epoch_metrics(fw, seed, epoch, offset):
 
 def write_run(name, fw, seed, offset=0.0, test_top1=None, finished=True):
     """One fake run folder as a training script and test.py leave it."""
-    folder = common.run_dir(name, fw)
-    writer = common.EventWriter(folder)
+    folder = run_dir(name, fw)
+    writer = EventWriter(folder)
     history = []
     for epoch in range(EPOCHS):
         history.append(epoch_metrics(fw, seed, epoch, offset))
@@ -37,10 +39,10 @@ def write_run(name, fw, seed, offset=0.0, test_top1=None, finished=True):
     writer.close()
     if finished:
         best = max(h["val/top1"] for h in history)
-        common.write_json(os.path.join(folder, "metrics.json"),
-                          common.run_summary(argparse.Namespace(name=name), fw, "stage", history, best))
+        write_json(os.path.join(folder, "metrics.json"),
+                          run_summary(argparse.Namespace(name=name), fw, "stage", history, best))
     if test_top1 is not None:
-        common.write_json(os.path.join(folder, "test.json"), {"top1": test_top1, "top5": 99.0, "loss": 1.0,
+        write_json(os.path.join(folder, "test.json"), {"top1": test_top1, "top5": 99.0, "loss": 1.0,
                                                               "per_class": [test_top1] * 10, "images_per_s": 1000.0,
                                                               "n": 10000})
 
@@ -98,7 +100,7 @@ def stage_runs():
             write_run(f"rep/teacher_s{seed}", fw, seed, STAGE_OFFSET["teacher"], TEST_TOP1[fw, seed])
             write_run(f"rep/student_kd_s{seed}", fw, seed, STAGE_OFFSET["student_kd"],
                       TEST_TOP1[fw, seed] if fw == "torch" else None, finished=(fw, seed) != ("jittor", 1))
-    os.makedirs(os.path.join(common.LOG_DIR, "rep", "not_a_run"), exist_ok=True)  # ignored
+    os.makedirs(os.path.join(LOG_DIR, "rep", "not_a_run"), exist_ok=True)  # ignored
     return "rep"
 
 
@@ -156,7 +158,7 @@ def test_stage_report(stage_runs, tmp_path, capsys):
     assert text.startswith(README[:README.index(start) + len(start)])  # CRLF and non-ASCII kept
     assert text.endswith(README[README.index(end):])  # the sweep block is untouched
     assert "old table" not in text and block in text
-    with open(os.path.join(common.LOG_DIR, "rep", "report.md"), encoding="utf-8") as f:
+    with open(os.path.join(LOG_DIR, "rep", "report.md"), encoding="utf-8") as f:
         saved = f.read()
     assert table_rows(saved) == rows and "![teacher](" in saved
 
@@ -177,7 +179,7 @@ def test_readme_without_markers_is_left_alone(stage_runs, tmp_path, capsys):
 def test_missing_or_empty_tag_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no runs for tag 'nope'.*does not exist"):
         report.main(["--tag", "nope", "--readme", str(tmp_path / "README.md"), "--img-dir", str(tmp_path)])
-    os.makedirs(os.path.join(common.LOG_DIR, "empty", "junk"), exist_ok=True)
+    os.makedirs(os.path.join(LOG_DIR, "empty", "junk"), exist_ok=True)
     with pytest.raises(SystemExit, match="holds no runs"):
         report.main(["--tag", "empty", "--readme", str(tmp_path / "README.md"), "--img-dir", str(tmp_path)])
 
@@ -221,7 +223,7 @@ def test_sweep_report(tmp_path):
     assert text.startswith(expected_text[:expected_text.index(start) + len(start)])
     assert text.endswith(expected_text[expected_text.index(end):])
     assert "old sweep" not in text and "old table" in text and block in text
-    assert os.path.isfile(os.path.join(common.LOG_DIR, "sweep", "report_sweep.md"))
+    assert os.path.isfile(os.path.join(LOG_DIR, "sweep", "report_sweep.md"))
 
 
 def test_gain_over_the_ce_student_is_paired_by_seed(tmp_path):
@@ -242,7 +244,7 @@ def test_gain_over_the_ce_student_is_paired_by_seed(tmp_path):
 def write_diverged(name, fw, seed, epoch):
     """A run whose loss became NaN at epoch: events up to then, diverged.json, no metrics.json or test.json."""
     write_run(name, fw, seed, finished=False)
-    common.write_json(os.path.join(common.run_dir(name, fw), common.DIVERGED_FILE), {"epoch": epoch, "error": "nan"})
+    write_json(os.path.join(run_dir(name, fw), DIVERGED_FILE), {"epoch": epoch, "error": "nan"})
 
 
 def test_diverged_runs_are_marked_and_left_out(tmp_path):

@@ -15,7 +15,10 @@ import time
 import numpy as np
 import pytest
 
-import common
+from common.batches import epoch_seed
+from common.checkpoint import ckpt_path, load_checkpoint
+from common.files import temp_prefix
+from common.logs import read_scalars, run_dir
 from conftest import ROOT, run_script
 
 FRAMEWORKS = ["torch", "jittor"]
@@ -61,9 +64,9 @@ def run_and_kill(fw, stage, delay, *args):
 
 def plant_stale_temps(name, fw):
     """What a kill inside atomic_write leaves: a temp file beside the checkpoint (and beside a JSON file)."""
-    ckpt = common.ckpt_path(name, fw)
-    stale = [os.path.join(os.path.dirname(ckpt), common.temp_prefix(ckpt) + "killed.tmp"),
-             os.path.join(common.run_dir(name, fw), common.temp_prefix("metrics.json") + "killed.tmp")]
+    ckpt = ckpt_path(name, fw)
+    stale = [os.path.join(os.path.dirname(ckpt), temp_prefix(ckpt) + "killed.tmp"),
+             os.path.join(run_dir(name, fw), temp_prefix("metrics.json") + "killed.tmp")]
     for path in stale:
         with open(path, "wb") as f:
             f.write(b"half a file")
@@ -76,7 +79,7 @@ def without_times(metrics):
 
 def assert_same_run(reference, resumed, fw):
     """Bit-identical checkpoints (arrays compared byte for byte) and curves, timings aside."""
-    a, b = (common.load_checkpoint(common.ckpt_path(n, fw)) for n in (reference, resumed))
+    a, b = (load_checkpoint(ckpt_path(n, fw)) for n in (reference, resumed))
     assert a["epoch"] == b["epoch"] == EPOCHS - 1
     for group in ("model", "optimizer"):
         assert list(a[group]) == list(b[group]) and a[group], group
@@ -84,7 +87,7 @@ def assert_same_run(reference, resumed, fw):
             assert a[group][key].tobytes() == b[group][key].tobytes(), f"{group} {key} differs"
     assert [without_times(h) for h in a["history"]] == [without_times(h) for h in b["history"]]
     assert a["best_top1"] == b["best_top1"]
-    curves = [common.read_scalars(common.run_dir(n, fw)) for n in (reference, resumed)]
+    curves = [read_scalars(run_dir(n, fw)) for n in (reference, resumed)]
     assert set(curves[0]) == set(curves[1])
     for tag in curves[0]:
         assert [s for s, _ in curves[1][tag]] == list(range(1, EPOCHS + 1)), f"{tag}: every epoch exactly once"
@@ -96,11 +99,11 @@ def kill_and_resume(fw, stage, name, reference_times, args):
     """Kill a run of `args` mid-epoch 2, check that it was cut short, plant stale temps, resume it."""
     epoch_seconds = reference_times[1] - reference_times[0]
     run_and_kill(fw, stage, 0.5 * epoch_seconds, *args)
-    cut = common.load_checkpoint(common.ckpt_path(name, fw))
+    cut = load_checkpoint(ckpt_path(name, fw))
     assert cut["epoch"] < EPOCHS - 1, "the kill came after the run had finished: nothing was resumed"
     stale = plant_stale_temps(name, fw)
     proc = run_script(fw, stage, *args, "--resume")
-    assert f"resuming {common.ckpt_path(name, fw)} after epoch {cut['epoch'] + 1}" in proc.stdout
+    assert f"resuming {ckpt_path(name, fw)} after epoch {cut['epoch'] + 1}" in proc.stdout
     assert not [p for p in stale if os.path.exists(p)], "stale temp files were left"
 
 
@@ -126,7 +129,7 @@ def test_teacher_killed_mid_epoch_resumes_exactly(fw, reference_teachers, tiny_d
     results = []
     for name in ("r/teacher_ref", "r/teacher_cut"):
         out = tmp_path / f"{name.replace('/', '_')}.json"
-        run_script(fw, "test", "--ckpt", common.ckpt_path(name, fw), "--data-dir", tiny_data, "--json", out)
+        run_script(fw, "test", "--ckpt", ckpt_path(name, fw), "--data-dir", tiny_data, "--json", out)
         results.append(json.loads(out.read_text()))
     for key in ("top1", "top5", "loss", "per_class", "n"):
         assert results[0][key] == results[1][key], key
@@ -140,14 +143,14 @@ def test_teacher_killed_mid_epoch_resumes_exactly(fw, reference_teachers, tiny_d
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("method", ["kd", "dkd"])
 def test_student_killed_mid_epoch_resumes_exactly(fw, method, reference_teachers, tiny_data):
-    teacher = common.ckpt_path("r/teacher_ref", fw)
+    teacher = ckpt_path("r/teacher_ref", fw)
     args = lambda name: ["--method", method, "--teacher", teacher, "--data-dir", tiny_data, "--name", name,
                          *RUN, *STUDENT]
     times = run_timed(fw, "train_student", *args(f"r/{method}_ref"))
     kill_and_resume(fw, "train_student", f"r/{method}_cut", times, args(f"r/{method}_cut"))
     assert_same_run(f"r/{method}_ref", f"r/{method}_cut", fw)
     # another teacher (the other framework's: close, but not the same weights) is refused
-    other = common.ckpt_path("r/teacher_ref", FRAMEWORKS[1 - FRAMEWORKS.index(fw)])
+    other = ckpt_path("r/teacher_ref", FRAMEWORKS[1 - FRAMEWORKS.index(fw)])
     wrong = args(f"r/{method}_cut")
     wrong[wrong.index(teacher)] = other
     line = error_line(run_script(fw, "train_student", *wrong, "--resume", check=False))
@@ -155,6 +158,6 @@ def test_student_killed_mid_epoch_resumes_exactly(fw, method, reference_teachers
 
 
 def test_epoch_seed_depends_on_seed_and_epoch_only():
-    seeds = {common.epoch_seed(s, e) for s in range(3) for e in range(50)}
+    seeds = {epoch_seed(s, e) for s in range(3) for e in range(50)}
     assert len(seeds) == 150 and all(0 <= s < 2 ** 32 for s in seeds)
-    assert common.epoch_seed(4, 7) == common.epoch_seed(4, 7)
+    assert epoch_seed(4, 7) == epoch_seed(4, 7)

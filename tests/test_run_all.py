@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-import common
+from common.checkpoint import ckpt_path, save_checkpoint
+from common.paths import IMG_DIR, LOG_DIR
+from common.logs import run_dir
 from conftest import ROOT
 
 TINY = "--epochs 1 --train-size 200 --val-size 50 --batch-size 50"
@@ -22,7 +24,7 @@ def run_all(tiny_data, *args, check=True):
 
 
 def summary(tag):
-    with open(os.path.join(common.LOG_DIR, tag, "summary.json")) as f:
+    with open(os.path.join(LOG_DIR, tag, "summary.json")) as f:
         return json.load(f)
 
 
@@ -36,7 +38,7 @@ def test_parallel_run_then_resume_then_teacher_from(tiny_data):
     assert "in parallel with 1 CPU thread(s) each" in proc.stdout  # the 2 threads are split
     # then the report: overlaid figures per stage, and the table (README.md has no "ra" markers: left alone)
     for stage in ("teacher", "student_kd"):
-        assert os.path.getsize(os.path.join(common.IMG_DIR, f"ra_{stage}.png")) > 5000
+        assert os.path.getsize(os.path.join(IMG_DIR, f"ra_{stage}.png")) > 5000
     assert "| student_kd |" in proc.stdout and "markers missing" in proc.stdout
 
     # --resume: everything finished, so nothing is trained again and the table is the same
@@ -47,7 +49,7 @@ def test_parallel_run_then_resume_then_teacher_from(tiny_data):
     assert top1(summary("ra")["results"]) == top1(results)
 
     # --resume with a stage's test.json gone: that stage is run again, continuing its checkpoint
-    os.remove(os.path.join(common.run_dir("ra/student_kd_s0", "torch"), "test.json"))
+    os.remove(os.path.join(run_dir("ra/student_kd_s0", "torch"), "test.json"))
     partial = run_all(tiny_data, "--tag", "ra", "--methods", "kd", "--frameworks", "torch", "--resume")
     assert partial.stdout.count("not run again") == 1
     assert "train_student.py --method kd" in partial.stdout and "--resume" in partial.stdout
@@ -55,9 +57,9 @@ def test_parallel_run_then_resume_then_teacher_from(tiny_data):
     # --teacher-from: the beta sweep reuses this run's teachers instead of training its own
     sweep = run_all(tiny_data, "--tag", "rb", "--teacher-from", "ra", "--beta-sweep", "0", "1", "--frameworks", "torch")
     assert "train_teacher.py" not in sweep.stdout
-    assert common.ckpt_path("ra/teacher_s0", "torch") in sweep.stdout
+    assert ckpt_path("ra/teacher_s0", "torch") in sweep.stdout
     assert sorted(summary("rb")["results"]["torch"][0]) == ["dkd beta=0", "dkd beta=1"]
-    assert os.path.isfile(os.path.join(common.IMG_DIR, "rb_beta_sweep.png"))  # the sweep's report
+    assert os.path.isfile(os.path.join(IMG_DIR, "rb_beta_sweep.png"))  # the sweep's report
 
     # a student that diverges is a result of the sweep, not the end of it: recorded, reported, not re-run
     diverging = run_all(tiny_data, "--tag", "rd", "--teacher-from", "ra", "--beta-sweep", "999999", "0",
@@ -92,7 +94,7 @@ def test_seeds_default_per_preset():
 def test_parallel_stops_both_frameworks_when_one_fails(tiny_data):
     """--parallel: jittor fails at once (its teacher is missing); torch must not train on for all its seeds."""
     from torch_ import models as tm
-    common.save_checkpoint(common.ckpt_path("rp_src/teacher_s0", "torch"),  # a teacher for torch only
+    save_checkpoint(ckpt_path("rp_src/teacher_s0", "torch"),  # a teacher for torch only
                            {"model": tm.get_state(tm.build_model("cifar10quick", 0)), "optimizer": {}, "epoch": 0,
                             "best_top1": 0.0, "config": {"name": "rp_src/teacher_s0"}, "framework": "torch",
                             "arch": "cifar10quick"})
@@ -101,4 +103,4 @@ def test_parallel_stops_both_frameworks_when_one_fails(tiny_data):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "jittor: --teacher-from rp_src: no teacher checkpoint" in proc.stderr  # both are reported
     assert "torch: " in proc.stderr and "because the other framework failed" in proc.stderr
-    assert not os.path.exists(os.path.join(common.run_dir("rp/student_dkd_s1", "torch"), "test.json"))
+    assert not os.path.exists(os.path.join(run_dir("rp/student_dkd_s1", "torch"), "test.json"))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-import common
-import safe_pickle
+from common import safe_pickle
+from common.env import prepare_jittor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -209,7 +209,7 @@ def test_torch_loads_without_torch(tmp_path):
     src, out = tmp_path / "teacher.pth", tmp_path / "out.pkl"
     ckpt = mdistiller_checkpoint()
     torch.save(ckpt, src)
-    code = ("import sys, pickle; sys.modules['torch'] = None; import safe_pickle; "
+    code = ("import sys, pickle; sys.modules['torch'] = None; from common import safe_pickle; "
             f"obj = safe_pickle.load({str(src)!r}); assert 'torch' not in [m for m in sys.modules if sys.modules[m]]; "
             f"pickle.dump(obj, open({str(out)!r}, 'wb'))")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
@@ -258,7 +258,7 @@ def test_plain_numpy_pickles(tmp_path, protocol):
 
 
 def test_jittor_file(tmp_path):
-    common.prepare_jittor()
+    prepare_jittor()
     import jittor as jt
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
     path = str(tmp_path / "model.pkl")

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import common
+from common.checkpoint import CKPT_KEYS, ckpt_path, load_checkpoint
+from common.datasets import load_cifar10
+from common.logs import read_scalars, run_dir
 import jittor as jt
 from conftest import run_script
 from jittor_ import dataset as jt_dataset, models as jm, train_student as jt_student, train_teacher as jt_teacher
@@ -20,7 +22,7 @@ TINY_STUDENT = ["--train-size", 200, "--val-size", 50, "--batch-size", 32, "--ep
 
 
 def ckpt(name, framework):
-    return common.ckpt_path(name, framework)
+    return ckpt_path(name, framework)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +36,11 @@ def teachers(tiny_data):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_teacher_run_writes_checkpoint_events_and_json(fw, teachers):
-    state = common.load_checkpoint(teachers[fw])
-    assert set(common.CKPT_KEYS) <= set(state) and state["framework"] == fw and state["epoch"] == 1
+    state = load_checkpoint(teachers[fw])
+    assert set(CKPT_KEYS) <= set(state) and state["framework"] == fw and state["epoch"] == 1
     assert state["arch"] == "cifar10quick" and len(state["history"]) == 2
-    run = common.run_dir("t/teacher", fw)
-    scalars = common.read_scalars(run)
+    run = run_dir("t/teacher", fw)
+    scalars = read_scalars(run)
     for tag in ("train/loss", "train/top1", "train/top5", "val/loss", "val/top1", "val/top5", "lr",
                 "time/data", "time/train", "time/eval"):
         assert [s for s, _ in scalars[tag]] == [1, 2], tag
@@ -57,11 +59,11 @@ def test_student_methods_run_end_to_end(fw, method, teachers, tiny_data):
     if method != "ce":
         args += ["--teacher", teachers[fw]]
     run_script(fw, "train_student", *args)
-    tags = set(common.read_scalars(common.run_dir(name, fw)))
+    tags = set(read_scalars(run_dir(name, fw)))
     expected = {"ce": {"train/loss_ce"}, "kd": {"train/loss_ce", "train/loss_kd"},
                 "dkd": {"train/loss_ce", "train/loss_tckd", "train/loss_nckd"}}[method]
     assert expected <= tags and "distill_weight" in tags
-    assert common.load_checkpoint(ckpt(name, fw))["arch"] == "cifar10simple"
+    assert load_checkpoint(ckpt(name, fw))["arch"] == "cifar10simple"
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -166,7 +168,7 @@ class Args:
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_teacher_is_frozen_and_sees_the_students_batch(fw, teachers, tiny_data):
-    data = common.load_cifar10(tiny_data)
+    data = load_cifar10(tiny_data)
     x, y = data["train_x"][:128], data["train_y"][:128]
     if fw == "torch":
         models, student_mod, teacher_mod, loader = tm, th_student, th_teacher, th_dataset.Loader(x, y, 32, True, 0, "cpu")

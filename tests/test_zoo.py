@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import common
+from common.config import MODELS
+from common.errors import UserError
+from common.weights import is_buffer
 import jittor as jt
 from jittor_ import models as jm
 from torch_ import models as tm
@@ -49,8 +51,8 @@ ABSENT = {"wrn_40_1": "block1.layer.0.convShortcut.weight",  # 16 -> 16 channels
 
 
 def test_zoo_is_listed_under_mdistillers_names():
-    assert set(MDISTILLER_PARAMS) <= set(common.MODELS)
-    assert common.MODELS[:4] == ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"]
+    assert set(MDISTILLER_PARAMS) <= set(MODELS)
+    assert MODELS[:4] == ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"]
 
 
 @pytest.mark.parametrize("arch", list(MDISTILLER_PARAMS))
@@ -106,13 +108,13 @@ def test_train_step_agrees(arch):
     ts, js = tm.get_state(t), jm.get_state(j)
     for k in ts:  # every weight and running statistic moved, in both
         assert not np.array_equal(ts[k], before[k]) and not np.array_equal(js[k], before[k]), k
-    for k in filter(common.is_buffer, ts):  # BN statistics: the forward pass, well conditioned
+    for k in filter(is_buffer, ts):  # BN statistics: the forward pass, well conditioned
         np.testing.assert_allclose(js[k], ts[k], rtol=1e-4, atol=1e-5, err_msg=k)
     # Weight updates: at initialisation, on 4 images, a BN followed by per-channel layers and another BN
     # makes some gradients near-cancelling sums, where float32 rounding shows (torch's own float32 gradients
     # differ from its float64 ones by up to 0.5% per tensor here). So: each update within 5% (or 1% of the
     # largest update), and the whole update vector within 2% (measured: 0.4% ShuffleV1, 0.003% MobileNetV2).
-    weights = [k for k in ts if not common.is_buffer(k)]
+    weights = [k for k in ts if not is_buffer(k)]
     change_t = {k: ts[k] - before[k] for k in weights}
     change_j = {k: js[k] - before[k] for k in weights}
     scale = max(np.abs(c).max() for c in change_t.values())
@@ -124,7 +126,7 @@ def test_train_step_agrees(arch):
 
 def test_unknown_model_is_a_clear_user_error():
     for models in (tm, jm):
-        with pytest.raises(common.UserError, match="unknown model 'resnet9000'; choose one of .*ShuffleV2"):
+        with pytest.raises(UserError, match="unknown model 'resnet9000'; choose one of .*ShuffleV2"):
             models.build_model("resnet9000", num_classes=100)
 
 

@@ -15,7 +15,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import common  # noqa: E402
+from common.checkpoint import check_arch, check_dataset, ckpt_dataset, ckpt_num_classes, load_checkpoint  # noqa: E402
+from common.config import EVAL_BATCH_SIZE, MODELS  # noqa: E402
+from common.paths import DATA_DIR  # noqa: E402
+from common.datasets import DATASETS  # noqa: E402
+from common.errors import CheckpointError, die, UserError  # noqa: E402
+from common.files import write_json  # noqa: E402
+from common.foreign import foreign_checkpoint, is_torch_file, numpy_state, torch_load_error, wrong_weights  # noqa: E402
+from common.logs import format_test_report, test_json_path  # noqa: E402
+from common.metrics import EvalAccumulator  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch_ import dataset, models  # noqa: E402
@@ -26,7 +34,7 @@ FRAMEWORK = "torch"
 def evaluate(model, loader):
     """Loss, top-1/top-5 and per-class accuracy over a whole split, sample-weighted."""
     model.eval()
-    acc = common.EvalAccumulator(loader.num_classes)
+    acc = EvalAccumulator(loader.num_classes)
     with torch.no_grad():
         for images, labels in loader.epoch(0):
             logits = model(images)
@@ -40,17 +48,17 @@ def read_torch_file(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
     except Exception as e:  # weights_only refused a global (the file would run code), or not a torch file
-        raise common.torch_load_error(path, e) from None
-    return common.numpy_state(obj, path, lambda v: v.detach().cpu().numpy())
+        raise torch_load_error(path, e) from None
+    return numpy_state(obj, path, lambda v: v.detach().cpu().numpy())
 
 
 def read_checkpoint(path, arch=None):
     """A checkpoint of this repo (.ckpt, either framework), or a torch file (.pth/.pt) as one (arch needed)."""
-    if not common.is_torch_file(path):
-        return common.load_checkpoint(path)
+    if not is_torch_file(path):
+        return load_checkpoint(path)
     if not os.path.isfile(path):
-        raise common.CheckpointError(f"checkpoint not found: {path}")
-    return common.foreign_checkpoint(read_torch_file(path), path, arch)
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return foreign_checkpoint(read_torch_file(path), path, arch)
 
 
 def load_model(path, device, arch=None, dataset=None, arch_flag="--model"):
@@ -61,14 +69,14 @@ def load_model(path, device, arch=None, dataset=None, arch_flag="--model"):
     """
     ckpt = read_checkpoint(path, arch)
     if arch:
-        common.check_arch(ckpt, arch, path, arch_flag)
+        check_arch(ckpt, arch, path, arch_flag)
     if dataset:
-        common.check_dataset(ckpt, dataset, path)
-    model = models.build_model(ckpt["arch"], num_classes=common.ckpt_num_classes(ckpt))
+        check_dataset(ckpt, dataset, path)
+    model = models.build_model(ckpt["arch"], num_classes=ckpt_num_classes(ckpt))
     try:
         models.load_state(model, ckpt["model"], path)
-    except common.CheckpointError as e:
-        raise common.wrong_weights(e, ckpt, path) from None
+    except CheckpointError as e:
+        raise wrong_weights(e, ckpt, path) from None
     return models.to_device(model, device), ckpt
 
 
@@ -76,12 +84,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True,
                         help="checkpoint written by train_teacher.py or train_student.py, or a torch file (.pth/.pt)")
-    parser.add_argument("--model", choices=common.MODELS, default=None,
+    parser.add_argument("--model", choices=MODELS, default=None,
                         help="architecture of a torch file (.pth/.pt), which does not say; a .ckpt names its own")
-    parser.add_argument("--dataset", choices=list(common.DATASETS), default=None,
+    parser.add_argument("--dataset", choices=list(DATASETS), default=None,
                         help="test set (default: the checkpoint's dataset)")
-    parser.add_argument("--batch-size", type=int, default=common.EVAL_BATCH_SIZE, help="evaluation batch size")
-    parser.add_argument("--data-dir", default=common.DATA_DIR,
+    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="evaluation batch size")
+    parser.add_argument("--data-dir", default=DATA_DIR,
                         help="folder holding cifar-10-batches-py/ (CIFAR-10) or cifar-100-python/ (CIFAR-100)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto uses the GPU when the framework finds one")
@@ -94,10 +102,10 @@ def main(argv=None):
     device = models.select_device(args.device)
     try:
         model, ckpt = load_model(args.ckpt, device, args.model, args.dataset)
-        args.dataset = args.dataset or common.ckpt_dataset(ckpt)
+        args.dataset = args.dataset or ckpt_dataset(ckpt)
         loader, classes = dataset.build_test_loader(args.data_dir, args.batch_size, device, args.dataset)
-    except common.UserError as e:
-        common.die(str(e))
+    except UserError as e:
+        die(str(e))
     start = time.perf_counter()
     metrics = evaluate(model, loader)
     models.sync(device)
@@ -105,9 +113,9 @@ def main(argv=None):
     metrics.update(images_per_s=metrics["n"] / seconds, seconds=seconds, framework=FRAMEWORK,
                    ckpt=os.path.abspath(args.ckpt), ckpt_framework=ckpt["framework"], arch=ckpt["arch"],
                    dataset=args.dataset)
-    print(common.format_test_report(metrics, classes))
-    json_path = args.json or common.test_json_path(ckpt, FRAMEWORK)
-    common.write_json(json_path, metrics)
+    print(format_test_report(metrics, classes))
+    json_path = args.json or test_json_path(ckpt, FRAMEWORK)
+    write_json(json_path, metrics)
     print(f"wrote {os.path.relpath(json_path, ROOT)}")
     return metrics
 

@@ -1,0 +1,139 @@
+"""Settings shared by both frameworks: the frameworks, defaults, presets, the CIFAR-100 pairs, the command line.
+
+Defaults reproduce the original experiment (CIFAR-10, batch 128, teacher CIFAR10Quick, student
+CIFAR10Simple); a preset (--preset quick) or a pair (--pair NAME) overrides some of them, and a
+flag given explicitly wins over both.
+"""
+import argparse
+
+from common.datasets import DATASETS
+from common.errors import UserError
+from common.paths import DATA_DIR
+
+FRAMEWORKS = ("torch", "jittor")  # the two mirrored folders: torch_/ and jittor_/
+
+TEACHER_DEFAULTS = dict(model="cifar10quick", epochs=30, lr=0.01, milestones=[15, 25],
+                        batch_size=128, train_size=25000, val_size=5000,
+                        momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False)
+STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[15, 30],
+                        batch_size=128, train_size=5000, val_size=1000,
+                        momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
+                        warmup=10, temperature=4.0,
+                        # mdistiller's CIFAR weights: KD = 0.1 CE + 0.9 KD; DKD = 1.0 CE + DKD
+                        kd_ce_weight=0.1, kd_weight=0.9, dkd_ce_weight=1.0,
+                        alpha=1.0, beta=None)  # None: DKD_BETA of the student model
+# DKD's NCKD weight. mdistiller's CIFAR setting is 8, for ResNet students with BatchNorm. The
+# original BN-free, activation-free CIFAR10Simple student diverges with large betas at lr 0.01 as
+# the distillation weight warms up (measured on CIFAR-10, torch, seed 0): with an 8-epoch teacher
+# beta 8 -> NaN in epoch 6 and beta 4 -> NaN in epoch 10 while beta 2 trained; with the full
+# 30-epoch teacher (78.4% top-1) beta 2 -> NaN in epoch 13 too, while beta 1 trains stably (test
+# top-1 65.6%, above KD's 64.7%). So 1, the middle of the original experiment's sweep (0 ... 2).
+DKD_BETA = {"cifar10simple": 1.0, "cifar10quick": 2.0, "resnet8x4": 8.0, "resnet32x4": 8.0}
+DKD_BETA_DEFAULT = 8.0  # any other student: mdistiller's default (mdistiller/engine/cfg.py, CFG.DKD.BETA)
+
+
+def dkd_beta(model):
+    """DKD's beta for a student model when --beta is not given."""
+    return DKD_BETA.get(model, DKD_BETA_DEFAULT)
+PRESETS = {
+    # about a minute per stage on 2 CPU cores (Jittor's first-run compilation included)
+    "quick": dict(teacher=dict(epochs=2, milestones=[1], train_size=4000, val_size=1000),
+                  student=dict(epochs=3, milestones=[2], warmup=1, train_size=2000, val_size=500)),
+    "full": dict(teacher={}, student={}),
+}
+PRESET_SEEDS = {"quick": 1, "full": 3}  # run_all.py's default number of seeds per preset (mean ± std)
+EVAL_BATCH_SIZE = 500
+SPLIT_SEED = 0  # the train/val split is fixed; --seed changes init, shuffling and augmentation only
+# the original experiment's four, then mdistiller's CIFAR model zoo (its cifar_model_dict names)
+MODELS = ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4",
+          "resnet20", "resnet32", "resnet56", "resnet110", "wrn_16_2", "wrn_40_1", "wrn_40_2",
+          "vgg8", "vgg13", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet50"]
+
+# The DKD paper's 11 CIFAR-100 teacher/student pairs, named and set as mdistiller's
+# configs/cifar100/dkd/<name>.yaml (on top of mdistiller/engine/cfg.py's defaults): 240 epochs,
+# batch 64, SGD lr 0.05 (0.01 for ShuffleNet and MobileNet students), momentum 0.9, weight decay
+# 5e-4, lr x0.1 from epochs 150, 180 and 210 (0-based here; mdistiller counts from 1 and decays when
+# epoch > 150: the same epochs), DKD alpha 1, T 4, CE weight 1, distillation weight warmed up over
+# 20 epochs, beta 8 unless the config sets it. Like mdistiller, a pair trains on all 50,000
+# training images and validates on the 10,000 test images (val_on_test), so its best val top-1
+# is mdistiller's best_acc, the number the paper reports. train_student.py --pair NAME applies one;
+# any flag given explicitly wins.
+DKD_CIFAR100 = dict(dataset="cifar100", method="dkd", epochs=240, batch_size=64, lr=0.05,
+                    milestones=[150, 180, 210], momentum=0.9, weight_decay=5e-4,
+                    alpha=1.0, beta=8.0, temperature=4.0, dkd_ce_weight=1.0, warmup=20,
+                    train_size=50000, val_size=0, val_on_test=True)
+PAIRS = {
+    "res56_res20": dict(DKD_CIFAR100, teacher_model="resnet56", model="resnet20", beta=2.0),
+    "res110_res32": dict(DKD_CIFAR100, teacher_model="resnet110", model="resnet32", beta=2.0),
+    "res32x4_res8x4": dict(DKD_CIFAR100, teacher_model="resnet32x4", model="resnet8x4"),
+    "wrn40_2_wrn_16_2": dict(DKD_CIFAR100, teacher_model="wrn_40_2", model="wrn_16_2", beta=6.0),
+    "wrn40_2_wrn_40_1": dict(DKD_CIFAR100, teacher_model="wrn_40_2", model="wrn_40_1", beta=6.0),
+    "vgg13_vgg8": dict(DKD_CIFAR100, teacher_model="vgg13", model="vgg8", beta=6.0),
+    "res32x4_shuv1": dict(DKD_CIFAR100, teacher_model="resnet32x4", model="ShuffleV1", lr=0.01),
+    "wrn40_2_shuv1": dict(DKD_CIFAR100, teacher_model="wrn_40_2", model="ShuffleV1", lr=0.01),
+    "vgg13_mv2": dict(DKD_CIFAR100, teacher_model="vgg13", model="MobileNetV2", lr=0.01, beta=6.0),
+    "res50_mv2": dict(DKD_CIFAR100, teacher_model="ResNet50", model="MobileNetV2", lr=0.01),
+    "res32x4_shuv2": dict(DKD_CIFAR100, teacher_model="resnet32x4", model="ShuffleV2", lr=0.01),
+}
+
+
+def apply_pair(args):
+    """--pair NAME: fill every flag left unset (None) from the pair's settings; explicit flags win."""
+    if args.pair not in PAIRS:
+        raise UserError(f"unknown pair {args.pair!r}; the pairs are: {', '.join(PAIRS)}")
+    for key, value in PAIRS[args.pair].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def default_name(args, stage):
+    """Run name when --name is not given: the original names on CIFAR-10; dataset, pair or model otherwise."""
+    if getattr(args, "pair", None):
+        return f"{args.dataset}/{args.pair}_s{args.seed}"
+    if args.dataset == "cifar10":
+        return f"{stage}_s{args.seed}"
+    return f"{args.dataset}/{stage}_{args.model}_s{args.seed}"
+
+
+def apply_preset(args, stage, defaults):
+    """Fill every argparse value left at None from the preset, then the defaults."""
+    preset = PRESETS[args.preset][stage] if args.preset else {}
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, preset.get(key, value))
+    return args
+
+
+def add_common_args(parser, defaults):
+    """Flags every training stage shares (same names in both frameworks)."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="a named set of settings (quick: about a minute per stage on CPU)")
+    parser.add_argument("--dataset", choices=list(DATASETS), default=None,
+                        help=f"dataset; sets the model's number of classes (default {defaults['dataset']})")
+    parser.add_argument("--model", choices=MODELS, default=None,
+                        help=f"architecture (default {defaults['model']})")
+    parser.add_argument("--epochs", type=int, default=None, help=f"epochs (default {defaults['epochs']})")
+    parser.add_argument("--lr", type=float, default=None, help=f"initial learning rate (default {defaults['lr']})")
+    parser.add_argument("--milestones", type=int, nargs="*", default=None,
+                        help=f"epochs (0-based) at which lr is multiplied by 0.1 (default {defaults['milestones']})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"training batch size (default {defaults['batch_size']})")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help=f"training images taken from the 50,000 (default {defaults['train_size']})")
+    parser.add_argument("--val-size", type=int, default=None,
+                        help=f"validation images held out from the 50,000 (default {defaults['val_size']})")
+    parser.add_argument("--val-on-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="validate on the test set, as mdistiller (then --val-size images are just left out; "
+                             "default: no, a held-out part of the training images)")
+    parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="SGD weight decay (default 5e-4)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for split, init, shuffling and augmentation (default 0)")
+    parser.add_argument("--init", default=None, help="checkpoint to start the model from (weights only)")
+    parser.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
+    parser.add_argument("--name", default=None, help="run name: log/<name>/<framework>, ckpt/<name>_<framework>.ckpt")
+    parser.add_argument("--data-dir", default=DATA_DIR,
+                        help="folder holding cifar-10-batches-py/ (CIFAR-10) or cifar-100-python/ (CIFAR-100)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto uses the GPU when the framework finds one")
+    return parser
+

@@ -1,0 +1,31 @@
+"""Errors a user can fix (missing data, a wrong checkpoint, bad sizes): one line, no traceback."""
+import sys
+
+
+class UserError(RuntimeError):
+    """Bad input from the user (missing data, wrong checkpoint, bad sizes): reported without a traceback."""
+
+
+class DataError(UserError):
+    """The dataset is missing or unreadable; the message says what to do."""
+
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used for what was asked; the message says why."""
+
+
+
+class DivergedError(UserError):
+    """The training loss became NaN or infinite (epoch: 1-based)."""
+
+    def __init__(self, message, epoch):
+        super().__init__(message)
+        self.epoch = epoch
+
+
+
+def die(message, code=2):
+    """Clean exit for a user error: one clear message, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)

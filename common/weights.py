@@ -1,0 +1,69 @@
+"""Initial weights drawn in numpy by name, so both frameworks start from the same numbers."""
+import hashlib
+
+import numpy as np
+
+INIT_SCHEMES = {
+    # torch's defaults (Jittor's own match): conv/linear weights and biases U(+-1/sqrt(fan_in))
+    "uniform": "torch default",
+    # mdistiller resnet.py / resnetv2.py: kaiming_normal_(mode="fan_out") convs, linear left at the default
+    "kaiming_normal": "convs N(0, 2/fan_out), the rest torch default",
+    # mdistiller wrn.py: convs normal(0, sqrt(2/n)), n = k*k*out (= fan_out), linear bias zeroed
+    "kaiming_normal_zero_bias": "convs N(0, 2/fan_out), biases 0, linear weights torch default",
+    # mdistiller vgg.py / mobilenetv2.py: as wrn, and linear weights normal(0, 0.01), all biases zeroed
+    "kaiming_normal_small_fc": "convs N(0, 2/fan_out), linear weights N(0, 0.01^2), biases 0",
+}
+
+
+def init_weights(shapes, seed, scheme="uniform"):
+    """Initial values for a model's state, given {name: shape} in state-dict order.
+
+    scheme is one of INIT_SCHEMES (the init code of the model's source). Conv weights are
+    4-D, linear weights 2-D, 1-D weights are BatchNorm scales (1) with biases 0;
+    running_mean 0, running_var 1. fan_in / fan_out count the weight's own shape, so a
+    grouped conv (out, in/groups, k, k) gets torch's fans. Draws happen in state order,
+    one per random entry, so the numbers are the same whichever framework asks.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init_weights: unknown scheme {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
+    zero_bias = scheme in ("kaiming_normal_zero_bias", "kaiming_normal_small_fc")
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in shapes.items():
+        leaf, owner = name.rsplit(".", 1)[-1], name.rsplit(".", 1)[0]
+        weight_shape = shapes.get(owner + ".weight")
+        if leaf == "running_mean" or (leaf == "bias" and (len(weight_shape) == 1 or zero_bias)):
+            value = np.zeros(shape)
+        elif leaf == "running_var" or (leaf == "weight" and len(shape) == 1):
+            value = np.ones(shape)
+        elif leaf in ("weight", "bias"):
+            fan_in = int(np.prod(weight_shape[1:]))
+            if leaf == "weight" and len(shape) == 4 and scheme != "uniform":
+                fan_out = shape[0] * int(np.prod(shape[2:]))
+                value = rng.normal(0.0, np.sqrt(2.0 / fan_out), size=shape)
+            elif leaf == "weight" and len(shape) == 2 and scheme == "kaiming_normal_small_fc":
+                value = rng.normal(0.0, 0.01, size=shape)
+            else:
+                bound = 1.0 / np.sqrt(fan_in)
+                value = rng.uniform(-bound, bound, size=shape)
+        else:
+            raise KeyError(f"init_weights: no rule for state entry {name!r}")
+        out[name] = value.astype(np.float32)
+    return out
+
+
+
+def is_buffer(name):
+    """BatchNorm running statistics: saved with the weights, but not trained (Jittor lists them as parameters)."""
+    return name.endswith(("running_mean", "running_var"))
+
+
+
+def state_digest(state):
+    """A short fingerprint of a {name: array} state (the teacher a student learns from, for --resume)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(state[name], dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
