@@ -45,8 +45,7 @@ import torch  # before jittor: Jittor's advice when both share a process
 
 prepare_jittor()
 import jittor as jt  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from jittor_ import models as jm, test as jtest, train_student as js, train_teacher as jtt  # noqa: E402
+from jittor_ import models as jm, train_student as js, train_teacher as jtt  # noqa: E402
 from torch_ import models as tm, test as ttest, train_student as ts, train_teacher as tt  # noqa: E402
 
 STAGES = {"teacher": ("cifar10quick", None), "kd": ("cifar10simple", "cifar10quick"),
@@ -99,36 +98,27 @@ def loss_args(args):
 
 
 def torch_step(model, teacher, optimizer, x, y, hp):
+    """The stage's own step (train_teacher.train_step / train_student.train_step, full distillation
+    weight), then the gradient's norm: the step leaves each p.grad in place."""
     model.train()
-    logits = model(x)
     if teacher is None:
-        loss = F.cross_entropy(logits, y)
+        loss, logits = tt.train_step(model, optimizer, x, y)
     else:
-        with torch.no_grad():
-            logits_teacher = teacher(x)
-        loss = sum(ts.loss_terms(hp.method, logits, logits_teacher, y, 1.0, hp).values())
-    optimizer.zero_grad()
-    loss.backward()
+        loss, logits, _ = ts.train_step(model, teacher, optimizer, x, y, 1.0, hp)
     grad_norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters())))
-    optimizer.step()
     return loss.item(), logits.detach().numpy(), grad_norm
 
 
 def jittor_step(model, teacher, optimizer, x, y, hp):
+    """As torch_step; Jittor's optimizer keeps the last step's gradients until the next backward."""
     model.train()
-    logits = model(x)
     if teacher is None:
-        loss = jt.nn.cross_entropy_loss(logits, y)
+        loss, logits = jtt.train_step(model, optimizer, x, y)
     else:
-        with jt.no_grad():
-            logits_teacher = teacher(x)
-        loss = sum(js.loss_terms(hp.method, logits, logits_teacher, y, 1.0, hp).values())
-    optimizer.zero_grad()
-    optimizer.backward(loss)
+        loss, logits, _ = js.train_step(model, teacher, optimizer, x, y, 1.0, hp)
     grads = [p.opt_grad(optimizer).numpy().astype(np.float64) for n, p in model.named_parameters()
              if not is_buffer(n)]
     grad_norm = float(np.sqrt(sum((g ** 2).sum() for g in grads)))
-    optimizer.step()
     return loss.item(), logits.numpy(), grad_norm
 
 

@@ -5,10 +5,12 @@ CIFAR10Simple); a preset (--preset quick) or a pair (--pair NAME) overrides some
 flag given explicitly wins over both.
 """
 import argparse
+import os
 
+from common.checkpoint import ckpt_path
 from common.datasets import DATASETS
 from common.errors import UserError
-from common.paths import DATA_DIR
+from common.paths import DATA_DIR, ROOT
 
 FRAMEWORKS = ("torch", "jittor")  # the two mirrored folders: torch_/ and jittor_/
 
@@ -94,6 +96,35 @@ def default_name(args, stage):
     if args.dataset == "cifar10":
         return f"{stage}_s{args.seed}"
     return f"{args.dataset}/{stage}_{args.model}_s{args.seed}"
+
+
+def default_teacher(args, framework):
+    """--teacher when it is not given: this framework's checkpoint of the teacher run that
+    train_teacher.py makes for the student's dataset and seed (--teacher-model: its model).
+    A one-line error naming the command that makes it when there is none."""
+    teacher = argparse.Namespace(dataset=args.dataset, seed=args.seed, pair=None,
+                                 model=args.teacher_model or TEACHER_DEFAULTS["model"])
+    path = ckpt_path(default_name(teacher, "teacher"), framework)
+    if not os.path.isfile(path):
+        flags = "".join(f" --{key} {getattr(teacher, key)}" for key in ("dataset", "model", "seed")
+                        if getattr(teacher, key) != TEACHER_DEFAULTS[key])
+        raise UserError(f"--method {args.method} needs a teacher and {os.path.relpath(path, ROOT)} does not exist: "
+                        f"train it with `python {framework}_/train_teacher.py{flags}`, or give --teacher CKPT")
+    return path
+
+
+DEFAULT_RUNS = ("teacher", "student_ce", "student_kd", "student_dkd")  # what the stage files make with no flags
+
+
+def default_checkpoints(framework):
+    """test.py without --ckpt: this framework's checkpoints of the default runs that exist (seed 0,
+    CIFAR-10), teacher first; a one-line error saying what to run when there is none."""
+    runs = argparse.Namespace(dataset=TEACHER_DEFAULTS["dataset"], seed=TEACHER_DEFAULTS["seed"], pair=None)
+    paths = [ckpt_path(default_name(runs, stage), framework) for stage in DEFAULT_RUNS]
+    if not any(os.path.isfile(p) for p in paths):
+        raise UserError(f"no --ckpt given and no default run has a checkpoint yet ({os.path.relpath(paths[0], ROOT)}, ...): "
+                        f"train one with `python {framework}_/train_teacher.py`, or give --ckpt FILE")
+    return [p for p in paths if os.path.isfile(p)]
 
 
 def apply_preset(args, stage, defaults):

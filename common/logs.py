@@ -1,5 +1,6 @@
 """Logs: TensorBoard events (same tags in both frameworks), run folders, progress lines, results."""
 import os
+import sys
 import time
 
 import numpy as np
@@ -7,6 +8,7 @@ import numpy as np
 from common.paths import LOG_DIR
 from common.errors import DivergedError
 from common.files import write_json
+from common.tables import table
 
 DIVERGED_FILE = "diverged.json"
 RESULT_FILES = ("metrics.json", "test.json", DIVERGED_FILE)  # a run's outcome, next to its event files
@@ -112,6 +114,13 @@ def num_threads():
     return int(os.environ.get("KD_THREADS", os.cpu_count() or 1))
 
 
+def results_table(results):
+    """test.py over several checkpoints: one row per {path: metrics}, for the terminal."""
+    rows = [[os.path.basename(path), m["arch"], m["dataset"], f"{m['top1']:.2f}", f"{m['top5']:.2f}",
+             f"{m['loss']:.4f}", f"{m['images_per_s']:.0f}"] for path, m in results.items()]
+    return "\n" + table(["checkpoint", "model", "dataset", "top-1 %", "top-5 %", "loss", "images/s"], rows, "simple")
+
+
 def run_summary(args, framework, stage, history, best_top1):
     """The small JSON written at the end of a training run: final metrics and time per stage."""
     last = history[-1] if history else {}
@@ -121,3 +130,12 @@ def run_summary(args, framework, stage, history, best_top1):
             "seconds": {part: sum(h[f"time/{part}"] for h in history) for part in ("data", "train", "eval")},
             "config": vars(args)}
 
+
+
+def progress(batches, total, label):
+    """A tqdm bar over one epoch's batches when stderr is a terminal; the batches as they are
+    otherwise, so logs and CI keep just the per-epoch lines (epoch_line)."""
+    if not sys.stderr.isatty():
+        return batches
+    from tqdm import tqdm
+    return tqdm(batches, total=total, desc=label, unit="batch", leave=False, dynamic_ncols=True)

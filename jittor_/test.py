@@ -1,5 +1,6 @@
 """Stage 4: evaluate a checkpoint on the CIFAR-10 or CIFAR-100 test set (top-1, top-5, loss, per class, images/s).
 
+    python jittor_/test.py                                    # every default run's checkpoint: one table
     python jittor_/test.py --ckpt ckpt/teacher_s0_jittor.ckpt
     python jittor_/test.py --ckpt cifar_teachers/resnet32x4_vanilla/ckpt_epoch_240.pth --model resnet32x4
 
@@ -17,14 +18,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common import safe_pickle  # noqa: E402
 from common.checkpoint import check_arch, check_dataset, ckpt_dataset, ckpt_num_classes, load_checkpoint, safe_pickle_error  # noqa: E402
-from common.config import EVAL_BATCH_SIZE, MODELS  # noqa: E402
+from common.config import default_checkpoints, EVAL_BATCH_SIZE, MODELS  # noqa: E402
 from common.paths import DATA_DIR  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
 from common.env import prepare_jittor  # noqa: E402
 from common.errors import CheckpointError, die, UserError  # noqa: E402
 from common.files import write_json  # noqa: E402
 from common.foreign import foreign_checkpoint, is_torch_file, numpy_state, wrong_weights  # noqa: E402
-from common.logs import format_test_report, test_json_path  # noqa: E402
+from common.logs import format_test_report, results_table, test_json_path  # noqa: E402
 from common.metrics import EvalAccumulator  # noqa: E402
 prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
@@ -85,8 +86,9 @@ def load_model(path, device, arch=None, dataset=None, arch_flag="--model"):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True,
-                        help="checkpoint written by train_teacher.py or train_student.py, or a torch file (.pth/.pt)")
+    parser.add_argument("--ckpt", default=None,
+                        help="checkpoint written by train_teacher.py or train_student.py, or a torch file (.pth/.pt); "
+                             "default: every checkpoint of this framework's default runs (teacher, ce, kd, dkd)")
     parser.add_argument("--model", choices=MODELS, default=None,
                         help="architecture of a torch file (.pth/.pt), which does not say; a .ckpt names its own")
     parser.add_argument("--dataset", choices=list(DATASETS), default=None,
@@ -100,27 +102,37 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    device = models.select_device(args.device)
-    try:
-        model, ckpt = load_model(args.ckpt, device, args.model, args.dataset)
-        args.dataset = args.dataset or ckpt_dataset(ckpt)
-        loader, classes = dataset.build_test_loader(args.data_dir, args.batch_size, device, args.dataset)
-    except UserError as e:
-        die(str(e))
+def test_checkpoint(path, args, device):
+    """Evaluate one checkpoint on its test set; print the report, write test.json, return the metrics."""
+    model, ckpt = load_model(path, device, args.model, args.dataset)
+    dataset_name = args.dataset or ckpt_dataset(ckpt)
+    loader, classes = dataset.build_test_loader(args.data_dir, args.batch_size, device, dataset_name)
     start = time.perf_counter()
     metrics = evaluate(model, loader)
     models.sync(device)
     seconds = time.perf_counter() - start
     metrics.update(images_per_s=metrics["n"] / seconds, seconds=seconds, framework=FRAMEWORK,
-                   ckpt=os.path.abspath(args.ckpt), ckpt_framework=ckpt["framework"], arch=ckpt["arch"],
-                   dataset=args.dataset)
+                   ckpt=os.path.abspath(path), ckpt_framework=ckpt["framework"], arch=ckpt["arch"],
+                   dataset=dataset_name)
     print(format_test_report(metrics, classes))
     json_path = args.json or test_json_path(ckpt, FRAMEWORK)
     write_json(json_path, metrics)
     print(f"wrote {os.path.relpath(json_path, ROOT)}")
     return metrics
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = models.select_device(args.device)
+    try:
+        if args.ckpt:
+            return test_checkpoint(args.ckpt, args, device)
+        paths = default_checkpoints(FRAMEWORK)  # no --ckpt: the default runs, as one table
+        results = {path: test_checkpoint(path, args, device) for path in paths}
+    except UserError as e:
+        die(str(e))
+    print(results_table(results))
+    return results
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common.checkpoint import describe_checkpoint  # noqa: E402
-from common.config import DKD_BETA, DKD_BETA_DEFAULT, MODELS, PAIRS, STUDENT_DEFAULTS, add_common_args, apply_pair, apply_preset, default_name, dkd_beta  # noqa: E402
+from common.config import DKD_BETA, DKD_BETA_DEFAULT, MODELS, PAIRS, STUDENT_DEFAULTS, add_common_args, apply_pair, apply_preset, default_name, default_teacher, dkd_beta  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
 from common.errors import die, UserError  # noqa: E402
-from common.logs import check_finite  # noqa: E402
+from common.logs import check_finite, progress  # noqa: E402
 from common.metrics import batch_accuracy, Meter  # noqa: E402
 from common.schedules import warmup_factor  # noqa: E402
 from common.weights import state_digest  # noqa: E402
@@ -128,7 +128,23 @@ def loss_terms(method, logits, logits_teacher, labels, distill_weight, args):
             "nckd": distill_weight * args.beta * terms["nckd"]}
 
 
-# ---------------------------------------------------------------- one epoch
+# ---------------------------------------------------------------- one step, one epoch
+def train_step(student, teacher, optimizer, images, labels, distill_weight, args):
+    """One SGD step of the student, returning (loss, logits, terms). The step align.py compares and
+    bench.py times is this one. The teacher (frozen, or None for ce) sees this very batch."""
+    logits_teacher = None
+    if teacher is not None:  # first: after the student's forward it ran ~30% slower in torch (bench.py)
+        with torch.no_grad():
+            logits_teacher = teacher(images)
+    logits = student(images)
+    terms = loss_terms(args.method, logits, logits_teacher, labels, distill_weight, args)
+    loss = sum(terms.values())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss, logits, terms
+
+
 def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
     """One pass of distillation; the teacher sees exactly the student's batch."""
     student.train()
@@ -138,19 +154,11 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
     meter = Meter()
     t_data = t_train = 0.0
     end = time.perf_counter()
-    for step, (images, labels) in enumerate(loader.epoch(epoch)):
+    batches = progress(loader.epoch(epoch), len(loader), f"{FRAMEWORK} student-{args.method}")
+    for step, (images, labels) in enumerate(batches):
         start = time.perf_counter()
         t_data += start - end
-        logits_teacher = None
-        if teacher is not None:  # first: after the student's forward it ran ~30% slower in torch (bench.py)
-            with torch.no_grad():
-                logits_teacher = teacher(images)
-        logits = student(images)
-        terms = loss_terms(args.method, logits, logits_teacher, labels, distill_weight, args)
-        loss = sum(terms.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss, logits, terms = train_step(student, teacher, optimizer, images, labels, distill_weight, args)
         models.sync(device)
         loss_value = loss.item()  # one fetch (a sync in Jittor) per step
         check_finite(loss_value, f"student-{args.method}", epoch, step)
@@ -183,7 +191,8 @@ def parse_args(argv=None):
     parser.add_argument("--method", choices=["ce", "kd", "dkd"], default=None,
                         help="ce only, Hinton KD, or DKD (required unless --pair sets it)")
     parser.add_argument("--teacher", default=None,
-                        help="teacher checkpoint (required for kd and dkd): a .ckpt of this repo or a .pth (mdistiller's)")
+                        help="teacher checkpoint for kd and dkd: a .ckpt of this repo or a .pth (mdistiller's); default: "
+                             "this framework's checkpoint of train_teacher.py with the same --seed (and --dataset)")
     parser.add_argument("--teacher-model", choices=MODELS, default=None,
                         help="the teacher's architecture: needed for a .pth (which does not say), checked for a .ckpt")
     parser.add_argument("--pair", choices=list(PAIRS), default=None,
@@ -206,10 +215,14 @@ def parse_args(argv=None):
         parser.error("the following arguments are required: --method (or --pair)")
     apply_preset(args, "student", d)
     args.beta = dkd_beta(args.model) if args.beta is None else args.beta
+    if args.method != "ce" and not args.teacher and args.pair:
+        parser.error(f"--pair needs --teacher CKPT: mdistiller's cifar_teachers/{args.teacher_model}_vanilla/"
+                     f"ckpt_epoch_240.pth or a checkpoint of train_teacher.py --dataset cifar100 --model {args.teacher_model}")
     if args.method != "ce" and not args.teacher:
-        where = (f": mdistiller's cifar_teachers/{args.teacher_model}_vanilla/ckpt_epoch_240.pth or "
-                 f"a checkpoint of train_teacher.py --dataset cifar100 --model {args.teacher_model}") if args.pair else ""
-        parser.error(f"--method {args.method} needs --teacher CKPT{where}")
+        try:
+            args.teacher = default_teacher(args, FRAMEWORK)
+        except UserError as e:
+            die(str(e))
     args.name = args.name or default_name(args, f"student_{args.method}")
     return args
 

@@ -21,7 +21,7 @@ from common.config import TEACHER_DEFAULTS, add_common_args, apply_preset, defau
 from common.datasets import DATASETS  # noqa: E402
 from common.errors import die, DivergedError, UserError  # noqa: E402
 from common.files import remove_stale_temps, write_json  # noqa: E402
-from common.logs import check_finite, epoch_line, EventWriter, record_divergence, run_dir, run_summary  # noqa: E402
+from common.logs import check_finite, epoch_line, EventWriter, progress, record_divergence, run_dir, run_summary  # noqa: E402
 from common.metrics import batch_accuracy, Meter  # noqa: E402
 from common.schedules import lr_at  # noqa: E402
 import torch  # noqa: E402
@@ -78,21 +78,27 @@ def load_init(model, path, arch, dataset):
     print(f"[{FRAMEWORK}] initial weights from {path} ({ckpt['framework']} checkpoint)")
 
 
-# ---------------------------------------------------------------- one epoch
+# ---------------------------------------------------------------- one step, one epoch
+def train_step(model, optimizer, images, labels):
+    """One SGD step of cross-entropy. The step align.py compares and bench.py times is this one."""
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss, logits
+
+
 def train_one_epoch(model, loader, optimizer, epoch, device):
     """One pass of cross-entropy training; sample-weighted means and honest timings."""
     model.train()
     meter = Meter()
     t_data = t_train = 0.0
     end = time.perf_counter()
-    for step, (images, labels) in enumerate(loader.epoch(epoch)):
+    for step, (images, labels) in enumerate(progress(loader.epoch(epoch), len(loader), f"{FRAMEWORK} teacher")):
         start = time.perf_counter()
         t_data += start - end  # waiting for the next batch (prefetched in the background)
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss, logits = train_step(model, optimizer, images, labels)
         models.sync(device)
         loss_value = loss.item()  # one fetch (a sync in Jittor) per step
         check_finite(loss_value, "teacher", epoch, step)
