@@ -35,8 +35,7 @@ import numpy as np
 
 from common.batches import iterate_batches
 from common.checkpoint import check_arch, check_dataset, ckpt_dataset
-from common.config import EVAL_BATCH_SIZE, MODELS, PAIRS, SPLIT_SEED, STUDENT_DEFAULTS, dkd_beta
-from common.paths import DATA_DIR
+from common.config import add_data_dir, EVAL_BATCH_SIZE, MODELS, PAIRS, SPLIT_SEED, STUDENT_DEFAULTS, dkd_beta
 from common.datasets import DATASETS, load_dataset, split_indices
 from common.env import prepare_jittor
 from common.errors import die, UserError
@@ -245,8 +244,7 @@ def parse_args(argv=None):
     parser.add_argument("--compare-ckpt", default=None, help="instead: evaluate this checkpoint in both frameworks")
     parser.add_argument("--model", choices=MODELS, default=None,
                         help="architecture of a .pth given to --compare-ckpt (a .ckpt names its own)")
-    parser.add_argument("--data-dir", default=DATA_DIR,
-                        help="folder holding cifar-10-batches-py/ (CIFAR-10) or cifar-100-python/ (CIFAR-100)")
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     pair = PAIRS[args.pair] if args.pair else {}
     args.stage = args.stage or ("dkd" if args.pair else "teacher")

@@ -7,15 +7,19 @@
 Per stage (teacher, student_ce, student_kd, student_dkd) it draws img/<tag>_<stage>.png: loss and
 top-1 per epoch, train solid and val dashed, torch and Jittor overlaid; over several seeds the mean
 line with a min-max band. The table gives final and best val top-1, test top-1 (test.json), the
-difference jittor - torch, and seconds per stage (time/data + time/train + time/eval summed over
-epochs) with the jittor/torch ratio; mean +- std (ddof=1) over seeds.
+difference jittor - torch, and the time per stage: the first epoch (which holds Jittor's kernel
+compilation) apart from the later epochs' steady seconds per epoch, with the jittor/torch ratio;
+mean +- std (ddof=1) over seeds.
 
-The table and the image links replace whatever lies between two README markers,
+The table and the image links replace whatever lies between two markers,
     <!-- report:<tag>:start -->   and   <!-- report:<tag>:end -->
-(<tag>-sweep with --sweep). Without the markers README.md is left alone and the table is only
-printed. It is also written to log/<tag>/report.md (report_sweep.md with --sweep).
+(<tag>-sweep with --sweep), in the first of README.md and docs/*.md that holds them (the full run's
+are in docs/results.md, the sweep's in docs/beta_sweep.md; --doc FILE names one). Without markers no
+file is changed and the table is only printed. It is also written to log/<tag>/report.md
+(report_sweep.md with --sweep).
 """
 import argparse
+import glob
 import json
 import os
 import re
@@ -28,11 +32,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from common.paths import IMG_DIR, LOG_DIR, ROOT  # noqa: E402
+from common.config import FRAMEWORKS  # noqa: E402
 from common.files import atomic_write  # noqa: E402
 from common.logs import DIVERGED_FILE, read_scalars  # noqa: E402
+from common.paths import IMG_DIR, LOG_DIR, ROOT  # noqa: E402
+from common.tables import table  # noqa: E402
 
-FRAMEWORKS = ["torch", "jittor"]
 COLORS = {"torch": "#ee4c2c", "jittor": "#1f77b4"}  # one colour per framework in every figure
 STAGES = ["teacher", "student_ce", "student_kd", "student_dkd"]
 STAGE_RUN = re.compile(r"^(teacher|student_ce|student_kd|student_dkd)_s(\d+)$")
@@ -122,6 +127,24 @@ def phase_seconds(run, tag):
 def stage_seconds(run):
     """Seconds of one stage: data loading + training + evaluation, summed over epochs."""
     return sum(phase_seconds(run, tag) for tag in TIME_TAGS)
+
+
+def epoch_seconds(run):
+    """{epoch: seconds of data loading + training + evaluation} of one run."""
+    epochs = set().union(*(run["scalars"].get(tag, {}) for tag in TIME_TAGS))
+    return {e: sum(run["scalars"].get(tag, {}).get(e, 0.0) for tag in TIME_TAGS) for e in sorted(epochs)}
+
+
+def first_epoch_seconds(run):
+    """The first epoch's seconds: Jittor compiles its kernels there (cached for later runs)."""
+    seconds = epoch_seconds(run)
+    return seconds[min(seconds)] if seconds else None
+
+
+def steady_epoch_seconds(run):
+    """Mean seconds per epoch after the first (the steady speed); None for a one-epoch run."""
+    later = list(epoch_seconds(run).values())[1:]
+    return sum(later) / len(later) if later else None
 
 
 def trained_runs(seeds, framework):
@@ -248,10 +271,6 @@ def stage_figure(tag, stage, seeds, path):
 # ----------------------------------------------------------------------------
 # Markdown
 # ----------------------------------------------------------------------------
-def md_row(cells):
-    return "| " + " | ".join(cells) + " |"
-
-
 def top1_row(stage, seeds):
     """One row of the accuracy table: val and test top-1 per framework, their difference against the seed spread."""
     get = lambda f: {fw: over_seeds(seeds, fw, f) for fw in FRAMEWORKS}
@@ -264,17 +283,18 @@ def top1_row(stage, seeds):
         spread += " (val)" if spread != DASH else ""
     cells = [fmt(v[fw]) for v in (final, best) for fw in FRAMEWORKS]
     cells += [with_diverged(fmt(test[fw]), seeds, fw) for fw in FRAMEWORKS]
-    return md_row([stage] + cells + [diff, spread])
+    return [stage] + cells + [diff, spread]
 
 
 def time_row(stage, seeds):
-    """One row of the time table: seconds of data loading, training and evaluation per framework, with ratios."""
+    """One row of the time table: the first epoch, the later epochs' seconds per epoch and the whole
+    stage, per framework, with jittor/torch ratios. The steady ratio is the frameworks' speed; the first
+    epoch adds Jittor's kernel compilation."""
     cells = [stage]
-    for tag in TIME_TAGS:
-        seconds = {fw: over_seeds(seeds, fw, lambda r: phase_seconds(r, tag)) for fw in FRAMEWORKS}
+    for get in (first_epoch_seconds, steady_epoch_seconds, stage_seconds):
+        seconds = {fw: over_seeds(seeds, fw, get) for fw in FRAMEWORKS}
         cells += [fmt(seconds[fw], 1) for fw in FRAMEWORKS] + [ratio_cell(seconds)]
-    total = {fw: over_seeds(seeds, fw, stage_seconds) for fw in FRAMEWORKS}
-    return md_row(cells + [ratio_cell(total)])
+    return cells
 
 
 def seeds_phrase(groups):
@@ -307,13 +327,12 @@ def image_links(figures, base_dir):
 
 def stage_markdown(tag, runs, figures, base_dir):
     stages = [stage for stage in STAGES if stage in runs]
-    top1 = [md_row(["stage"] + [f"{what} {fw}" for what in ("final val top-1", "best val top-1", "test top-1")
-                                for fw in FRAMEWORKS] + ["Δ top-1 (jittor − torch)", "\\|Δ\\| / seed std"]),
-            "|---" + "|---:" * 8 + "|"] + [top1_row(stage, runs[stage]) for stage in stages]
-    times = [md_row(["stage"] + [f"{phase} s {fw}" if fw else f"{phase} jittor/torch"
-                                 for phase in ("data", "train", "eval") for fw in (*FRAMEWORKS, None)]
-                    + ["total jittor/torch"]),
-             "|---" + "|---:" * 10 + "|"] + [time_row(stage, runs[stage]) for stage in stages]
+    top1 = table(["stage"] + [f"{what} {fw}" for what in ("final val top-1", "best val top-1", "test top-1")
+                              for fw in FRAMEWORKS] + ["Δ top-1 (jittor − torch)", "\\|Δ\\| / seed std"],
+                 [top1_row(stage, runs[stage]) for stage in stages])
+    times = table(["stage"] + [f"{what} {fw}" if fw else f"{what} jittor/torch"
+                               for what in ("first epoch s", "later s/epoch", "total s") for fw in (*FRAMEWORKS, None)],
+                  [time_row(stage, runs[stage]) for stage in stages])
     note = (f"Top-1 in %, {seeds_phrase(runs)}. Δ is on test top-1 "
             f"(on final val top-1 where marked \"(val)\": no test.json). |Δ| / seed std divides it by the "
             f"pooled seed-to-seed std, sqrt((std_torch² + std_jittor²) / 2): below about 1, the frameworks "
@@ -321,9 +340,10 @@ def stage_markdown(tag, runs, figures, base_dir):
             f"loss became NaN is marked diverged and left out of every number and curve. Generated by "
             f"`python report.py --tag {tag}` from the TensorBoard event files and test.json under log/{tag}/; "
             f"do not edit by hand.")
-    time_note = ("Seconds per stage, split into data loading (time/data), training (time/train) and "
-                 "evaluation (time/eval), each summed over the epochs; ratio of the means, jittor / torch:")
-    return "\n".join([note, unfinished_line(runs), *top1, "", gain_markdown(runs), "", time_note, "", *times, "",
+    time_note = ("Seconds (data loading + training + evaluation): the first epoch, which holds Jittor's kernel "
+                 "compilation (cached for later runs), apart from the later epochs' mean per epoch, the steady "
+                 "speed; ratio of the means, jittor / torch:")
+    return "\n".join([note, unfinished_line(runs), top1, "", gain_markdown(runs), "", time_note, "", times, "",
                       image_links(figures, base_dir)])
 
 
@@ -344,12 +364,10 @@ def gain_markdown(runs):
     stages = [stage for stage in ("student_kd", "student_dkd") if stage in runs]
     if "student_ce" not in runs or not stages:
         return ""
-    rows = [md_row(["test top-1 gain", "torch", "jittor"]), "|---|---:|---:|"]
-    for stage in stages:
-        rows.append(md_row([f"{stage} − student_ce"] + [fmt(paired_gains(runs, stage, fw), sign=True)
-                                                        for fw in FRAMEWORKS]))
+    rows = [[f"{stage} − student_ce"] + [fmt(paired_gains(runs, stage, fw), sign=True) for fw in FRAMEWORKS]
+            for stage in stages]
     return ("Gain of distillation over the CE-only student (same seed, epochs and data), in test top-1 "
-            "points, mean ± std over seeds:\n\n" + "\n".join(rows))
+            "points, mean ± std over seeds:\n\n" + table(["test top-1 gain", *FRAMEWORKS], rows))
 
 
 # ----------------------------------------------------------------------------
@@ -397,21 +415,21 @@ def sweep_row(runs, beta):
     for fw in FRAMEWORKS:
         values[fw], from_val = sweep_values(runs, beta, fw)
         cells.append(with_diverged(fmt(values[fw]) + (" (val)" if from_val else ""), runs[beta], fw))
-    return md_row(cells + [diff_cell(values)])
+    return cells + [diff_cell(values)]
 
 
 def sweep_markdown(tag, runs, figures, base_dir):
-    rows = [md_row(["beta"] + [f"top-1 {fw}" for fw in FRAMEWORKS] + ["Δ (jittor − torch)"]), "|---:|---:|---:|---:|"]
-    rows += [sweep_row(runs, beta) for beta in sorted(runs)]
+    rows = table(["beta"] + [f"top-1 {fw}" for fw in FRAMEWORKS] + ["Δ (jittor − torch)"],
+                 [sweep_row(runs, beta) for beta in sorted(runs)])
     note = (f"DKD student top-1 (%) on the test set against beta (\"(val)\": final val top-1, no test.json; "
             f"diverged: the training loss became NaN at that epoch), "
             f"{seeds_phrase(runs)}. Generated by `python report.py --tag {tag} --sweep` "
             f"from the TensorBoard event files and test.json under log/{tag}/; do not edit by hand.")
-    return "\n".join([note, unfinished_line(runs), *rows, "", image_links(figures, base_dir)])
+    return "\n".join([note, unfinished_line(runs), rows, "", image_links(figures, base_dir)])
 
 
 # ----------------------------------------------------------------------------
-# Files: report.md and the README block
+# Files: report.md and the block between the markers of README.md or a docs/ page
 # ----------------------------------------------------------------------------
 def write_file(path, write_fn):
     """common.files.atomic_write (binary), keeping the file's permissions (its temp file is owner-only)."""
@@ -434,19 +452,28 @@ def replace_block(text, key, block):
     return text[:i + len(start)] + "\n" + block + "\n" + text[j:]
 
 
-def update_readme(readme, key, block):
-    """Put block between the README markers; say so (README untouched) when they are missing."""
-    text = None
-    if os.path.isfile(readme):
-        with open(readme, encoding="utf-8", newline="") as f:  # newline="": keep the file's line ends
-            text = replace_block(f.read(), key, block)
+def read_text(path):
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": keep the file's line ends
+        return f.read()
+
+
+def marked_doc(key):
+    """The first of README.md and docs/*.md that holds the report:<key> markers, or None."""
+    candidates = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    return next((p for p in candidates if replace_block(read_text(p), key, "") is not None), None)
+
+
+def update_doc(doc, key, block):
+    """Put block between the markers in doc; say so (nothing changed) when they are missing."""
+    text = replace_block(read_text(doc), key, block) if doc and os.path.isfile(doc) else None
     if text is None:
-        problem = "no such file" if not os.path.isfile(readme) else "markers missing"
-        print(f"\n{readme}: {problem}, so it was not modified. To insert the table, put the two markers "
+        where = f"{doc}: {'no such file' if not os.path.isfile(doc) else 'markers missing'}" if doc else \
+            "no README.md or docs/*.md holds its markers"
+        print(f"\n{where}, so no file was changed. To insert the table, put the two markers "
               f"<!-- report:{key}:start --> and <!-- report:{key}:end --> where it should go.")
         return False
-    write_text(readme, text)
-    print(f"\nupdated {readme} between the report:{key} markers")
+    write_text(doc, text)
+    print(f"\nupdated {doc} between the report:{key} markers")
     return True
 
 
@@ -455,32 +482,39 @@ def parse_args(argv=None):
     parser.add_argument("--tag", default="quick", help="run tag: reads log/<tag>/ (default quick, run_all.py's default)")
     parser.add_argument("--sweep", action="store_true",
                         help="DKD beta sweep: runs <tag>/student_dkd_beta<beta>_s<seed>, top-1 against beta")
-    parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"),
-                        help="markdown file holding the report markers (default README.md)")
+    parser.add_argument("--doc", default=None,
+                        help="markdown file holding the report markers (default: the first of README.md and "
+                             "docs/*.md that holds them)")
     parser.add_argument("--img-dir", default=IMG_DIR, help="folder for the PNG figures (default img/)")
+    parser.add_argument("--print-only", action="store_true", help="print the tables; no figures, no file changed")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    """Read the runs, draw the figures, write log/<tag>/report.md and the README block; returns the block."""
+    """Read the runs, draw the figures, write log/<tag>/report.md and the docs block; returns the block."""
     args = parse_args(argv)
     log_dir = os.path.join(LOG_DIR, args.tag)
     if args.sweep:
         runs = find_runs(args.tag, SWEEP_RUN, key=float)
         figures = {"beta sweep": os.path.join(args.img_dir, f"{args.tag}_beta_sweep.png")}
-        sweep_figure(args.tag, runs, figures["beta sweep"])
+        draw = lambda: sweep_figure(args.tag, runs, figures["beta sweep"])
         key, out, markdown = f"{args.tag}-sweep", "report_sweep.md", sweep_markdown
     else:
         runs = find_runs(args.tag, STAGE_RUN)
         figures = {stage: os.path.join(args.img_dir, f"{args.tag}_{stage}.png") for stage in STAGES if stage in runs}
-        for stage, path in figures.items():
-            stage_figure(args.tag, stage, runs[stage], path)
+        draw = lambda: [stage_figure(args.tag, stage, runs[stage], path) for stage, path in figures.items()]
         key, out, markdown = args.tag, "report.md", stage_markdown
+    if args.print_only:
+        block = markdown(args.tag, runs, {}, log_dir)
+        print(block)
+        return block
+    draw()
     print("wrote " + ", ".join(figures.values()))
     write_text(os.path.join(log_dir, out), markdown(args.tag, runs, figures, log_dir) + "\n")
-    block = markdown(args.tag, runs, figures, os.path.dirname(os.path.abspath(args.readme)))
+    doc = args.doc or marked_doc(key)
+    block = markdown(args.tag, runs, figures, os.path.dirname(os.path.abspath(doc or os.path.join(ROOT, "README.md"))))
     print(f"wrote {os.path.join(log_dir, out)}\n\n{block}")
-    update_readme(args.readme, key, block)
+    update_doc(doc, key, block)
     return block
 
 

@@ -1,4 +1,4 @@
-"""The main job: teacher, then CE / KD / DKD students, in both frameworks; test all; print the table.
+"""The main job: teacher, then CE / KD / DKD students, in both frameworks; test all; print the tables.
 
     python run_all.py                      # quick preset (a few minutes on 2 CPU cores)
     python run_all.py --preset full        # the original setting, seeds 0, 1, 2 (hours on CPU)
@@ -7,12 +7,12 @@
 
 Each stage is its own process (torch_/... or jittor_/... script), so the frameworks never
 share a process. Runs are named <tag>/<stage>_s<seed> (tag = the preset unless --tag):
-TensorBoard events in log/<tag>/..., checkpoints in ckpt/<tag>/.... The table reports top-1
-on the 10,000 test images (mean +- std over seeds) and seconds per stage (data loading,
-training, evaluation summed over epochs) per framework; it is also written to
-log/<tag>/summary.md and summary.json. At the end it runs report.py for the tag: overlaid
-curves in img/<tag>_<stage>.png and the side-by-side table, which goes into README.md when it has
-the tag's markers (the full run and the beta sweep do).
+TensorBoard events in log/<tag>/..., checkpoints in ckpt/<tag>/.... The records go to
+log/<tag>/summary.json. At the end it runs report.py for the tag, whose tables it prints: test
+top-1 on the 10,000 test images (mean +- std over seeds), the gain of KD and DKD over the CE
+student, and the seconds per stage with the first epoch (Jittor's kernel compilation) apart from
+the steady later epochs; plus overlaid curves in img/<tag>_<stage>.png, and the tables go into the
+docs/ page holding the tag's markers (the full run's and the beta sweep's do).
 
 --resume makes long runs survivable: a stage whose test.json exists is not run again, and a
 stage with a checkpoint continues after its last finished epoch (the stage's own --resume).
@@ -33,15 +33,13 @@ import threading
 import time
 
 from common.checkpoint import ckpt_path
-from common.config import PRESET_SEEDS, PRESETS
-from common.paths import DATA_DIR, LOG_DIR, ROOT
+from common.config import add_data_dir, FRAMEWORKS, PRESET_SEEDS, PRESETS
+from common.paths import LOG_DIR, ROOT
 from common.env import num_threads
-from common.files import atomic_write, write_json
+from common.files import write_json
 from common.logs import DIVERGED_FILE, run_dir
 import report
-from report import DASH, fmt, mean_std  # the report's cells, so both tables format numbers alike
 
-FRAMEWORKS = ["torch", "jittor"]
 METHODS = ["ce", "kd", "dkd"]
 
 
@@ -165,33 +163,6 @@ def threads_note(args):
     return f"{num_threads()} CPU threads"
 
 
-def top1_cell(records):
-    """Mean ± std of top-1 over the seeds that trained, and how many seeds diverged (at which epoch)."""
-    cell = fmt([r["top1"] for r in records if "diverged" not in r])
-    diverged = [str(r["diverged"]) for r in records if "diverged" in r]
-    return cell + (f" ({len(diverged)} diverged, epoch {', '.join(diverged)})" if diverged else "")
-
-
-def summary_table(results, frameworks, stages):
-    """Markdown table: top-1 and seconds per stage, per framework, with difference and ratio."""
-    a, b = frameworks[0], frameworks[-1]
-    rows = [f"| stage | top-1 {a} | top-1 {b} | diff ({b} - {a}) | train s {a} | train s {b} | ratio {b}/{a} "
-            f"| data s {a} | data s {b} | eval s {a} | eval s {b} |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for stage in stages:
-        records = {fw: [seed_records[stage] for seed_records in results[fw]] for fw in (a, b)}
-        trained = {fw: [r for r in records[fw] if "diverged" not in r] for fw in (a, b)}  # diverged: no numbers
-        top = {fw: [r["top1"] for r in trained[fw]] for fw in (a, b)}
-        sec = {(fw, part): [r["seconds"][part] for r in trained[fw]] for fw in (a, b) for part in ("data", "train", "eval")}
-        diff = f"{mean_std(top[b])[0] - mean_std(top[a])[0]:+.2f}" if top[a] and top[b] else DASH
-        ratio = (f"{mean_std(sec[(b, 'train')])[0] / max(mean_std(sec[(a, 'train')])[0], 1e-9):.2f}"
-                 if top[a] and top[b] else DASH)
-        rows.append(f"| {stage} | {top1_cell(records[a])} | {top1_cell(records[b])} | {diff} | {fmt(sec[(a, 'train')], 1)} "
-                    f"| {fmt(sec[(b, 'train')], 1)} | {ratio} | {fmt(sec[(a, 'data')], 1)} | {fmt(sec[(b, 'data')], 1)} "
-                    f"| {fmt(sec[(a, 'eval')], 1)} | {fmt(sec[(b, 'eval')], 1)} |")
-    return "\n".join(rows)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
@@ -199,7 +170,7 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=None,
                         help="run every stage with seeds 0..k-1, table: mean ± std (default: 1 for the quick "
                              "preset, 3 for full)")
-    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=FRAMEWORKS, help="frameworks to run")
+    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS), help="frameworks to run")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="student methods to run")
     parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: common.config.dkd_beta of the student, 1 for CIFAR10Simple)")
     parser.add_argument("--beta-sweep", type=float, nargs="*", default=None,
@@ -208,8 +179,7 @@ def parse_args(argv=None):
     parser.add_argument("--teacher-args", default="", help="extra flags for train_teacher.py, e.g. '--epochs 10'")
     parser.add_argument("--student-args", default="", help="extra flags for train_student.py")
     parser.add_argument("--tag", default=None, help="prefix of run names (default: the preset)")
-    parser.add_argument("--data-dir", default=DATA_DIR,
-                        help="folder holding cifar-10-batches-py/ (passed to every stage and to test.py)")
+    add_data_dir(parser)  # passed to every stage and to test.py
     parser.add_argument("--teacher-from", default=None, metavar="TAG",
                         help="do not train a teacher: use ckpt/TAG/teacher_s<seed>_<framework>.ckpt of an earlier run")
     parser.add_argument("--resume", action="store_true",
@@ -217,7 +187,7 @@ def parse_args(argv=None):
     parser.add_argument("--parallel", action="store_true",
                         help="run the frameworks at the same time, each with half of the CPU threads")
     parser.add_argument("--no-report", action="store_true",
-                        help="do not run report.py at the end (figures in img/, table into README.md markers)")
+                        help="end with report.py's tables only: no figures in img/, no docs/ page updated")
     args = parser.parse_args(argv)
     args.tag = args.tag or args.preset
     if args.seeds is None:
@@ -240,16 +210,14 @@ def main(argv=None):
                     results[framework].append(run_framework(framework, args, seed))
     except StageFailed as e:
         sys.exit(f"error: {e}")
-    stages = list(results[args.frameworks[0]][0])
-    table = summary_table(results, args.frameworks, stages)
-    header = (f"Test-set top-1 (%) and seconds per stage (summed over epochs), preset {args.preset}, "
-              f"{args.seeds} seed(s), {threads_note(args)}; total wall {time.perf_counter() - start:.0f} s")
-    out_dir = os.path.join(LOG_DIR, args.tag)
-    atomic_write(os.path.join(out_dir, "summary.md"), lambda f: f.write(header + "\n\n" + table + "\n"), mode="w")
-    write_json(os.path.join(out_dir, "summary.json"), {"args": vars(args), "results": results})
-    print("\n" + header + "\n\n" + table)
-    if not args.no_report:  # the side-by-side report: figures in img/, the table into README.md if it has markers
-        report.main(["--tag", args.tag] + (["--sweep"] if args.beta_sweep else []))
+    header = (f"preset {args.preset}, {args.seeds} seed(s), {threads_note(args)}; "
+              f"total wall {time.perf_counter() - start:.0f} s")
+    write_json(os.path.join(LOG_DIR, args.tag, "summary.json"), {"args": vars(args), "header": header,
+                                                                   "results": results})
+    # the tables are report.py's (one place computes every difference and ratio): test top-1, the gain of
+    # KD/DKD over CE, and the time per stage with the first epoch (Jittor's compilation) apart
+    print(f"\n{header}\n")
+    report.main(["--tag", args.tag] + (["--sweep"] if args.beta_sweep else []) + (["--print-only"] if args.no_report else []))
     return results
 
 

@@ -162,9 +162,19 @@ def add_common_args(parser, defaults):
     parser.add_argument("--init", default=None, help="checkpoint to start the model from (weights only)")
     parser.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
     parser.add_argument("--name", default=None, help="run name: log/<name>/<framework>, ckpt/<name>_<framework>.ckpt")
+    add_data_dir(parser)
+    add_device(parser)
+    return parser
+
+
+def add_data_dir(parser):
+    """--data-dir, the same flag in every script."""
     parser.add_argument("--data-dir", default=DATA_DIR,
                         help="folder holding cifar-10-batches-py/ (CIFAR-10) or cifar-100-python/ (CIFAR-100)")
+
+
+def add_device(parser):
+    """--device, the same flag in every stage."""
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto uses the GPU when the framework finds one")
-    return parser
 

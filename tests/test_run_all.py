@@ -36,10 +36,11 @@ def test_parallel_run_then_resume_then_teacher_from(tiny_data):
         assert sorted(results[fw][0]) == ["kd", "teacher"]  # one seed: the teacher, then the student
         assert all(0 <= r["top1"] <= 100 and r["wall"] > 0 for r in results[fw][0].values())
     assert "in parallel with 1 CPU thread(s) each" in proc.stdout  # the 2 threads are split
-    # then the report: overlaid figures per stage, and the table (README.md has no "ra" markers: left alone)
+    # then the report: overlaid figures per stage, and the table (no page has "ra" markers: none changed)
     for stage in ("teacher", "student_kd"):
         assert os.path.getsize(os.path.join(IMG_DIR, f"ra_{stage}.png")) > 5000
-    assert "| student_kd |" in proc.stdout and "markers missing" in proc.stdout
+    assert "| student_kd " in proc.stdout and "no README.md or docs/*.md holds its markers" in proc.stdout
+    assert "first epoch s jittor" in proc.stdout  # the time table keeps Jittor's compilation apart
 
     # --resume: everything finished, so nothing is trained again and the table is the same
     again = run_all(tiny_data, "--tag", "ra", "--methods", "kd", "--resume")
@@ -67,7 +68,6 @@ def test_parallel_run_then_resume_then_teacher_from(tiny_data):
     assert "the training loss became nan" in diverging.stderr
     records = summary("rd")["results"]["torch"][0]
     assert records["dkd beta=999999"]["diverged"] >= 1 and 0 <= records["dkd beta=0"]["top1"] <= 100
-    assert "| dkd beta=999999 | – (1 diverged, epoch" in diverging.stdout  # run_all's table
     assert "| 999999 | diverged (epoch" in diverging.stdout  # report.py's sweep table
     again = run_all(tiny_data, "--tag", "rd", "--teacher-from", "ra", "--beta-sweep", "999999", "0",
                     "--frameworks", "torch", "--resume")

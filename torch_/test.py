@@ -17,8 +17,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common.checkpoint import check_arch, check_dataset, ckpt_dataset, ckpt_num_classes, load_checkpoint  # noqa: E402
-from common.config import default_checkpoints, EVAL_BATCH_SIZE, MODELS  # noqa: E402
-from common.paths import DATA_DIR  # noqa: E402
+from common.config import add_data_dir, add_device, default_checkpoints, EVAL_BATCH_SIZE, MODELS  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
 from common.errors import CheckpointError, die, UserError  # noqa: E402
 from common.files import write_json  # noqa: E402
@@ -91,10 +90,8 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", choices=list(DATASETS), default=None,
                         help="test set (default: the checkpoint's dataset)")
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="evaluation batch size")
-    parser.add_argument("--data-dir", default=DATA_DIR,
-                        help="folder holding cifar-10-batches-py/ (CIFAR-10) or cifar-100-python/ (CIFAR-100)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="auto uses the GPU when the framework finds one")
+    add_data_dir(parser)
+    add_device(parser)
     parser.add_argument("--json", default=None, help="where to write the metrics (default: beside the run's events)")
     return parser.parse_args(argv)
 
