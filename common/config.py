@@ -117,14 +117,17 @@ DEFAULT_RUNS = ("teacher", "student_ce", "student_kd", "student_dkd")  # what th
 
 
 def default_checkpoints(framework):
-    """test.py without --ckpt: this framework's checkpoints of the default runs that exist (seed 0,
-    CIFAR-10), teacher first; a one-line error saying what to run when there is none."""
+    """test.py without --ckpt: the checkpoints of the default runs (seed 0, CIFAR-10) that exist, teacher
+    first: this framework's, or where it has none the other framework's (checkpoints are shared);
+    a one-line error saying what to run when there is none at all."""
     runs = argparse.Namespace(dataset=TEACHER_DEFAULTS["dataset"], seed=TEACHER_DEFAULTS["seed"], pair=None)
-    paths = [ckpt_path(default_name(runs, stage), framework) for stage in DEFAULT_RUNS]
-    if not any(os.path.isfile(p) for p in paths):
-        raise UserError(f"no --ckpt given and no default run has a checkpoint yet ({os.path.relpath(paths[0], ROOT)}, ...): "
-                        f"train one with `python {framework}_/train_teacher.py`, or give --ckpt FILE")
-    return [p for p in paths if os.path.isfile(p)]
+    for fw in sorted(FRAMEWORKS, key=lambda fw: fw != framework):
+        paths = [ckpt_path(default_name(runs, stage), fw) for stage in DEFAULT_RUNS]
+        if any(os.path.isfile(p) for p in paths):
+            return [p for p in paths if os.path.isfile(p)]
+    raise UserError(f"no --ckpt given and no default run has a checkpoint yet "
+                    f"({os.path.relpath(ckpt_path(default_name(runs, 'teacher'), framework), ROOT)}, ...): "
+                    f"train one with `python {framework}_/train_teacher.py`, or give --ckpt FILE")
 
 
 def apply_preset(args, stage, defaults):
