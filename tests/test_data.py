@@ -135,18 +135,52 @@ def test_prefetch_keeps_order_and_reraises():
         list(prefetch(broken()))
 
 
-def test_torch_and_jittor_loaders_yield_identical_batches(tiny_data):
+def reference_epoch(x, y, batch_size, train, seed, epoch):
+    """An epoch's batches by the pipeline's specification, image by image: the (seed, epoch) RNG draws
+    the order, then per batch the crops and flips (naive_augment); full batches only in training;
+    in order and unaugmented otherwise. Written without common.batches."""
+    if not train:
+        return [(naive_normalise(x[i:i + batch_size]), y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(y))
+    batches = [order[i:i + batch_size] for i in range(0, len(y) - batch_size + 1, batch_size)]
+    return [(naive_augment(x[idx], rng), y[idx]) for idx in batches]
+
+
+def naive_normalise(images):
+    return (images.astype(np.float32) / 255.0 - CIFAR10_MEAN[None, :, None, None]) / CIFAR10_STD[None, :, None, None]
+
+
+@pytest.mark.parametrize("loader", [th_dataset.Loader, jt_dataset.Loader], ids=["torch", "jittor"])
+def test_each_frameworks_loader_yields_the_reference_batches(loader, tiny_data):
+    """Each framework's Loader (prefetch thread, tensor conversion, channels-last) against the
+    per-image reference: so both give the same batches, and the right ones."""
     data = load_cifar10(tiny_data)
     x, y = data["train_x"], data["train_y"]
-    for train in (True, False):
-        th = th_dataset.Loader(x, y, 64, train, seed=0, device="cpu")
-        jl = jt_dataset.Loader(x, y, 64, train, seed=0, device="cpu")
-        assert len(th) == len(jl)
-        pairs = list(zip(th.epoch(1), jl.epoch(1)))
-        assert len(pairs) == len(th)
-        for (tx, ty), (jx, jy) in pairs:
-            np.testing.assert_array_equal(tx.numpy(), jx.numpy())
-            np.testing.assert_array_equal(ty.numpy(), jy.numpy())
+    for train, seed, epoch in ((True, 0, 1), (True, 3, 0), (False, 0, 1)):
+        batches = [(bx.numpy(), by.numpy()) for bx, by in loader(x, y, 64, train, seed=seed, device="cpu").epoch(epoch)]
+        want = reference_epoch(x, y, 64, train, seed, epoch)
+        assert len(batches) == len(want) == (300 // 64 if train else -(-300 // 64))
+        for (bx, by), (wx, wy) in zip(batches, want):
+            np.testing.assert_array_equal(by, wy)
+            np.testing.assert_allclose(bx, wx, rtol=1e-6, atol=1e-6)
+
+
+def test_crop_and_flip_match_torchvision(tiny_data):
+    """torchvision, where it is importable, as an independent reference for the crop and the flip:
+    F.pad + F.crop at the offsets the pipeline drew + F.hflip, then F.normalize. (PyPI's torchvision
+    needs CUDA torch; on the CPU torch of this repo it is usually not importable: README.)"""
+    tv = pytest.importorskip("torchvision.transforms.functional")
+    import torch
+    images = load_cifar10(tiny_data)["train_x"][:40]
+    rng = np.random.default_rng(11)
+    got = augment(images, np.random.default_rng(11))
+    top, left, flip = rng.integers(0, 9, size=40), rng.integers(0, 9, size=40), rng.random(40) < 0.5
+    for i, img in enumerate(torch.from_numpy(images)):
+        ref = tv.crop(tv.pad(img, [4]), int(top[i]), int(left[i]), 32, 32)
+        ref = tv.hflip(ref) if flip[i] else ref
+        ref = tv.normalize(ref.float() / 255.0, CIFAR10_MEAN.tolist(), CIFAR10_STD.tolist())
+        np.testing.assert_allclose(got[i], ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_schedules():
