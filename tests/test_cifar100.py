@@ -17,7 +17,7 @@ import torch
 import align
 from common.batches import augment, iterate_batches, normalise
 from common.checkpoint import ckpt_path, load_checkpoint, save_checkpoint
-from common.config import MODELS, PAIRS
+from common.config import FRAMEWORKS, MODELS, PAIRS
 from common.datasets import DATASETS, load_dataset
 from common.errors import CheckpointError, DataError
 from common.schedules import lr_at, warmup_factor
@@ -26,7 +26,6 @@ from conftest import ROOT, TINY100, run_script
 from jittor_ import test as jtest, train_student as jt_student
 from torch_ import models as tm, test as ttest, train_student as th_student
 
-FRAMEWORKS = ["torch", "jittor"]
 TINY = ["--train-size", 64, "--batch-size", 32, "--epochs", 1]
 
 

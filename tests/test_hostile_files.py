@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.config import FRAMEWORKS
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import CheckpointError
 from common.files import UMASK
@@ -80,7 +81,6 @@ def run_tool(script, *args):
                           capture_output=True, text=True, timeout=600)
 
 
-FRAMEWORKS = ["torch", "jittor"]
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

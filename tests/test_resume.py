@@ -15,13 +15,13 @@ import time
 import numpy as np
 import pytest
 
+from common.config import FRAMEWORKS
 from common.batches import epoch_seed
 from common.checkpoint import ckpt_path, load_checkpoint
 from common.files import temp_prefix
 from common.logs import read_scalars, run_dir
 from conftest import ROOT, run_script
 
-FRAMEWORKS = ["torch", "jittor"]
 EPOCHS = 3
 # 20 steps of 10 images per epoch, lr x0.1 after epoch 1; teacher dropout 0.5 draws new masks every step
 RUN = ["--train-size", 200, "--val-size", 50, "--batch-size", 10, "--epochs", EPOCHS, "--milestones", 1]

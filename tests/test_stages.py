@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.config import FRAMEWORKS
 from common.checkpoint import CKPT_KEYS, ckpt_path, load_checkpoint
 from common.datasets import load_cifar10
 from common.logs import read_scalars, run_dir
@@ -15,7 +16,6 @@ from conftest import run_script
 from jittor_ import dataset as jt_dataset, models as jm, train_student as jt_student, train_teacher as jt_teacher
 from torch_ import dataset as th_dataset, models as tm, train_student as th_student, train_teacher as th_teacher
 
-FRAMEWORKS = ["torch", "jittor"]
 TINY_TEACHER = ["--train-size", 200, "--val-size", 50, "--batch-size", 32, "--epochs", 2, "--milestones", 1]
 TINY_STUDENT = ["--train-size", 200, "--val-size", 50, "--batch-size", 32, "--epochs", 2, "--milestones", 1,
                 "--warmup", 1]
