@@ -207,3 +207,36 @@ def test_divergence_stops_with_a_clear_error(fw, tiny_data):
     err = error_of(run_script(fw, "train_teacher", "--data-dir", tiny_data, "--name", "t/diverge", *TINY_TEACHER[:-4],
                               "--epochs", 1, "--lr", 1e6, check=False))
     assert "training diverged" in err and "epoch 1" in err
+
+
+def test_progress_bar_on_a_terminal_only(tiny_data):
+    """A tqdm bar within the epoch when the output is a terminal (a pseudo-terminal here, 120 columns);
+    with output to a pipe (logs, CI) only the per-epoch lines."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from conftest import ROOT
+    args = ["--data-dir", tiny_data, "--name", "t/bar", *map(str, TINY_TEACHER)]
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "torch_", "train_teacher.py"), *args],
+                            cwd=ROOT, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=600) == 0
+    text = out.decode("utf-8", "replace")
+    assert "torch teacher: " in text and "/6 [" in text and "batch" in text  # 200 images, batches of 32: 6
+    plain = run_script("torch", "train_teacher", *args)
+    assert "/6 [" not in plain.stdout + plain.stderr and "epoch 2/2" in plain.stdout
