@@ -37,6 +37,8 @@ DKD_BETA_DEFAULT = 8.0  # any other student: mdistiller's default (mdistiller/en
 def dkd_beta(model):
     """DKD's beta for a student model when --beta is not given."""
     return DKD_BETA.get(model, DKD_BETA_DEFAULT)
+
+
 PRESETS = {
     # about a minute per stage on 2 CPU cores (Jittor's first-run compilation included)
     "quick": dict(teacher=dict(epochs=2, milestones=[1], train_size=4000, val_size=1000),

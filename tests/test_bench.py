@@ -1,24 +1,28 @@
-"""bench.py end to end in --quick mode on the tiny dataset: the JSON has every figure, for both frameworks.
+"""bench.py: the stages' own steps are what it times, both frameworks side by side, ratios that are
+jittor/torch of the printed figures, the docs block written between its markers only, clear errors.
 
-No timing is asserted (the machine may be busy); only that each figure exists, is finite and positive,
-that the counts (repeats, parameters) are right, and that --readme writes between its markers only.
+No speed is asserted (the machine may be busy): only that every figure exists, is finite and positive,
+that the counts are right, and that the numbers printed agree with one another.
 """
+import importlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
-import time
 
+import numpy as np
+import pytest
 from conftest import ROOT
 
 import bench
-from common.config import MODELS
+from common.config import EVAL_BATCH_SIZE, FRAMEWORKS, MODELS
 
-MODEL = "cifar10simple"  # a student: exercises the teacher forward and the KD / DKD steps too
-SPEEDS = ["train_ce", "loop", "teacher_forward", "train_kd", "train_dkd", "eval"]
-ZOO_MODELS = ["cifar10simple", "resnet20"]  # --zoo: a CIFAR-10 model (10 classes), a small CIFAR-100 one (100)
-README = """# Title
+STUDENT, TEACHER = "cifar10simple", "cifar10quick"  # a student runs the teacher forward and the KD / DKD steps
+DEFAULT_MEASUREMENTS = ["train", "loop", "teacher_fwd", "kd", "dkd", "eval"]
+ZOO_MODELS = ["cifar10simple", "resnet20"]  # a CIFAR-10 model (10 classes), a small CIFAR-100 one (100)
+DOCS = """# Speed
 
 Text before.
 
@@ -45,144 +49,244 @@ def run_bench(*args):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
-def check_speed(m):
-    for key in ("median", "min", "max"):
-        assert positive(m["images_per_s"][key]), key
-    assert m["images_per_s"]["min"] <= m["images_per_s"]["median"] <= m["images_per_s"]["max"]
-    assert positive(m["first_call_s"])
-
-
 def block(text, key):
     start, end = f"<!-- report:{key}:start -->\n", f"\n<!-- report:{key}:end -->"
     return text[text.index(start) + len(start):text.index(end)]
 
 
-def check_header(line, command):
-    assert line.startswith("Measured ") and f"`python bench.py {command}" in line, line
-    for word in ("cores", " in each framework", f"torch {torch_version()}", "jittor 1.", "load average"):
-        assert word in line, (word, line)
+def markdown_rows(text):
+    """The data rows of the Markdown tables in text, as lists of cells."""
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|--") and not line.startswith("| model ")]
 
 
-def torch_version():
-    import torch
-    return torch.__version__
+def median_of(cell):
+    return cell.split(" [")[0]
 
 
-def test_bench_quick_json(tiny_data, tmp_path):
-    out, readme = tmp_path / "bench.json", tmp_path / "README.md"
-    readme.write_text(README)
-    proc = run_bench("--quick", "--models", MODEL, "--data-dir", tiny_data, "--json", out,
-                     "--plot", tmp_path / "bench.png", "--readme", readme)
+def interval(printed):
+    """The values a printed number stands for: +- half a unit of its last digit ("1.048e+04" too)."""
+    mantissa, _, exponent = printed.partition("e")
+    half = 0.5 * 10.0 ** (int(exponent or 0) - len(mantissa.partition(".")[2]))
+    return float(printed) - half, float(printed) + half
+
+
+def check_ratio(ratio, torch_printed, jittor_printed):
+    """ratio (2 decimals) is jittor/torch of the two figures as printed, to their precision."""
+    (t_lo, t_hi), (j_lo, j_hi) = interval(torch_printed), interval(jittor_printed)
+    assert j_lo / t_hi - 0.005 <= float(ratio) <= j_hi / t_lo + 0.005, (ratio, torch_printed, jittor_printed)
+
+
+def check_figure(m, repeats):
+    assert positive(m["first_call_s"]) and len(m["samples"]) == repeats
+    assert all(positive(s) for s in m["samples"]) and m["min"] <= m["median"] <= m["max"]
+
+
+def test_quick_default_run(tiny_data, tmp_path):
+    out, docs = tmp_path / "bench.json", tmp_path / "speed.md"
+    docs.write_text(DOCS)
+    proc = run_bench("--quick", "--models", STUDENT, "--data-dir", tiny_data, "--json", out, "--write-docs", docs)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     result = json.loads(out.read_text())
+    assert positive(result["data"]["matmul_gflops"]["best"]) and positive(result["data"]["augment"]["median"])
+    assert positive(result["data"]["load_s"]["median"]) and result["data"]["source"].startswith("CIFAR-10")
 
-    assert positive(result["data"]["load_s"]["median"])
-    assert positive(result["data"]["augment"]["images_per_s"]["median"])
-    assert positive(result["data"]["matmul_gflops"]["best"])
-    assert positive(result["machine"]["peak_gflops_nominal"])
+    entry = result["models"][STUDENT]
+    for fw in FRAMEWORKS:
+        assert entry["frameworks"][fw]["measurements"] == DEFAULT_MEASUREMENTS
+    assert set(entry["measurements"]) == set(DEFAULT_MEASUREMENTS)  # (the JSON's keys are sorted)
+    assert positive(entry["flops"][STUDENT]) and positive(entry["flops"][TEACHER])
+    for fw in FRAMEWORKS:
+        info = entry["frameworks"][fw]
+        assert info["threads"] == result["settings"]["threads"] and info["teacher"] == TEACHER
+        assert positive(info["peak_rss_mib"]) and positive(info["import_s"]) and info["flops"] == entry["flops"]
+    for name, m in entry["measurements"].items():
+        assert set(m) == set(FRAMEWORKS), name  # both frameworks, every measurement
+        for fw in FRAMEWORKS:
+            check_figure(m[fw], repeats=2)  # --quick: 2 repeats
+        line = re.search(rf"\] {name}: torch (\S+) img/s, jittor (\S+) img/s, jittor/torch (\S+);", proc.stdout)
+        assert line, f"no progress line for {name}"  # a progress line per measurement, with the ratio
+        check_ratio(line[3], line[1], line[2])
 
-    entry = result["models"][MODEL]
-    assert entry["teacher"] == "cifar10quick"
-    assert positive(entry["forward_flops_per_image"][MODEL]) and positive(entry["forward_flops_per_image"]["cifar10quick"])
-    for fw in ("torch", "jittor"):
-        record = entry[fw]
-        assert record["framework"] == fw and record["info"]["threads"] == result["settings"]["threads"]
-        for name in SPEEDS:
-            check_speed(record["measurements"][name])
-            assert record["measurements"][name]["repeats"] == 2, name  # --quick: tiny repeats
-        assert positive(record["peak_rss_mib"]) and positive(record["import_s"])
-        derived = entry["derived"][fw]
-        for key in ("loop_ratio", "kd_overhead", "dkd_overhead", "train_ce_gflops", "train_ce_pct_peak"):
-            assert positive(derived[key]), (fw, key)
-    assert any(row["measurement"].startswith("train step CE") for row in result["table"])
-    assert (tmp_path / "bench.png").stat().st_size > 0
+    # --write-docs: the default block is replaced, everything else is left as it was
+    text = docs.read_text()
+    assert text.replace(block(text, "bench-default"), "old default table") == DOCS
+    header, _, tables = block(text, "bench-default").partition("\n\n")
+    assert header.startswith("Measured ") and f"`python bench.py --quick --models {STUDENT}" in header
+    for word in ("threads in each framework", "torch 2.", "jittor 1.", "load average", "numpy float32 matmul"):
+        assert word in header, word
+    rows = markdown_rows(tables)
+    speeds = [r for r in rows if len(r) == 9]
+    assert speeds[0][0] == STUDENT and all(r[0] == "" for r in speeds[1:])  # the model's name once
+    for row, name in zip(speeds, DEFAULT_MEASUREMENTS):  # jittor/torch of the figures printed beside them
+        m = entry["measurements"][name]
+        assert row[1] == bench.LABELS[name].format(b=bench.BATCH_SIZE, e=EVAL_BATCH_SIZE, t=TEACHER)
+        assert row[4] == f"{m['jittor']['median'] / m['torch']['median']:.2f}", name
+        check_ratio(row[4], median_of(row[2]), median_of(row[3]))
+        if name != "loop":  # the first calls, apart from the steady state (train_one_epoch runs warm)
+            check_ratio(row[7], row[5], row[6])
+    derived = {r[1]: r for r in speeds[len(DEFAULT_MEASUREMENTS):]}
+    assert set(derived) == {"train_one_epoch / train_step (target >= 0.9)", "KD step / (CE step + teacher fwd)",
+                            "DKD step / (CE step + teacher fwd)"}
+    for r in derived.values():
+        check_ratio(r[4], r[2], r[3])
+    ms = {name: {fw: m[fw]["median"] for fw in FRAMEWORKS} for name, m in entry["measurements"].items()}
+    kd = (1 / ms["kd"]["torch"]) / (1 / ms["train"]["torch"] + 1 / ms["teacher_fwd"]["torch"])
+    assert derived["KD step / (CE step + teacher fwd)"][2] == f"{kd:.3g}"
+    model_row = next(r for r in rows if len(r) == 6)
+    assert model_row[:4] == [STUDENT, "10", "0.15", f"{entry['flops'][STUDENT] / 1e6:.1f}"]
 
-    # --readme: the default block is replaced, everything else is left as it was
-    text = readme.read_text()
-    assert text.replace(block(text, "bench-default"), "old default table") == README
-    header, _, table = block(text, "bench-default").partition("\n\n")
-    check_header(header, "--quick --models cifar10simple")
-    lines = table.splitlines()
-    assert lines[0].startswith("| model | measurement |") and lines[1].startswith("|---|")
-    assert any(line.startswith(f"| {MODEL} | train step CE") for line in lines)
-    assert any("first calls, all measurements summed" in line for line in lines)
-    assert not any("first call: " in line for line in lines)  # summed in the README, one row each in the JSON
-    assert any(row["measurement"] == "first call: train_ce" for row in result["table"])
 
-
-def test_bench_zoo_quick(tmp_path):
-    """--zoo needs no dataset: a forward per model and framework, parameters and FLOPs, the zoo block."""
-    out, readme = tmp_path / "zoo.json", tmp_path / "README.md"
-    readme.write_text(README)
-    proc = run_bench("--zoo", "--quick", "--models", *ZOO_MODELS, "--json", out, "--readme", readme)
+def test_quick_zoo_on_random_images(tmp_path):
+    """--zoo: the same path, eval alone; no dataset needed (random images, said so); the zoo block."""
+    out, docs = tmp_path / "zoo.json", tmp_path / "speed.md"
+    docs.write_text(DOCS)
+    proc = run_bench("--zoo", "--quick", "--models", *ZOO_MODELS, "--data-dir", tmp_path, "--json", out,
+                     "--write-docs", docs)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    for i, model in enumerate(ZOO_MODELS, 1):  # a progress line per model
-        assert f"[zoo {i}/{len(ZOO_MODELS)}] {model}: torch " in proc.stdout
+    for i, model in enumerate(ZOO_MODELS, 1):  # progress lines per model
+        assert f"[{i}/{len(ZOO_MODELS)} {model}] eval: torch " in proc.stdout
     result = json.loads(out.read_text())
-    assert result["settings"]["zoo"] and list(result["models"]) == ZOO_MODELS
+    assert result["settings"]["zoo"] and set(result["models"]) == set(ZOO_MODELS)
+    assert result["data"]["source"].startswith("random uint8 images") and result["data"]["load_s"] is None
 
     from torch_ import models
     for model in ZOO_MODELS:
         entry = result["models"][model]
         classes = 10 if model in bench.DEFAULT_MODELS else 100
         expected = sum(p.numel() for p in models.build_model(model, num_classes=classes).parameters())
-        assert entry["num_classes"] == classes and entry["params"] == expected
-        flops = entry["forward_flops_per_image"][model]
-        assert positive(flops)
-        for fw in ("torch", "jittor"):
-            record = entry[fw]
-            assert record["params"] == expected, fw  # Jittor's count leaves BatchNorm's running statistics out
-            assert record["forward_flops_per_image"][model] == flops, fw
-            assert set(record["measurements"]) == {"eval"}
-            m = record["measurements"]["eval"]
-            check_speed(m)
-            assert (m["repeats"], m["steps"]) == (2, 1)  # --quick: tiny repeats
-            assert record["info"]["threads"] == result["settings"]["threads"]
-        speeds = [entry[fw]["measurements"]["eval"]["images_per_s"]["median"] for fw in ("torch", "jittor")]
-        row = next(r for r in result["table"] if r["model"] == model)
-        assert row["classes"] == str(classes) and row["jittor_over_torch"] == f"{speeds[1] / speeds[0]:.2f}"
-        assert row["mflops_per_image"] == f"{flops / 1e6:.1f}" and row["params_m"] == f"{expected / 1e6:.2f}"
+        assert entry["classes"] == classes and list(entry["measurements"]) == ["eval"]
+        for fw in FRAMEWORKS:  # Jittor's count leaves BatchNorm's running statistics out, as torch's
+            assert entry["frameworks"][fw]["params"] == expected and entry["frameworks"][fw]["teacher"] is None
+            m = entry["measurements"]["eval"][fw]
+            assert (m["steps"], len(m["samples"])) == (1, 2)  # --quick: 2 repeats of 1 step
 
-    text = readme.read_text()
-    assert text.replace(block(text, "bench-zoo"), "old zoo table") == README
-    header, _, table = block(text, "bench-zoo").partition("\n\n")
-    check_header(header, "--zoo --quick --models")
-    lines = table.splitlines()
-    assert lines[0].startswith("| model | classes | params (M) | MFLOPs/image |")
-    assert [line.split(" | ")[0] for line in lines[2:]] == [f"| {m}" for m in ZOO_MODELS]
+    text = docs.read_text()
+    assert text.replace(block(text, "bench-zoo"), "old zoo table") == DOCS
+    header, _, tables = block(text, "bench-zoo").partition("\n\n")
+    assert "random uint8 images" in header and "`python bench.py --zoo --quick" in header
+    rows = markdown_rows(tables)
+    assert [r[0] for r in rows if len(r) == 9] == ZOO_MODELS  # one row per model
+    assert [r[:2] for r in rows if len(r) == 6] == [[m, str(result["models"][m]["classes"])] for m in ZOO_MODELS]
 
 
-def test_bench_readme_markers_missing(tmp_path):
-    """No markers (or no file): a clear error before any measurement, the file untouched."""
-    readme = tmp_path / "README.md"
-    readme.write_text(README.replace("<!-- report:bench-zoo:end -->", ""))
-    proc = run_bench("--zoo", "--quick", "--models", "cifar10simple", "--json", tmp_path / "zoo.json",
-                     "--readme", readme)
-    assert proc.returncode != 0
-    assert "markers missing" in proc.stderr and "<!-- report:bench-zoo:end -->" in proc.stderr, proc.stderr
-    assert "===" not in proc.stdout and not (tmp_path / "zoo.json").exists()  # nothing was measured
-    assert readme.read_text() == README.replace("<!-- report:bench-zoo:end -->", "")
+def test_docs_markers_missing(tmp_path):
+    """No markers, or no file: a one-line error before any measurement, the file untouched."""
+    docs = tmp_path / "speed.md"
+    broken = DOCS.replace("<!-- report:bench-zoo:end -->", "")
+    docs.write_text(broken)
+    proc = run_bench("--zoo", "--quick", "--models", STUDENT, "--json", tmp_path / "zoo.json", "--write-docs", docs)
+    assert proc.returncode != 0 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "markers missing" in proc.stderr and "<!-- report:bench-zoo:end -->" in proc.stderr
+    assert "[data]" not in proc.stdout and not (tmp_path / "zoo.json").exists()  # nothing was measured
+    assert docs.read_text() == broken
 
-    proc = run_bench("--quick", "--readme", tmp_path / "nothing.md", "--json", tmp_path / "bench.json")
-    assert proc.returncode != 0 and "no such file" in proc.stderr, proc.stderr
+    proc = run_bench("--quick", "--write-docs", tmp_path / "nothing.md", "--json", tmp_path / "bench.json")
+    assert proc.returncode != 0 and "no such file" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "bench.json").exists()
 
 
-def test_default_models_and_plan():
-    """The default run keeps to the four CIFAR-10 models however MODELS grows; --zoo takes all."""
-    assert bench.parse_args([]).models == ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"]
-    assert bench.parse_args(["--zoo"]).models == MODELS
-    assert bench.parse_args(["--zoo"]).json.endswith("bench_zoo.json")
-    # a slow model (ResNet50 on 2 cores: seconds per batch of 500): one step per repeat, --min-repeats repeats
-    plan = bench.Plan(repeats=5, steps=None, min_repeats=3, min_repeat_s=0.5, max_seconds=12.0)
-    assert plan.steps_for(6.0) == 1 and plan.repeats_for(6.0) == 3
-    assert plan.steps_for(0.1) == 5 and plan.repeats_for(0.5) == 5  # a fast one: all repeats, several steps
+@pytest.mark.parametrize("args, message", [(["--models", "resnet9000"], "unknown model 'resnet9000'"),
+                                           (["--repeats", "0"], "must be at least 1")])
+def test_bad_input(args, message):
+    proc = run_bench(*args)
+    assert proc.returncode != 0 and proc.stderr.startswith("error: ") and message in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "[data]" not in proc.stdout
 
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_times_the_stages_own_steps(framework, monkeypatch):
+    """The Worker calls train_step of the stage files (counted here), with the stage's optimizer."""
+    teacher_stage = importlib.import_module(f"{framework}_.train_teacher")
+    student_stage = importlib.import_module(f"{framework}_.train_student")
     calls = []
-    slow = lambda: (calls.append(1), time.sleep(0.01))
-    plan = bench.Plan(repeats=2, steps=1, min_repeats=2, min_repeat_s=0.0, max_seconds=100.0)
-    r = bench.time_calls(slow, 1, plan)
-    assert (len(calls), r["warmup_calls"], r["repeats"]) == (4, 1, 2)  # first call, warm-up, 2 timed
+    for stage, name in ((teacher_stage, "teacher"), (student_stage, "student")):
+        real = stage.train_step
+        monkeypatch.setattr(stage, "train_step", lambda *a, real=real, name=name: calls.append((name, a)) or real(*a))
+    real_optimizer = teacher_stage.make_optimizer
+    monkeypatch.setattr(teacher_stage, "make_optimizer", lambda *a: calls.append(("optimizer", a)) or real_optimizer(*a))
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (512, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 512)
+
+    worker = bench.Worker(framework, TEACHER, images, labels, {"zoo": False, "steps": 1})
+    assert calls == [("optimizer", (worker.model, worker.args))]
+    assert worker.info()["measurements"] == ["train", "loop", "eval"]
     calls.clear()
-    r = bench.time_calls(slow, 1, plan, warmup_below=0.005)  # --zoo: a slow first call, no warm-up
-    assert (len(calls), r["warmup_calls"], r["repeats"]) == (3, 0, 2)
+    assert worker.first("train")["steps"] == 1 and positive(worker.repeat("train"))
+    assert [c[0] for c in calls] == ["teacher"] * 3  # the first call, a warm-up, one timed step
+    assert all(a[0] is worker.model and a[1] is worker.optimizer for _, a in calls)
+    calls.clear()
+    worker.first("loop")  # train_one_epoch of the stage, which calls the same train_step
+    assert [c[0] for c in calls] == ["teacher"]  # --quick: an epoch of one batch
+
+    worker = bench.Worker(framework, STUDENT, images, labels, {"zoo": False, "steps": 1})
+    assert worker.info()["measurements"] == DEFAULT_MEASUREMENTS and worker.teacher_arch == TEACHER
+    for method in ("train", "kd", "dkd"):
+        calls.clear()
+        worker.first(method)
+        worker.repeat(method)
+        assert [c[0] for c in calls] == ["student"] * 3, method
+        for _, (student, teacher, optimizer, *_, args) in calls:
+            assert student is worker.model and optimizer is worker.optimizer
+            assert (teacher is None, args.method) == ((True, "ce") if method == "train" else (False, method))
+            assert teacher is None or teacher is worker.teacher
+
+
+def test_no_step_of_its_own():
+    """bench.py has no copy of a training step: no loss, no backward, no optimizer update of its own."""
+    with open(os.path.join(ROOT, "bench.py")) as f:
+        source = f.read()
+    for word in ("backward(", ".step(", "cross_entropy", "loss_terms", "zero_grad"):
+        assert word not in source, word
+    assert bench.DEFAULT_MODELS == ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"] == MODELS[:4]
+    assert bench.TEACHER_OF[STUDENT] == TEACHER and bench.TEACHER_OF["resnet8x4"] == "resnet32x4"
+    assert TEACHER not in bench.TEACHER_OF  # a teacher times the teacher stage's step
+    # a nominal peak only where the CPU model names the part; CPU flags alone say nothing of the FMA units
+    assert bench.nominal_peak("AMD EPYC", 2) is None
+    assert bench.nominal_peak("Intel(R) Xeon(R) CPU @ 2.20GHz", 2) is None  # which Xeon is not said
+    assert bench.nominal_peak("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", 2) == pytest.approx(2 * 2.9 * 64)
+
+
+def test_first_calls_then_alternating_repeats(monkeypatch):
+    """measure_model: every first call before the timed repeats, then repeats in alternating order
+    (torch-jittor, jittor-torch, ...), fewer (MIN_REPEATS) when a repeat is slow; medians per framework."""
+    log = []
+
+    class FakeWorkerProcess:  # stands for a worker process: answers remote(method, ...) calls
+        def submit(self, fn, method, *args):
+            self.fw = args[0] if method == "init" else self.fw
+            log.append((self.fw, method, args[0] if method in ("first", "repeat") else None))
+            slow = args[0] == "eval" if args else False
+            value = {"init": {"measurements": ["train", "eval"]},
+                     "first": {"first_call_s": 1.0, "repeat_s": 5.0 if slow else 0.1, "steps": 1},
+                     "repeat": {"torch": 100.0, "jittor": 50.0}.get(self.fw),
+                     "end": {"flops": {STUDENT: 7}, "peak_rss_mib": 1.0}}[method]
+            return type("Done", (), {"result": lambda self: value})()
+
+        def shutdown(self, **kw):
+            pass
+
+    monkeypatch.setattr(bench, "spawn", FakeWorkerProcess)
+    args = type("Args", (), dict(zoo=False, steps=None, repeats=4, min_repeats=3))
+    entry = bench.measure_model(STUDENT, {"images": None, "labels": None}, args, "[test]", 0.0)
+    assert [(fw, method) for fw, method, _ in log[:2]] == [("torch", "init"), ("jittor", "init")]
+    t, j = FRAMEWORKS
+    for name, repeats in (("train", 4), ("eval", 3)):  # eval: 5 s a repeat, 12 s at most -> 3 repeats
+        calls = [(fw, method) for fw, method, n in log if n == name]
+        pairs = [(t, "repeat"), (j, "repeat"), (j, "repeat"), (t, "repeat")] * (repeats // 2)
+        assert calls == [(t, "first"), (j, "first")] + pairs + [(t, "repeat"), (j, "repeat")] * (repeats % 2)
+        m = entry["measurements"][name]
+        assert (m[t]["median"], m[j]["median"], len(m[j]["samples"])) == (100.0, 50.0, repeats)
+    assert entry["flops"] == {STUDENT: 7} and "failed" not in entry
+
+
+def test_profile_quick():
+    """--profile: Jittor's step of the teacher, in ms per step by kernel group, through common.tables."""
+    proc = run_bench("--profile", "--quick")
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert f"{TEACHER}'s train_step over 2 steps" in proc.stdout
+    rows = {m[1]: float(m[2]) for m in re.finditer(r"^(\S.*?)\s{2,}([\d.]+)\s+\d+%$", proc.stdout, re.M)}
+    groups = [g for _, g in bench.KERNEL_GROUPS] + [bench.JITTOR_KERNELS, bench.REST]
+    assert set(groups) <= set(rows), rows
+    assert rows[bench.KERNEL_GROUPS[0][1]] > 0 and rows[bench.JITTOR_KERNELS] > 0  # the groups found their kernels
+    assert abs(sum(rows[g] for g in groups) - rows["wall time, profiler on"]) <= 0.1 * len(groups)
