@@ -40,9 +40,12 @@ def dkd_beta(model):
 
 
 PRESETS = {
-    # about a minute per stage on 2 CPU cores (Jittor's first-run compilation included)
-    "quick": dict(teacher=dict(epochs=2, milestones=[1], train_size=4000, val_size=1000),
-                  student=dict(epochs=3, milestones=[2], warmup=1, train_size=2000, val_size=500)),
+    # make run: about 4 minutes on 2 CPU cores for both frameworks. A teacher on 8,000 images (~46%
+    # top-1) and students on only 250 labelled images, trained longer: with so few labels the teacher's
+    # soft targets carry what the labels cannot, so KD and DKD beat the CE student (seeds 0, 1, 2 in both
+    # frameworks: KD +1.8 to +4.9 points, DKD +3.5 to +5.5; README, "What make run prints").
+    "quick": dict(teacher=dict(epochs=2, milestones=[1], train_size=8000, val_size=500),
+                  student=dict(epochs=30, milestones=[24], warmup=3, train_size=250, val_size=500, batch_size=32)),
     "full": dict(teacher={}, student={}),
 }
 PRESET_SEEDS = {"quick": 1, "full": 3}  # run_all.py's default number of seeds per preset (mean ± std)
