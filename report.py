@@ -119,20 +119,15 @@ def test_top1(run):
     return run["test"]["top1"] if run["test"] else None
 
 
-def phase_seconds(run, tag):
-    """Seconds of one phase of a stage (a TIME_TAGS tag: data loading, training or evaluation), summed over epochs."""
-    return sum(run["scalars"].get(tag, {}).values())
-
-
-def stage_seconds(run):
-    """Seconds of one stage: data loading + training + evaluation, summed over epochs."""
-    return sum(phase_seconds(run, tag) for tag in TIME_TAGS)
-
-
 def epoch_seconds(run):
     """{epoch: seconds of data loading + training + evaluation} of one run."""
     epochs = set().union(*(run["scalars"].get(tag, {}) for tag in TIME_TAGS))
     return {e: sum(run["scalars"].get(tag, {}).get(e, 0.0) for tag in TIME_TAGS) for e in sorted(epochs)}
+
+
+def stage_seconds(run):
+    """Seconds of one stage: data loading + training + evaluation, summed over epochs."""
+    return sum(epoch_seconds(run).values())
 
 
 def first_epoch_seconds(run):

@@ -4,7 +4,7 @@ Teacher CIFAR10Quick and student CIFAR10Simple reproduce the original experiment
 the rest is mdistiller's CIFAR model zoo (mdistiller/models/cifar/), under its
 --model names and with its parameter names, so its released checkpoints load by name.
 Parameter names and shapes are identical in both frameworks,
-and the initial values come from init_weights (numpy), so a seed gives the
+and the initial values come from common.weights.init_weights (numpy), so a seed gives the
 same starting weights in torch and in Jittor.
 """
 import os

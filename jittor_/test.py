@@ -87,7 +87,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=None,
                         help="checkpoint written by train_teacher.py or train_student.py, or a torch file (.pth/.pt); "
-                             "default: every checkpoint of this framework's default runs (teacher, ce, kd, dkd)")
+                             "default: the checkpoints of the default runs (teacher, ce, kd, dkd): this framework's, else the other's")
     parser.add_argument("--model", choices=MODELS, default=None,
                         help="architecture of a torch file (.pth/.pt), which does not say; a .ckpt names its own")
     parser.add_argument("--dataset", choices=list(DATASETS), default=None,

@@ -5,7 +5,7 @@
     python jittor_/train_student.py --method dkd --teacher ckpt/teacher_s0_jittor.ckpt --beta 8
     python jittor_/train_student.py --pair res32x4_res8x4 --teacher cifar_teachers/resnet32x4_vanilla/ckpt_epoch_240.pth
 
---pair NAME runs one of the DKD paper's CIFAR-100 pairs with mdistiller's settings (PAIRS);
+--pair NAME runs one of the DKD paper's CIFAR-100 pairs with mdistiller's settings (common.config.PAIRS);
 flags given explicitly override it (e.g. --epochs 2 for a smoke run).
 
 The teacher is frozen (eval mode, no gradients) and its logits are computed online, on
