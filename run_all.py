@@ -18,6 +18,8 @@ docs/ page holding the tag's markers (the full run's and the beta sweep's do).
 stage with a checkpoint continues after its last finished epoch (the stage's own --resume).
 A stage whose loss became NaN leaves diverged.json: the job records it as diverged and goes on
 (a point of a beta sweep, say); a diverged teacher stops the job (its students have nothing to learn).
+--nproc N runs every stage data-parallel on N processes with the frameworks' own launchers (torchrun
+for torch, mpirun for Jittor); the results are those of one process (README, "Data-parallel").
 --parallel runs the two frameworks at the same time, each on half of the CPU threads
 (KD_THREADS), which keeps both cores busy while Jittor runs its single-threaded kernels. When
 one framework fails, the other's running stage is stopped too (its checkpoints stay: --resume
@@ -34,6 +36,8 @@ import time
 
 from common.checkpoint import ckpt_path
 from common.config import add_data_dir, FRAMEWORKS, PRESET_SEEDS, PRESETS
+from common.distributed import launcher_command
+from common.errors import UserError
 from common.paths import LOG_DIR, ROOT
 from common.env import num_threads
 from common.files import write_json
@@ -73,11 +77,11 @@ def stage_script(framework, stage):
 
 def run_framework(framework, args, seed, env=None):
     """All stages of one framework and seed; returns {stage: record}."""
-    py = sys.executable
+    py = launcher_command(framework, args.nproc)  # python, or torchrun / mpirun ... python
     common_flags = ["--seed", str(seed), "--data-dir", args.data_dir] + (["--preset", args.preset] if args.preset else [])
     teacher_name = f"{args.tag}/teacher_s{seed}"
     records = {}
-    stages = [("teacher", teacher_name, [py, stage_script(framework, "train_teacher"), "--name", teacher_name]
+    stages = [("teacher", teacher_name, [*py, stage_script(framework, "train_teacher"), "--name", teacher_name]
                + common_flags + shlex.split(args.teacher_args))]
     if args.teacher_from:  # reuse the teacher of another run (e.g. the beta sweep uses the full run's)
         teacher_name = f"{args.teacher_from}/teacher_s{seed}"
@@ -91,7 +95,7 @@ def run_framework(framework, args, seed, env=None):
         students = [(f"dkd beta={b:g}", f"student_dkd_beta{b:g}", "dkd", b) for b in args.beta_sweep]
     for label, run_name, method, beta in students:
         name = f"{args.tag}/{run_name}_s{seed}"
-        cmd = [py, stage_script(framework, "train_student"), "--method", method, "--name", name] + common_flags
+        cmd = [*py, stage_script(framework, "train_student"), "--method", method, "--name", name] + common_flags
         if method != "ce":
             cmd += ["--teacher", ckpt_path(teacher_name, framework)]
         if beta is not None:
@@ -117,7 +121,7 @@ def run_framework(framework, args, seed, env=None):
                     raise
                 # a diverged run is a result (a beta sweep's point, say): record it and go on
             else:
-                run([py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json,
+                run([*py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json,
                      "--data-dir", args.data_dir], env)
         if os.path.exists(diverged_json):
             with open(diverged_json) as f:
@@ -136,7 +140,7 @@ def run_framework(framework, args, seed, env=None):
 
 def run_parallel(args, results):
     """One thread per framework, each running all its seeds; the CPU threads are split between them."""
-    threads = max(1, num_threads() // len(args.frameworks))
+    threads = max(1, num_threads() // len(args.frameworks) // args.nproc)
     env = dict(os.environ, KD_THREADS=str(threads))
     errors = []
 
@@ -158,9 +162,11 @@ def run_parallel(args, results):
 
 
 def threads_note(args):
+    processes = f", {args.nproc} processes per stage" if args.nproc > 1 else ""
     if args.parallel:
-        return f"frameworks in parallel with {max(1, num_threads() // len(args.frameworks))} CPU thread(s) each"
-    return f"{num_threads()} CPU threads"
+        threads = max(1, num_threads() // len(args.frameworks) // args.nproc)
+        return f"frameworks in parallel with {threads} CPU thread(s) per process{processes}"
+    return f"{max(1, num_threads() // args.nproc)} CPU thread(s) per process{processes}"
 
 
 def parse_args(argv=None):
@@ -186,6 +192,9 @@ def parse_args(argv=None):
                         help="skip stages that finished (test.json exists), continue those with a checkpoint")
     parser.add_argument("--parallel", action="store_true",
                         help="run the frameworks at the same time, each with half of the CPU threads")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes per stage: data-parallel with torchrun (torch) and mpirun (Jittor); "
+                             "the global batch is unchanged (default 1)")
     parser.add_argument("--no-report", action="store_true",
                         help="end with report.py's tables only: no figures in img/, no docs/ page updated")
     args = parser.parse_args(argv)
@@ -194,6 +203,8 @@ def parse_args(argv=None):
         args.seeds = PRESET_SEEDS[args.preset]
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.nproc < 1:
+        parser.error(f"--nproc must be at least 1, got {args.nproc}")
     return args
 
 
@@ -208,7 +219,7 @@ def main(argv=None):
             for seed in range(args.seeds):
                 for framework in args.frameworks:
                     results[framework].append(run_framework(framework, args, seed))
-    except StageFailed as e:
+    except (StageFailed, UserError) as e:
         sys.exit(f"error: {e}")
     header = (f"preset {args.preset}, {args.seeds} seed(s), {threads_note(args)}; "
               f"total wall {time.perf_counter() - start:.0f} s")

@@ -9,6 +9,7 @@ import threading
 import numpy as np
 
 from common.datasets import DATASETS
+from common.distributed import batch_rows, eval_range
 
 # per dataset, a lookup table uint8 value -> normalised float32, per channel: (v / 255 - mean) / std
 _NORM_LUTS = {name: ((np.arange(256, dtype=np.float32)[None, :] / 255.0 - np.array(spec["mean"], np.float32)[:, None])
@@ -28,11 +29,21 @@ def augment(images, rng, pad=4, dataset="cifar10"):
     Same maths as torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip()
     + Normalize, done for the whole batch in one gather.
     """
-    n, _, h, w = images.shape
-    padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    return crop_and_flip(images, *draw_crops(len(images), rng, pad), pad, dataset)
+
+
+def draw_crops(n, rng, pad=4):
+    """The random part of augment for n images: crop offsets (top, left) and flips."""
     top = rng.integers(0, 2 * pad + 1, size=n)
     left = rng.integers(0, 2 * pad + 1, size=n)
     flip = rng.random(n) < 0.5
+    return top, left, flip
+
+
+def crop_and_flip(images, top, left, flip, pad=4, dataset="cifar10"):
+    """The deterministic part of augment: pad, crop at (top, left), flip where asked, normalise."""
+    n, _, h, w = images.shape
+    padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     rows = top[:, None] + np.arange(h)[None, :]
     cols = left[:, None] + np.where(flip[:, None], np.arange(w)[::-1], np.arange(w))[None, :][0]
     cropped = padded[np.arange(n)[:, None, None, None], _CHANNEL,
@@ -56,23 +67,35 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed, epoch, 2]).generate_state(1)[0])
 
 
-def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0, dataset="cifar10"):
+def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0, dataset="cifar10", rank=0, world_size=1):
     """Yield (float32 N x 3 x 32 x 32, int64 N) numpy batches, normalised with the dataset's mean/std.
 
     train=True: shuffled and augmented from epoch_rng(seed, epoch), the last incomplete
     batch dropped (a constant batch shape: no recompilation in Jittor, no BatchNorm
     over a single image). train=False: in order, normalised only, every image kept.
+
+    Data-parallel (world_size N > 1): train=True yields this rank's rows of every global batch,
+    with the crops drawn for the whole global batch, so the N ranks together see exactly the
+    batches of one process; train=False yields batches of this rank's contiguous share of the split.
     """
     n = len(labels)
     if train:
         rng = epoch_rng(seed, epoch)
         order = rng.permutation(n)
         stop = n - n % batch_size if n >= batch_size else n
+        rows = batch_rows(min(batch_size, n), rank, world_size)
     else:
-        order, stop = np.arange(n), n
+        start, stop = eval_range(n, rank, world_size)
+        order, rows = np.arange(start, stop), slice(None)
+        stop = len(order)
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
-        x = augment(images[idx], rng, dataset=dataset) if train else normalise(images[idx], dataset)
+        if train:
+            crops = draw_crops(len(idx), rng)  # for the whole global batch: the same numbers on every rank
+            idx = idx[rows]
+            x = crop_and_flip(images[idx], *(c[rows] for c in crops), dataset=dataset)
+        else:
+            x = normalise(images[idx], dataset)
         yield x, labels[idx]
 
 
@@ -103,8 +126,12 @@ def prefetch(iterator, depth=2):
         yield item
 
 
-def num_batches(n, batch_size, train):
+def num_batches(n, batch_size, train, rank=0, world_size=1):
+    """Batches per epoch: of the whole split in training (every rank steps through each global batch),
+    of this rank's share in evaluation."""
     if train and n >= batch_size:
         return n // batch_size
+    if not train:
+        start, stop = eval_range(n, rank, world_size)
+        n = stop - start
     return -(-n // batch_size)
-

@@ -170,6 +170,9 @@ def add_common_args(parser, defaults):
     parser.add_argument("--init", default=None, help="checkpoint to start the model from (weights only)")
     parser.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
     parser.add_argument("--name", default=None, help="run name: log/<name>/<framework>, ckpt/<name>_<framework>.ckpt")
+    parser.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True,
+                        help="data-parallel runs (torchrun / mpirun): BatchNorm uses the mean and variance of the whole "
+                             "global batch, as one process does (default); --no-sync-bn: of each process's rows")
     add_data_dir(parser)
     add_device(parser)
     return parser

@@ -2,10 +2,15 @@
 import os
 import sys
 
-def num_threads():
-    """CPU threads for both frameworks (equal, for a fair comparison): KD_THREADS or all cores."""
-    return int(os.environ.get("KD_THREADS", os.cpu_count() or 1))
+from common.distributed import launch
 
+
+def num_threads():
+    """CPU threads per process, equal for both frameworks (a fair comparison): KD_THREADS, else the
+    machine's cores shared among the data-parallel processes running on it (all of them for one)."""
+    if "KD_THREADS" in os.environ:
+        return int(os.environ["KD_THREADS"])
+    return max(1, (os.cpu_count() or 1) // launch().local_world_size)
 
 
 def has_nvidia_gpu():

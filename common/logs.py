@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from common.paths import LOG_DIR
+from common.distributed import is_main
 from common.errors import DivergedError
 from common.files import write_json
 from common.tables import table
@@ -109,11 +110,6 @@ def test_json_path(ckpt, framework):
     return os.path.join(run_dir(ckpt["config"]["name"], framework), name)
 
 
-def num_threads():
-    """CPU threads for both frameworks (equal, for a fair comparison): KD_THREADS or all cores."""
-    return int(os.environ.get("KD_THREADS", os.cpu_count() or 1))
-
-
 def results_table(results):
     """test.py over several checkpoints: one row per {path: metrics}, for the terminal."""
     rows = [[os.path.basename(path), m["arch"], m["dataset"], f"{m['top1']:.2f}", f"{m['top5']:.2f}",
@@ -134,8 +130,8 @@ def run_summary(args, framework, stage, history, best_top1):
 
 def progress(batches, total, label):
     """A tqdm bar over one epoch's batches when stderr is a terminal; the batches as they are
-    otherwise, so logs and CI keep just the per-epoch lines (epoch_line)."""
-    if not sys.stderr.isatty():
+    otherwise, so logs and CI keep just the per-epoch lines (epoch_line). One bar per job: rank 0's."""
+    if not sys.stderr.isatty() or not is_main():
         return batches
     from tqdm import tqdm
     return tqdm(batches, total=total, desc=label, unit="batch", leave=False, dynamic_ncols=True)

@@ -1,6 +1,9 @@
 """Accuracy and loss, sample-weighted: right with a smaller last batch, unlike a mean of batch means."""
 import numpy as np
 
+from common.distributed import launch
+
+
 class Meter:
     """Sample-weighted running sums: sum(value * n) / sum(n), never a mean of batch means."""
 
@@ -50,9 +53,33 @@ class EvalAccumulator:
         np.add.at(self.class_correct, labels, hits[:, 0])
         np.add.at(self.class_count, labels, 1)
 
+    def merged(self, all_reduce_sum):
+        """Data-parallel: the whole split's accumulator from every rank's share, with one all-reduce of
+        the counts and sums (exact: no sample padded or repeated). In one process: this one."""
+        if launch().world_size == 1:
+            return self
+        k = self.num_classes
+        sums = all_reduce_sum(np.concatenate([[self.n, self.loss_sum, self.top1, self.top5],
+                                              self.class_correct, self.class_count]).astype(np.float64))
+        counts = np.rint(sums).astype(np.int64)  # whole numbers, exact in float64 below 2**53
+        merged = EvalAccumulator(k)
+        merged.n, merged.loss_sum, merged.top1, merged.top5 = int(counts[0]), float(sums[1]), int(counts[2]), int(counts[3])
+        merged.class_correct, merged.class_count = counts[4:4 + k], counts[4 + k:]
+        return merged
+
     def result(self):
         n = max(self.n, 1)
         per_class = 100.0 * self.class_correct / np.maximum(self.class_count, 1)
         return {"loss": self.loss_sum / n, "top1": 100.0 * self.top1 / n, "top5": 100.0 * self.top5 / n,
                 "per_class": per_class.tolist(), "n": self.n}
 
+
+
+def merge_batch(values, n, all_reduce_sum):
+    """Data-parallel: one training batch's sample-weighted values (loss, top-1, ...) over all ranks, with
+    one all-reduce: what one process computes for the global batch. In one process: as they are."""
+    if launch().world_size == 1:
+        return values, n
+    keys = sorted(values)
+    sums = all_reduce_sum(np.array([values[k] * n for k in keys] + [n], dtype=np.float64))
+    return {k: s / sums[-1] for k, s in zip(keys, sums)}, int(round(sums[-1]))

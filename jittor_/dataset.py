@@ -13,6 +13,7 @@ sys.path.insert(0, ROOT)
 from common.batches import iterate_batches, num_batches, prefetch  # noqa: E402
 from common.config import EVAL_BATCH_SIZE, SPLIT_SEED  # noqa: E402
 from common.datasets import DATASETS, load_dataset, split_indices  # noqa: E402
+from common.distributed import launch  # noqa: E402
 from common.env import prepare_jittor  # noqa: E402
 prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
@@ -25,14 +26,16 @@ class Loader:
         self.images, self.labels = images, labels
         self.batch_size, self.train, self.seed, self.device = batch_size, train, seed, device
         self.dataset, self.num_classes = dataset, DATASETS[dataset]["num_classes"]  # normalisation, outputs
+        here = launch()  # data-parallel: this rank's rows of each training batch, its share of an evaluation
+        self.rank, self.world_size = here.rank, here.world_size
 
     def __len__(self):
-        return num_batches(len(self.labels), self.batch_size, self.train)
+        return num_batches(len(self.labels), self.batch_size, self.train, self.rank, self.world_size)
 
     def epoch(self, epoch):
         """Iterate over one epoch; numpy work runs one batch ahead in a background thread."""
         batches = iterate_batches(self.images, self.labels, self.batch_size, self.train, self.seed, epoch,
-                                         self.dataset)
+                                  self.dataset, self.rank, self.world_size)
         for images, labels in prefetch(batches):
             yield to_tensor(images, self.device), to_tensor(labels, self.device)
 

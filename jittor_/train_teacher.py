@@ -19,17 +19,18 @@ from common.batches import epoch_seed  # noqa: E402
 from common.checkpoint import check_arch, check_dataset, check_resume, ckpt_path, load_checkpoint, save_checkpoint  # noqa: E402
 from common.config import TEACHER_DEFAULTS, add_common_args, apply_preset, default_name  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
+from common.distributed import check_batch_size, exit_on_failure, is_main  # noqa: E402
 from common.env import prepare_jittor  # noqa: E402
 from common.errors import die, DivergedError, UserError  # noqa: E402
 from common.files import remove_stale_temps, write_json  # noqa: E402
 from common.logs import check_finite, epoch_line, EventWriter, progress, record_divergence, run_dir, run_summary  # noqa: E402
-from common.metrics import batch_accuracy, Meter  # noqa: E402
+from common.metrics import batch_accuracy, merge_batch, Meter  # noqa: E402
 from common.schedules import lr_at  # noqa: E402
 from common.weights import is_buffer  # noqa: E402
 prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
-from jittor_ import dataset, models, test  # noqa: E402
+from jittor_ import dataset, models, parallel, test  # noqa: E402
 
 FRAMEWORK = "jittor"
 
@@ -50,7 +51,7 @@ def make_optimizer(model, args):
 
 def set_seed(seed):
     """Seed the framework's own RNG, which draws the dropout masks (the data's RNG is common.batches.epoch_rng)."""
-    jt.set_global_seed(seed)
+    jt.set_global_seed(seed, different_seed_for_mpi=False)  # Jittor's default adds 2591 * rank under mpirun
 
 
 def set_lr(optimizer, lr):
@@ -106,22 +107,37 @@ def train_one_epoch(model, loader, optimizer, epoch, device):
         t_data += start - end  # waiting for the next batch (prefetched in the background)
         loss, logits = train_step(model, optimizer, images, labels)
         models.sync(device)
-        loss_value = loss.item()  # one fetch (a sync in Jittor) per step
-        check_finite(loss_value, "teacher", epoch, step)
-        meter.update({"loss": loss_value, **batch_accuracy(logits.numpy(), labels.numpy())},
-                     len(labels))
+        values = {"loss": loss.item(), **batch_accuracy(logits.numpy(), labels.numpy())}
+        values, n = merge_batch(values, len(labels), parallel.all_reduce_sum)  # the global batch's, N ranks or 1
+        check_finite(values["loss"], "teacher", epoch, step)
+        meter.update(values, n)
         end = time.perf_counter()
         t_train += end - start
     return {**{f"train/{k}": v for k, v in meter.means().items()}, "time/data": t_data, "time/train": t_train}
 
 
 # ---------------------------------------------------------------- the loop both stages share
+def parallel_note(args):
+    """The data-parallel part of the run's first line (nothing in one process)."""
+    n = parallel.world_size()
+    if n == 1:
+        return ""
+    return (f", data-parallel on {n} processes ({args.batch_size // n} images of each batch per process, "
+            f"BatchNorm statistics {'of the global batch' if args.sync_bn else 'per process'})")
+
+
 def fit(args, stage, model, train_epoch, device):
-    """Resume or start, then per epoch: set lr, train, evaluate, checkpoint, log."""
+    """Resume or start, then per epoch: set lr, train, evaluate, checkpoint, log.
+
+    Data-parallel (torchrun / mpirun): every rank runs this loop on its rows of each global batch;
+    rank 0 alone writes the checkpoint, the events and the JSON (the others print nothing).
+    """
+    check_batch_size(min(args.batch_size, args.train_size), parallel.world_size())
     train_loader, val_loader = dataset.build_loaders(args, device)
     optimizer = make_optimizer(model, args)
     path = ckpt_path(args.name, FRAMEWORK)
-    remove_stale_temps(path)  # left by a run killed while it wrote its checkpoint
+    if is_main():
+        remove_stale_temps(path)  # left by a run killed while it wrote its checkpoint
     start_epoch, best_top1, history = 0, 0.0, []
     if args.resume:
         ckpt = load_checkpoint(path)
@@ -132,20 +148,24 @@ def fit(args, stage, model, train_epoch, device):
         load_optimizer_state(model, optimizer, ckpt["optimizer"])
         start_epoch, best_top1, history = ckpt["epoch"] + 1, ckpt["best_top1"], ckpt["history"]
         print(f"[{FRAMEWORK} {stage}] resuming {path} after epoch {start_epoch}")
-    writer = EventWriter(run_dir(args.name, FRAMEWORK), history)  # the curves so far, once
+    models.set_sync_bn(model, args.sync_bn)
+    train_model = parallel.wrap(model, device)  # after loading: every rank starts from the same weights
+    writer = EventWriter(run_dir(args.name, FRAMEWORK), history) if is_main() else None  # the curves so far, once
     val_source = "the test set" if args.val_on_test else "held out"
     print(f"[{FRAMEWORK} {stage}] {args.model} on {device}, {DATASETS[args.dataset]['title']}: "
           f"{args.train_size} train / {len(val_loader.labels)} val images ({val_source}), "
-          f"{len(train_loader)} batches of {args.batch_size}, {args.epochs} epochs")
+          f"{len(train_loader)} batches of {args.batch_size}, {args.epochs} epochs" + parallel_note(args))
     for epoch in range(start_epoch, args.epochs):
         lr = lr_at(epoch, args.lr, args.milestones)
         set_lr(optimizer, lr)
         set_seed(epoch_seed(args.seed, epoch))  # this epoch's dropout masks, resumed or not
         try:
-            metrics = train_epoch(model, train_loader, optimizer, epoch)
+            metrics = train_epoch(train_model, train_loader, optimizer, epoch)
         except DivergedError as e:  # a result, not a crash: run_all.py and report.py show it
-            writer.close()
-            record_divergence(args.name, FRAMEWORK, e)
+            if is_main():
+                writer.close()
+                record_divergence(args.name, FRAMEWORK, e)
+            parallel.barrier()  # every rank saw the same loss: none exits before rank 0 recorded it
             raise
         start = time.perf_counter()
         val = test.evaluate(model, val_loader)
@@ -154,6 +174,8 @@ def fit(args, stage, model, train_epoch, device):
                         "time/eval": time.perf_counter() - start, "lr": lr})
         best_top1 = max(best_top1, val["top1"])
         history.append(metrics)
+        if not is_main():
+            continue
         save_checkpoint(path, {"model": models.get_state(model), "optimizer": get_optimizer_state(model, optimizer),
                                       "epoch": epoch, "best_top1": best_top1, "config": vars(args),
                                       "framework": FRAMEWORK, "arch": args.model, "dataset": args.dataset,
@@ -161,9 +183,10 @@ def fit(args, stage, model, train_epoch, device):
         writer.scalars(metrics, epoch + 1)
         writer.flush()
         print(epoch_line(FRAMEWORK, stage, epoch, args.epochs, metrics), flush=True)
-    writer.close()
     summary = run_summary(args, FRAMEWORK, stage, history, best_top1)
-    write_json(os.path.join(run_dir(args.name, FRAMEWORK), "metrics.json"), summary)
+    if is_main():
+        writer.close()
+        write_json(os.path.join(run_dir(args.name, FRAMEWORK), "metrics.json"), summary)
     print(f"[{FRAMEWORK} {stage}] done: best val top-1 {best_top1:.2f}%, checkpoint {os.path.relpath(path, ROOT)}")
     return summary
 
@@ -172,6 +195,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = models.select_device(args.device)
     try:
+        parallel.setup(device)
         model = models.to_device(models.build_model(args.model, args.seed, DATASETS[args.dataset]["num_classes"]),
                                  device)
         if args.init and not args.resume:
@@ -180,7 +204,9 @@ def main(argv=None):
         return fit(args, "teacher", model, train_epoch, device)
     except UserError as e:
         die(str(e))
+    finally:
+        parallel.finish()
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_failure(main)

@@ -12,6 +12,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from common.distributed import batch_rows, launch  # noqa: E402
 from common.env import num_threads  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.foreign import match_state  # noqa: E402
@@ -20,11 +21,48 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch_.parallel import all_reduce_sum_differentiable, world_size  # noqa: E402
 
 
-# torch's BatchNorm already matches the statistics we want (running_var updated with
-# the unbiased batch variance, momentum 0.1, eps 1e-5); Jittor's needs a subclass.
-BatchNorm2d = nn.BatchNorm2d
+class BatchNorm2d(nn.BatchNorm2d):
+    """torch's BatchNorm, whose statistics are the ones we want (running_var updated with the unbiased
+    batch variance, momentum 0.1, eps 1e-5; Jittor's needs its own code for that), plus --sync-bn.
+
+    sync (set by set_sync_bn): in data-parallel training, normalise with the mean and variance of the
+    whole global batch, summed over the ranks in two passes, so N processes compute what one does.
+    torch's own SyncBatchNorm refuses CPU tensors; this one runs wherever the all-reduce does.
+    """
+
+    sync = False
+
+    def forward(self, x):
+        if not (self.training and self.sync and world_size() > 1):
+            return super().forward(x)
+        dims = [0, 2, 3]
+        n = x.shape[0] * x.shape[2] * x.shape[3] * world_size()  # equal slices on every rank
+        mean = all_reduce_sum_differentiable(x.sum(dim=dims)) / n
+        var = all_reduce_sum_differentiable(((x - mean[None, :, None, None]) ** 2).sum(dim=dims)) / n
+        with torch.no_grad():
+            self.running_mean += (mean - self.running_mean) * self.momentum
+            self.running_var += (var * n / max(n - 1, 1) - self.running_var) * self.momentum
+        scale = self.weight / torch.sqrt(var + self.eps)
+        shift = self.bias - mean * scale
+        return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout, with the mask drawn for the whole global batch: in data-parallel training each rank
+    draws the same global mask (same seed on every rank) and keeps its own rows, so N processes drop
+    exactly the units one process drops. In one process the mask is nn.Dropout's on CPU, bit for bit
+    (the same bernoulli_ draw on a tensor of the batch's shape)."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        here = launch()
+        noise = torch.empty((x.shape[0] * here.world_size, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        noise = noise.bernoulli_(1 - self.p)[batch_rows(len(noise), here.rank, here.world_size)]
+        return x * noise.div_(1 - self.p)
 
 
 class CIFAR10Quick(nn.Module):
@@ -39,7 +77,7 @@ class CIFAR10Quick(nn.Module):
         self.conv3 = nn.Conv2d(128, 256, 3, padding=1)
         self.bn3 = BatchNorm2d(256)
         self.fc1 = nn.Linear(256 * 4 * 4, 1024)
-        self.dropout = nn.Dropout(0.5)
+        self.dropout = Dropout(0.5)
         self.fc2 = nn.Linear(1024, num_classes)
 
     def forward(self, x):
@@ -553,6 +591,14 @@ def load_state(model, state, source):
                           strict=False)
 
 
+def set_sync_bn(model, sync):
+    """--sync-bn: in data-parallel training, every BatchNorm uses the statistics of the global batch."""
+    for module in model.modules():
+        if isinstance(module, BatchNorm2d):
+            module.sync = sync
+    return model
+
+
 def to_device(model, device):
     """Move the model to the device, in channels-last memory layout (NHWC).
 
@@ -568,7 +614,11 @@ def select_device(choice):
         raise SystemExit("error: --device cuda, but torch finds no CUDA GPU")
     use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
     torch.set_num_threads(num_threads())
-    return torch.device("cuda" if use_cuda else "cpu")
+    if not use_cuda:
+        return torch.device("cpu")
+    device = torch.device("cuda", launch().local_rank % torch.cuda.device_count())  # one GPU per rank
+    torch.cuda.set_device(device)
+    return device
 
 
 def sync(device):

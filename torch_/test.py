@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 from common.checkpoint import check_arch, check_dataset, ckpt_dataset, ckpt_num_classes, load_checkpoint  # noqa: E402
 from common.config import add_data_dir, add_device, default_checkpoints, EVAL_BATCH_SIZE, MODELS  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
+from common.distributed import exit_on_failure, is_main  # noqa: E402
 from common.errors import CheckpointError, die, UserError  # noqa: E402
 from common.files import write_json  # noqa: E402
 from common.foreign import foreign_checkpoint, is_torch_file, numpy_state, torch_load_error, wrong_weights  # noqa: E402
@@ -26,7 +27,7 @@ from common.logs import format_test_report, results_table, test_json_path  # noq
 from common.metrics import EvalAccumulator  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch_ import dataset, models  # noqa: E402
+from torch_ import dataset, models, parallel  # noqa: E402
 
 FRAMEWORK = "torch"
 
@@ -40,7 +41,7 @@ def evaluate(model, loader):
             logits = model(images)
             loss_sum = F.cross_entropy(logits, labels, reduction="sum")
             acc.add(logits.cpu().numpy(), labels.cpu().numpy(), loss_sum.item())
-    return acc.result()
+    return acc.merged(parallel.all_reduce_sum).result()  # data-parallel: every rank's share, once each
 
 
 def read_torch_file(path):
@@ -110,7 +111,8 @@ def test_checkpoint(path, args, device):
                    dataset=dataset_name)
     print(format_test_report(metrics, classes))
     json_path = args.json or test_json_path(ckpt, FRAMEWORK)
-    write_json(json_path, metrics)
+    if is_main():  # data-parallel: rank 0 writes
+        write_json(json_path, metrics)
     print(f"wrote {os.path.relpath(json_path, ROOT)}")
     return metrics
 
@@ -119,15 +121,18 @@ def main(argv=None):
     args = parse_args(argv)
     device = models.select_device(args.device)
     try:
+        parallel.setup(device)
         if args.ckpt:
             return test_checkpoint(args.ckpt, args, device)
         paths = default_checkpoints(FRAMEWORK)  # no --ckpt: the default runs, as one table
         results = {path: test_checkpoint(path, args, device) for path in paths}
     except UserError as e:
         die(str(e))
+    finally:
+        parallel.finish()
     print(results_table(results))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_failure(main)

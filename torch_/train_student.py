@@ -22,14 +22,15 @@ sys.path.insert(0, ROOT)
 from common.checkpoint import describe_checkpoint  # noqa: E402
 from common.config import DKD_BETA, DKD_BETA_DEFAULT, MODELS, PAIRS, STUDENT_DEFAULTS, add_common_args, apply_pair, apply_preset, default_name, default_teacher, dkd_beta  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
+from common.distributed import exit_on_failure  # noqa: E402
 from common.errors import die, UserError  # noqa: E402
 from common.logs import check_finite, progress  # noqa: E402
-from common.metrics import batch_accuracy, Meter  # noqa: E402
+from common.metrics import batch_accuracy, merge_batch, Meter  # noqa: E402
 from common.schedules import warmup_factor  # noqa: E402
 from common.weights import state_digest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch_ import models, test  # noqa: E402
+from torch_ import models, parallel, test  # noqa: E402
 from torch_.train_teacher import fit, load_init  # noqa: E402
 
 FRAMEWORK = "torch"
@@ -160,10 +161,11 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
         t_data += start - end
         loss, logits, terms = train_step(student, teacher, optimizer, images, labels, distill_weight, args)
         models.sync(device)
-        loss_value = loss.item()  # one fetch (a sync in Jittor) per step
-        check_finite(loss_value, f"student-{args.method}", epoch, step)
-        meter.update({"loss": loss_value, **{f"loss_{k}": v.item() for k, v in terms.items()},
-                      **batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())}, len(labels))
+        values = {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
+                  **batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())}
+        values, n = merge_batch(values, len(labels), parallel.all_reduce_sum)  # the global batch's, N ranks or 1
+        check_finite(values["loss"], f"student-{args.method}", epoch, step)
+        meter.update(values, n)
         end = time.perf_counter()
         t_train += end - start
     metrics = {f"train/{k}": v for k, v in meter.means().items()}
@@ -231,6 +233,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = models.select_device(args.device)
     try:
+        parallel.setup(device)
         teacher = None
         if args.method != "ce":
             teacher, args.teacher_digest = load_teacher(args.teacher, device, args.teacher_model, args.dataset)
@@ -243,7 +246,9 @@ def main(argv=None):
         return fit(args, f"student-{args.method}", student, train_epoch, device)
     except UserError as e:
         die(str(e))
+    finally:
+        parallel.finish()
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_failure(main)
