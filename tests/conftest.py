@@ -30,7 +30,7 @@ signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 TINY = dict(train_per_batch=60, test=70)  # 300 training images, 70 test images (not a multiple of any batch)
 
 
-def write_tiny_cifar(data_dir, seed=0):
+def write_tiny_cifar(data_dir, seed=0, test_size=TINY["test"]):
     """A small CIFAR-10 in the official python layout, so the real reader is used.
 
     Images are class-dependent colour blobs + noise, so a few epochs learn something.
@@ -47,7 +47,7 @@ def write_tiny_cifar(data_dir, seed=0):
         return images.reshape(n, 3072), labels
 
     for i, name in enumerate(CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES):
-        data, labels = make(TINY["test"] if name == "test_batch" else TINY["train_per_batch"])
+        data, labels = make(test_size if name == "test_batch" else TINY["train_per_batch"])
         with open(os.path.join(folder, name), "wb") as f:
             pickle.dump({"data": data, "labels": labels.tolist(), "batch_label": name,
                          "filenames": [f"{name}_{j}.png" for j in range(len(labels))]}, f)
