@@ -6,6 +6,7 @@
     python bench.py --quick             # a smoke run: 2 repeats of 1 step (tests/test_bench.py)
     python bench.py --write-docs        # also put the tables into docs/speed.md, between its markers
     python bench.py --profile           # Jittor's training step of the teacher, by kernel group
+    python bench.py --data-parallel     # 1 process x 2 threads against 2 processes x 1 thread (bench_dp.py)
 
 Timed per model, in img/s (--zoo: eval alone):
   train        the stage's own step, as train_one_epoch calls it (then models.sync and loss.item()):
@@ -58,7 +59,7 @@ TEACHER_OF = {STUDENT_DEFAULTS["model"]: TEACHER_DEFAULTS["model"]}  # student -
 for _pair in PAIRS.values():
     TEACHER_OF.setdefault(_pair["model"], _pair["teacher_model"])
 DOCS = os.path.join(ROOT, "docs", "speed.md")
-DOCS_KEY = {False: "bench-default", True: "bench-zoo"}  # <!-- report:<key>:start/end --> (report.replace_block)
+DOCS_KEY = {False: "bench-default", True: "bench-zoo", "dp": "bench-dp"}  # <!-- report:<key>:start/end -->
 LABELS = {"train": "train_step (b{b})", "loop": "train_one_epoch (b{b})", "teacher_fwd": "teacher fwd {t} (b{b})",
           "kd": "train_step KD (+teacher fwd)", "dkd": "train_step DKD (+teacher fwd)", "eval": "eval fwd (b{e})"}
 POOL = 4  # pre-made batches the timed steps cycle through
@@ -421,6 +422,9 @@ def parse_args(argv):
     parser.add_argument("--write-docs", nargs="?", const=DOCS, default=None, metavar="MD",
                         help="also write the tables between the report:bench-default markers (report:bench-zoo "
                              "with --zoo) of this file (default docs/speed.md)")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="images/s of the teacher stage's loop on 1 process against 2 processes sharing the "
+                             "threads (torchrun, mpirun), and the gradient all-reduce per step (bench_dp.py)")
     parser.add_argument("--profile", action="store_true", help=f"profile {PROFILE_STEPS} of Jittor's training steps "
                         f"of the teacher (or of the first of --models) by kernel group")
     args = parser.parse_args(argv)
@@ -445,9 +449,11 @@ def main(argv=None):
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     if args.profile:
         return profile(args)
-    key = DOCS_KEY[args.zoo]
+    key = "dp" if args.data_parallel else args.zoo
     if args.write_docs:
-        read_docs(args.write_docs, key)  # no file or no markers: stop now, not after minutes of measuring
+        read_docs(args.write_docs, DOCS_KEY[key])  # no file or no markers: stop now, not after minutes of measuring
+    if args.data_parallel:
+        return data_parallel(args, argv)
     models = args.models or (MODELS if args.zoo else DEFAULT_MODELS)
     started, cpu = time.perf_counter(), machine(args.threads)
     if cpu["load_start"] > 0.5:
@@ -480,13 +486,32 @@ def main(argv=None):
     if args.write_docs and failed:
         print(f"{args.write_docs} not updated: a model failed", file=sys.stderr)
     elif args.write_docs:
-        from report import replace_block, write_text  # write_text: common.files.atomic_write, same permissions
         command = " ".join(["python bench.py", *map(shlex.quote, argv)])
         block = f"Measured {time.strftime('%Y-%m-%d')} with `{command}`: {header(result)}\n\n{tables(result, 'github')}"
-        text = replace_block(read_docs(args.write_docs, key), key, block)  # read again: others may have edited it
-        write_text(args.write_docs, text)
-        print(f"updated {args.write_docs} between the report:{key} markers")
+        write_docs(args.write_docs, DOCS_KEY[key], block)
     return 1 if failed else 0
+
+
+def data_parallel(args, argv):
+    """--data-parallel: bench_dp.py under the launchers, the frameworks one after the other."""
+    from bench_dp import rows, STEPS
+    models = args.models or ["cifar10quick", "cifar10simple"]
+    started, cpu = time.perf_counter(), machine(args.threads)
+    headers, body = rows(FRAMEWORKS, models, 2, args.threads, steps=2 if args.quick else STEPS)
+    note = (f"{cpu['cpu']}, {args.threads} threads in all; {time.perf_counter() - started:.0f} s; load average "
+            f"{cpu['load_start']:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"\n{note}\n\n{table(headers, body, 'simple')}")
+    if args.write_docs:
+        command = " ".join(["python bench.py", *map(shlex.quote, argv)])
+        write_docs(args.write_docs, DOCS_KEY["dp"], f"Measured {time.strftime('%Y-%m-%d')} with `{command}`: {note}"
+                   f"\n\n{table(headers, body, 'github')}")
+    return 0
+
+
+def write_docs(path, key, block):
+    from report import replace_block, write_text  # write_text: common.files.atomic_write, same permissions
+    write_text(path, replace_block(read_docs(path, key), key, block))  # read again: others may have edited it
+    print(f"updated {path} between the report:{key} markers")
 
 
 if __name__ == "__main__":
