@@ -16,6 +16,7 @@ The framework folders only turn these numpy batches into tensors and do the math
                   (with unpickler and torch_pickle)
     logs          TensorBoard events, run folders, progress lines, results
     metrics       sample-weighted accuracy and loss
-    env           threads, GPU detection, Jittor's environment
+    distributed   data-parallel runs: rank and world size under torchrun / mpirun, each rank's samples
+    env           threads (per process), GPU detection, Jittor's environment
     tables        the one table writer (Markdown and terminal)
 """

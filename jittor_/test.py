@@ -126,15 +126,14 @@ def main(argv=None):
     try:
         parallel.setup(device)
         if args.ckpt:
-            return test_checkpoint(args.ckpt, args, device)
-        paths = default_checkpoints(FRAMEWORK)  # no --ckpt: the default runs, as one table
-        results = {path: test_checkpoint(path, args, device) for path in paths}
+            results = test_checkpoint(args.ckpt, args, device)
+        else:  # no --ckpt: the default runs, as one table
+            results = {path: test_checkpoint(path, args, device) for path in default_checkpoints(FRAMEWORK)}
+            print(results_table(results))
+        parallel.finish()  # data-parallel: all ranks done, then the process group goes
+        return results
     except UserError as e:
         die(str(e))
-    finally:
-        parallel.finish()
-    print(results_table(results))
-    return results
 
 
 if __name__ == "__main__":

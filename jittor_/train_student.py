@@ -245,11 +245,11 @@ def main(argv=None):
             load_init(student, args.init, args.model, args.dataset)
         train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(
             model, teacher, loader, optimizer, epoch, args, device)
-        return fit(args, f"student-{args.method}", student, train_epoch, device)
+        summary = fit(args, f"student-{args.method}", student, train_epoch, device)
+        parallel.finish()  # data-parallel: all ranks done, then the process group goes
+        return summary
     except UserError as e:
         die(str(e))
-    finally:
-        parallel.finish()
 
 
 if __name__ == "__main__":

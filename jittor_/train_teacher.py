@@ -201,11 +201,11 @@ def main(argv=None):
         if args.init and not args.resume:
             load_init(model, args.init, args.model, args.dataset)
         train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(model, loader, optimizer, epoch, device)
-        return fit(args, "teacher", model, train_epoch, device)
+        summary = fit(args, "teacher", model, train_epoch, device)
+        parallel.finish()  # data-parallel: all ranks done, then the process group goes
+        return summary
     except UserError as e:
         die(str(e))
-    finally:
-        parallel.finish()
 
 
 if __name__ == "__main__":

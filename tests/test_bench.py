@@ -290,3 +290,25 @@ def test_profile_quick():
     assert set(groups) <= set(rows), rows
     assert rows[bench.KERNEL_GROUPS[0][1]] > 0 and rows[bench.JITTOR_KERNELS] > 0  # the groups found their kernels
     assert abs(sum(rows[g] for g in groups) - rows["wall time, profiler on"]) <= 0.1 * len(groups)
+
+
+def test_quick_data_parallel(tmp_path):
+    """--data-parallel: per framework, the stage's loop on 1 process and on 2 (torchrun, mpirun), the
+    ratio of the two as printed, the gradient's size, and the block between its own markers."""
+    docs = tmp_path / "speed.md"
+    docs.write_text(DOCS + "\n<!-- report:bench-dp:start -->\nold dp table\n<!-- report:bench-dp:end -->\n")
+    proc = run_bench("--data-parallel", "--quick", "--models", STUDENT, "--threads", 2, "--write-docs", docs)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    text = docs.read_text()
+    assert block(text, "bench-default") == "old default table"  # only its own block changed
+    header, _, body = block(text, "bench-dp").partition("\n\n")
+    assert "`python bench.py --data-parallel --quick" in header
+    rows = [r for r in markdown_rows(body) if r[0] != "framework"]
+    assert [r[:2] for r in rows] == [[fw, STUDENT] for fw in FRAMEWORKS]
+    from torch_ import models
+    gradient_mb = 4 * sum(p.numel() for p in models.build_model(STUDENT).parameters()) / 1e6
+    for fw, arch, one, two, ratio, mb, reduce_ms, share in rows:
+        assert positive(float(one)) and positive(float(two)) and positive(float(reduce_ms))
+        (o_lo, o_hi), (t_lo, t_hi) = interval(one), interval(two)
+        assert t_lo / o_hi - 0.005 <= float(ratio) <= t_hi / o_lo + 0.005
+        assert float(mb) == round(gradient_mb, 1) and share.endswith("%")

@@ -33,14 +33,14 @@ def world_size():
 def wrap(model, device):
     """The model that trains: DDP all-reduces (averages) the gradients during backward.
 
-    broadcast_buffers=False: each rank keeps the BatchNorm statistics of its own rows, as Jittor's
+    forward_sync_buffers=False: each rank keeps the BatchNorm statistics of its own rows, as Jittor's
     MPI mode does (torch's default copies rank 0's over the others at every forward); with --sync-bn
     they are the global batch's on every rank anyway. The checkpoint holds rank 0's.
     """
     if world_size() == 1:
         return model
     return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
 
 
 def all_reduce_sum(array):
@@ -83,5 +83,8 @@ def barrier():
 
 
 def finish():
+    """At the end of a successful run: wait for every rank, then tear the process group down (a rank
+    that left first could make gloo abort the others mid-teardown; a failing rank skips this)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
