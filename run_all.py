@@ -165,8 +165,8 @@ def threads_note(args):
     processes = f", {args.nproc} processes per stage" if args.nproc > 1 else ""
     if args.parallel:
         threads = max(1, num_threads() // len(args.frameworks) // args.nproc)
-        return f"frameworks in parallel with {threads} CPU thread(s) per process{processes}"
-    return f"{max(1, num_threads() // args.nproc)} CPU thread(s) per process{processes}"
+        return f"frameworks in parallel with {threads} CPU thread(s) each{processes}"
+    return f"{max(1, num_threads() // args.nproc)} CPU thread(s) each{processes}"
 
 
 def parse_args(argv=None):

@@ -111,3 +111,21 @@ def test_parallel_stops_both_frameworks_when_one_fails(tiny_data):
     assert "jittor: --teacher-from rp_src: no teacher checkpoint" in proc.stderr  # both are reported
     assert "torch: " in proc.stderr and "because the other framework failed" in proc.stderr
     assert not os.path.exists(os.path.join(run_dir("rp/student_dkd_s1", "torch"), "test.json"))
+
+
+def test_nproc_runs_every_stage_on_the_launchers_with_the_one_process_results(tiny_data):
+    """--nproc 2: teacher, student and test.py of each framework under torchrun / mpirun; the BN-free CE
+    student tests exactly as on one process, the BN teacher (4 steps, --sync-bn) within one image of 70."""
+    one = run_all(tiny_data, "--tag", "rn1", "--methods", "ce", "--no-report")
+    two = run_all(tiny_data, "--tag", "rn2", "--methods", "ce", "--nproc", "2", "--no-report")
+    assert "2 processes per stage" in two.stdout and "processes per stage" not in one.stdout
+    commands = [line for line in two.stdout.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 8  # per framework: teacher, its test, student, its test
+    for line in commands:
+        assert ("torch.distributed.run --standalone --nproc_per_node=2" in line) == ("/torch_/" in line)
+        assert line.startswith("$ mpirun -np 2") == ("/jittor_/" in line)
+    for fw in ("torch", "jittor"):
+        student = [read_test_json(f"{tag}/student_ce_s0", fw) for tag in ("rn1", "rn2")]
+        assert student[0]["top1"] == student[1]["top1"] and student[0]["per_class"] == student[1]["per_class"]
+        teacher = [read_test_json(f"{tag}/teacher_s0", fw) for tag in ("rn1", "rn2")]
+        assert teacher[0]["n"] == teacher[1]["n"] == 70 and abs(teacher[0]["top1"] - teacher[1]["top1"]) <= 100 / 70 + 1e-9
