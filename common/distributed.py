@@ -115,6 +115,8 @@ def launcher_command(framework, nproc):
     if not shutil.which("mpirun"):
         raise UserError("mpirun not found: Jittor's data-parallel mode needs Open MPI (`make setup` installs "
                         "openmpi-bin and libopenmpi-dev)")
-    # --oversubscribe: more processes than cores is allowed (a small machine); Open MPI refuses root without the flag
-    return (["mpirun", "-np", str(nproc), "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
-            + [sys.executable])
+    # --oversubscribe: more processes than cores is allowed (a small machine); no single-copy shared memory
+    # (cross-memory attach, which containers often forbid: then every message fails); Open MPI refuses root
+    # without the flag
+    return (["mpirun", "-np", str(nproc), "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"]
+            + (["--allow-run-as-root"] if os.geteuid() == 0 else []) + [sys.executable])
