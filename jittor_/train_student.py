@@ -10,7 +10,9 @@ flags given explicitly override it (e.g. --epochs 2 for a smoke run).
 
 The teacher is frozen (eval mode, no gradients) and its logits are computed online, on
 the very batch (same images, same augmentation) the student sees. kd_loss and dkd_loss
-are pure functions, importable without side effects.
+are pure functions, importable without side effects. So are fitnet_loss, at_loss and rdrop_loss,
+the feature-hint, attention-transfer and R-Drop losses, tested against float64 references; no
+--method uses them yet (README, "Not done yet").
 """
 import argparse
 import os
@@ -116,6 +118,53 @@ def dkd_loss(logits_student, logits_teacher, target, alpha, beta, temperature):
     """alpha * TCKD + beta * NCKD."""
     terms = dkd_loss_terms(logits_student, logits_teacher, target, temperature)
     return alpha * terms["tckd"] + beta * terms["nckd"]
+
+
+def fitnet_loss(feat_student, feat_teacher):
+    """FitNets' hint loss (mdistiller's FitNet): mean squared error between the student's feature,
+    already projected to the teacher's shape by the learned regressor, and the teacher's feature.
+
+    Averaged over space, then channels, then the batch: Jittor sums a float32 reduction in one run, so
+    one mean over the 131,072 values of an 8 x 64 x 16 x 16 feature was 2e-5 off (in stages: 2e-8)."""
+    return ((feat_student - feat_teacher) ** 2).mean(dims=[2, 3]).mean(dim=1).mean()
+
+
+def attention_map(feat, p=2):
+    """Attention transfer's map of an N x C x H x W feature: mean over channels of |f|^p, flattened
+    and L2-normalised per sample (zero stays zero).
+
+    The map does not change when f is scaled, so f is first divided by its largest |value| per
+    sample: |f|^p cannot overflow float32 for huge activations (mdistiller's f.pow(p) does at 1e20).
+    """
+    scale = feat.abs().reshape(feat.shape[0], -1).max(dim=1).maximum(1e-30).detach()
+    a = (feat / scale.reshape(-1, 1, 1, 1)).abs().pow(p).mean(dim=1).reshape(feat.shape[0], -1)
+    return a / a.sqr().sum(dim=1, keepdims=True).sqrt().maximum(1e-12)
+
+
+def pool_to(feat, size):
+    """Average-pool an N x C x H x W feature to size x size (mdistiller's adaptive pooling, for sizes it divides)."""
+    n, c, h, w = feat.shape
+    if h % size or w % size:
+        raise ValueError(f"attention transfer: a {h}x{w} feature does not pool to {size}x{size}")
+    return feat.reshape(n, c, size, h // size, size, w // size).mean(dims=(3, 5))
+
+
+def at_loss(feats_student, feats_teacher, p=2):
+    """Attention transfer (mdistiller's AT): per stage the mean squared difference of the two attention
+    maps, summed over stages; the larger feature is pooled to the smaller's size first."""
+    loss = 0
+    for fs, ft in zip(feats_student, feats_teacher):
+        size = min(fs.shape[2], ft.shape[2])
+        loss = loss + ((attention_map(pool_to(fs, size), p) - attention_map(pool_to(ft, size), p)) ** 2).mean()
+    return loss
+
+
+def rdrop_loss(logits_a, logits_b):
+    """R-Drop's regulariser: the symmetric KL between two passes' predictions, (KL(a||b) + KL(b||a)) / 2,
+    batch mean (alpha multiplies it); zero when the two passes agree."""
+    log_a, log_b = log_softmax(logits_a), log_softmax(logits_b)
+    # KL(a||b) + KL(b||a) = sum (p_a - p_b)(log p_a - log p_b): every term >= 0, and exactly 0 where they agree
+    return 0.5 * ((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(dim=1).mean()
 
 
 def loss_terms(method, logits, logits_teacher, labels, distill_weight, args):
