@@ -486,9 +486,7 @@ def main(argv=None):
     if args.write_docs and failed:
         print(f"{args.write_docs} not updated: a model failed", file=sys.stderr)
     elif args.write_docs:
-        command = " ".join(["python bench.py", *map(shlex.quote, argv)])
-        block = f"Measured {time.strftime('%Y-%m-%d')} with `{command}`: {header(result)}\n\n{tables(result, 'github')}"
-        write_docs(args.write_docs, DOCS_KEY[key], block)
+        write_docs(args.write_docs, DOCS_KEY[key], argv, header(result), tables(result, "github"))
     return 1 if failed else 0
 
 
@@ -502,14 +500,15 @@ def data_parallel(args, argv):
             f"{cpu['load_start']:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"\n{note}\n\n{table(headers, body, 'simple')}")
     if args.write_docs:
-        command = " ".join(["python bench.py", *map(shlex.quote, argv)])
-        write_docs(args.write_docs, DOCS_KEY["dp"], f"Measured {time.strftime('%Y-%m-%d')} with `{command}`: {note}"
-                   f"\n\n{table(headers, body, 'github')}")
+        write_docs(args.write_docs, DOCS_KEY["dp"], argv, note, table(headers, body, "github"))
     return 0
 
 
-def write_docs(path, key, block):
+def write_docs(path, key, argv, note, tables_md):
+    """The block between the report:<key> markers of path: the date, the command, its note, the tables."""
     from report import replace_block, write_text  # write_text: common.files.atomic_write, same permissions
+    command = " ".join(["python bench.py", *map(shlex.quote, argv)])
+    block = f"Measured {time.strftime('%Y-%m-%d')} with `{command}`: {note}\n\n{tables_md}"
     write_text(path, replace_block(read_docs(path, key), key, block))  # read again: others may have edited it
     print(f"updated {path} between the report:{key} markers")
 

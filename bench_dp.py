@@ -11,6 +11,7 @@ gradient's size in float32 all-reduced alone, ALL_REDUCES times in the same proc
 a step that only data parallelism adds (with --sync-bn, BatchNorm's moments add a little more).
 """
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -32,7 +33,6 @@ def worker(framework, arch, steps):
     """In each process of the job: the timed epoch and the all-reduce; rank 0 prints one JSON line."""
     if framework == "jittor":
         prepare_jittor()
-    import importlib
     stage = importlib.import_module(f"{framework}_.train_teacher")
     models, parallel, dataset = stage.models, stage.parallel, stage.dataset
     device = models.select_device("cpu")

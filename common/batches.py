@@ -85,8 +85,7 @@ def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0, dataset=
         stop = n - n % batch_size if n >= batch_size else n
         rows = batch_rows(min(batch_size, n), rank, world_size)
     else:
-        start, stop = eval_range(n, rank, world_size)
-        order, rows = np.arange(start, stop), slice(None)
+        order = np.arange(*eval_range(n, rank, world_size))
         stop = len(order)
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
