@@ -5,8 +5,10 @@ Nothing else changes: --batch-size is still the global batch, and every rank wal
 global batches in the same order with the same augmentation (common.batches), keeping its own
 rows of each. The framework's half (process group, all-reduce, DDP) is {torch_,jittor_}/parallel.py.
 """
+import ctypes
 import os
 import shutil
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -46,6 +48,17 @@ def check_launcher(framework):
         raise UserError(f"{framework}_/ stages run data-parallel under {expected} ({LAUNCHERS[framework]} ...), "
                         f"not under {here.launcher}")
     return here
+
+
+def die_with_launcher():
+    """End this rank when its launcher process dies. torchrun starts every worker in a session of its
+    own, so a torchrun killed with SIGKILL (kill -9, the OOM killer) left its ranks training on, rank 0
+    still writing the checkpoint that a --resume would then share. Linux: PR_SET_PDEATHSIG."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG: SIGKILL when the parent dies
+    if os.getppid() == 1:  # the launcher died before the line above
+        os._exit(1)
 
 
 def is_main():

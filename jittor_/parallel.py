@@ -21,7 +21,7 @@ import jittor as jt  # noqa: E402
 
 def setup(device):
     """Jittor joined mpirun's job when it was imported (MPI_Init); ranks > 0 then print nothing."""
-    here = check_launcher("jittor")
+    here = check_launcher("jittor")  # a killed mpirun takes its ranks down itself (torch_/: die_with_launcher)
     if here.world_size > 1 and not jt.in_mpi:
         raise UserError("started by mpirun, but Jittor has no MPI: install openmpi-bin and libopenmpi-dev "
                         "(`make setup` does) so that Jittor finds mpicc")

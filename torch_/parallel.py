@@ -11,7 +11,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common.distributed import check_launcher, launch, silence_other_ranks  # noqa: E402
+from common.distributed import check_launcher, die_with_launcher, launch, silence_other_ranks  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -21,6 +21,7 @@ def setup(device):
     """Join torchrun's process group (gloo on CPU, nccl on GPUs); ranks > 0 then print nothing."""
     here = check_launcher("torch")
     if here.world_size > 1 and not dist.is_initialized():
+        die_with_launcher()  # torchrun's workers outlive a torchrun killed with SIGKILL otherwise
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     silence_other_ranks()
     return here
