@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from common.distributed import launcher_command
+from common.distributed import launcher_command, run_rank
 from common.env import num_threads, prepare_jittor
 from common.paths import ROOT
 from common.weights import is_buffer
@@ -104,4 +104,4 @@ def rows(frameworks, archs, nproc=2, threads=None, steps=STEPS):
 
 
 if __name__ == "__main__":
-    worker(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else STEPS)
+    run_rank(lambda: worker(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else STEPS))

@@ -20,7 +20,7 @@ from common import safe_pickle  # noqa: E402
 from common.checkpoint import check_arch, check_dataset, ckpt_dataset, ckpt_num_classes, load_checkpoint, safe_pickle_error  # noqa: E402
 from common.config import add_data_dir, add_device, default_checkpoints, EVAL_BATCH_SIZE, MODELS  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
-from common.distributed import exit_on_failure, is_main  # noqa: E402
+from common.distributed import run_rank, is_main  # noqa: E402
 from common.env import prepare_jittor  # noqa: E402
 from common.errors import CheckpointError, die, UserError  # noqa: E402
 from common.files import write_json  # noqa: E402
@@ -137,4 +137,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_failure(main)
+    run_rank(main)

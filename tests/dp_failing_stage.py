@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common.distributed import exit_on_failure, launch  # noqa: E402
+from common.distributed import run_rank, launch  # noqa: E402
 
 stage = importlib.import_module(f"{sys.argv[1]}_.train_teacher")
 if launch().rank == 1:
@@ -22,4 +22,4 @@ if launch().rank == 1:
         return real_step(*args, **kwargs)
 
     stage.train_step = failing_step
-exit_on_failure(lambda: stage.main(sys.argv[2:]))  # as the stage's own `if __name__ == "__main__"`
+run_rank(lambda: stage.main(sys.argv[2:]))  # as the stage's own `if __name__ == "__main__"`

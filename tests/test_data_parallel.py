@@ -256,7 +256,7 @@ def test_evaluation_on_two_processes_counts_every_image_once(dp_runs, fw, tmp_pa
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_a_failing_rank_ends_the_job_with_its_error(tiny_data, fw):
     """Rank 1 raises at its second step while rank 0 waits in the gradient all-reduce. Without
-    common.distributed.exit_on_failure, Jittor's rank 1 never exits (MPI_Finalize waits for rank 0)
+    common.distributed.run_rank, Jittor's rank 1 never exits (MPI_Finalize waits for rank 0)
     and mpirun waits for ever; with it, the launcher sees the failure and stops the job."""
     start = time.perf_counter()
     proc = launched(fw, 2, os.path.join(ROOT, "tests", "dp_failing_stage.py"), fw, "--data-dir", tiny_data,

@@ -19,7 +19,7 @@ sys.path.insert(0, ROOT)
 from common.checkpoint import check_arch, check_dataset, ckpt_dataset, ckpt_num_classes, load_checkpoint  # noqa: E402
 from common.config import add_data_dir, add_device, default_checkpoints, EVAL_BATCH_SIZE, MODELS  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
-from common.distributed import exit_on_failure, is_main  # noqa: E402
+from common.distributed import run_rank, is_main  # noqa: E402
 from common.errors import CheckpointError, die, UserError  # noqa: E402
 from common.files import write_json  # noqa: E402
 from common.foreign import foreign_checkpoint, is_torch_file, numpy_state, torch_load_error, wrong_weights  # noqa: E402
@@ -134,4 +134,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_failure(main)
+    run_rank(main)

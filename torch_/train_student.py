@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 from common.checkpoint import describe_checkpoint  # noqa: E402
 from common.config import DKD_BETA, DKD_BETA_DEFAULT, MODELS, PAIRS, STUDENT_DEFAULTS, add_common_args, apply_pair, apply_preset, default_name, default_teacher, dkd_beta  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
-from common.distributed import exit_on_failure  # noqa: E402
+from common.distributed import run_rank  # noqa: E402
 from common.errors import die, UserError  # noqa: E402
 from common.logs import check_finite, progress  # noqa: E402
 from common.metrics import batch_accuracy, merge_batch, Meter  # noqa: E402
@@ -300,4 +300,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_failure(main)
+    run_rank(main)

@@ -19,7 +19,7 @@ from common.batches import epoch_seed  # noqa: E402
 from common.checkpoint import check_arch, check_dataset, check_resume, ckpt_path, load_checkpoint, save_checkpoint  # noqa: E402
 from common.config import TEACHER_DEFAULTS, add_common_args, apply_preset, default_name  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
-from common.distributed import check_batch_size, exit_on_failure, is_main  # noqa: E402
+from common.distributed import check_batch_size, run_rank, is_main  # noqa: E402
 from common.errors import die, DivergedError, UserError  # noqa: E402
 from common.files import remove_stale_temps, write_json  # noqa: E402
 from common.logs import check_finite, epoch_line, EventWriter, progress, record_divergence, run_dir, run_summary  # noqa: E402
@@ -203,4 +203,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_failure(main)
+    run_rank(main)
