@@ -185,13 +185,13 @@ class Worker:
         self.args.method = "ce" if name in ("train", "loop") else name
         if name == "loop" and self.teacher is None:
             return self.teacher_stage.train_one_epoch(self.model, self.loader, self.optimizer, next(self.epochs),
-                                                      self.device)
+                                                      self.args, self.device)
         if name == "loop":
             return self.student_stage.train_one_epoch(self.model, None, self.loader, self.optimizer, next(self.epochs),
                                                       self.args, self.device)
         images, labels = next(self.batches)
         if self.teacher is None:  # a teacher: the teacher stage's step
-            loss, _ = self.teacher_stage.train_step(self.model, self.optimizer, images, labels)
+            loss, _, _ = self.teacher_stage.train_step(self.model, self.optimizer, images, labels)
         else:  # a student: the student stage's step, with its teacher for kd and dkd
             teacher = None if name == "train" else self.teacher
             loss, _, _ = self.student_stage.train_step(self.model, teacher, self.optimizer, images, labels, 1.0,

@@ -39,12 +39,13 @@ def worker(framework, arch, steps):
     here = parallel.setup(device)
     model = models.set_sync_bn(models.to_device(models.build_model(arch), device), True)
     train_model = parallel.wrap(model, device)
-    optimizer = stage.make_optimizer(model, argparse.Namespace(lr=0.01, momentum=0.9, weight_decay=5e-4))
+    args = argparse.Namespace(lr=0.01, momentum=0.9, weight_decay=5e-4, rdrop=0.0)
+    optimizer = stage.make_optimizer(model, args)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (steps * BATCH_SIZE, 3, 32, 32), dtype=np.uint8)
     loader = dataset.Loader(images, rng.integers(0, 10, steps * BATCH_SIZE), BATCH_SIZE, True, 0, device)
-    stage.train_one_epoch(train_model, loader, optimizer, 0, device)  # untimed: Jittor compiles its kernels
-    metrics = stage.train_one_epoch(train_model, loader, optimizer, 1, device)
+    stage.train_one_epoch(train_model, loader, optimizer, 0, args, device)  # untimed: Jittor compiles its kernels
+    metrics = stage.train_one_epoch(train_model, loader, optimizer, 1, args, device)
     epoch_s = metrics["time/train"] + metrics["time/data"]
     size = sum(v.size for k, v in models.get_state(model).items() if not is_buffer(k))
     reduce_s = time_all_reduce(framework, size) if here.world_size > 1 else 0.0

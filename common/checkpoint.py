@@ -1,7 +1,7 @@
 """The checkpoint file: one safetensors file, readable by either framework and unable to run code.
 
 The arrays (weights, momentum buffers) are safetensors tensors "model/<name>" and
-"optimizer/<name>"; everything else (epoch, config, history, ...) is JSON in its header.
+"optimizer/<name>" (and "regressor/<name>": FitNet's, beside the student); everything else (epoch, config, history, ...) is JSON in its header.
 Nothing is unpickled: a checkpoint from anywhere can be opened without running its code.
 Also here: what --resume checks against the checkpoint, and what a model/dataset must match.
 """
@@ -20,7 +20,7 @@ from common.files import atomic_write
 
 CKPT_KEYS = ("model", "optimizer", "epoch", "best_top1", "config", "framework", "arch")
 CKPT_FORMAT = "kd-distill-ckpt/2"  # /1 was a pickle (read only through safe_pickle, see load_checkpoint)
-ARRAY_GROUPS = ("model", "optimizer")
+ARRAY_GROUPS = ("model", "optimizer", "regressor")  # regressor: FitNet's, trained with the student; optional
 
 
 def ckpt_path(name, framework):
@@ -40,7 +40,7 @@ def checkpoint_bytes(ckpt):
     missing = [k for k in CKPT_KEYS if k not in ckpt]
     assert not missing, f"checkpoint lacks {missing}"
     tensors, order = {}, {}
-    for group in ARRAY_GROUPS:
+    for group in [g for g in ARRAY_GROUPS if g in ckpt]:
         order[group] = list(ckpt[group])  # safetensors sorts its tensors; the state's order matters (classifier_of)
         for name, value in ckpt[group].items():
             tensors[f"{group}/{name}"] = np.ascontiguousarray(value)
@@ -69,7 +69,7 @@ def read_safetensors_checkpoint(path):
         if header.get("format") != CKPT_FORMAT:
             raise ValueError(f"its header names format {header.get('format')!r}, not {CKPT_FORMAT!r}")
         order, ckpt = json.loads(header["order"]), json.loads(header["meta"])
-        for group in ARRAY_GROUPS:
+        for group in [g for g in ARRAY_GROUPS if g in order]:
             ckpt[group] = {name: arrays[f"{group}/{name}"] for name in order[group]}
     except Exception as e:  # a damaged or foreign safetensors file
         raise CheckpointError(f"{path} is not a readable checkpoint of this repo ({type(e).__name__}: {e})") from None
@@ -108,7 +108,8 @@ RESUME_KEYS = ("model", "dataset", "seed", "batch_size", "lr", "milestones", "mo
                "train_size", "val_size", "val_on_test",
                # students
                "method", "teacher_model", "teacher_digest", "temperature", "warmup", "alpha", "beta",
-               "kd_ce_weight", "kd_weight", "dkd_ce_weight")
+               "kd_ce_weight", "kd_weight", "dkd_ce_weight", "hint_layer", "fitnet_ce_weight", "fitnet_weight",
+               "at_ce_weight", "at_weight", "at_p", "at_stages", "rdrop", "dropout")
 
 
 def check_resume(ckpt, args, path):

@@ -23,7 +23,14 @@ STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[1
                         warmup=10, temperature=4.0,
                         # mdistiller's CIFAR weights: KD = 0.1 CE + 0.9 KD; DKD = 1.0 CE + DKD
                         kd_ce_weight=0.1, kd_weight=0.9, dkd_ce_weight=1.0,
-                        alpha=1.0, beta=None)  # None: DKD_BETA of the student model
+                        alpha=1.0, beta=None,  # None: DKD_BETA of the student model
+                        # mdistiller's CIFAR settings (mdistiller/engine/cfg.py): FitNet CE 1 + feature 100 at
+                        # hint layer 2, AT CE 1 + 1000 x attention (p = 2) on feats[1:]; None: per model (hint_layer)
+                        hint_layer=None, fitnet_ce_weight=1.0, fitnet_weight=100.0,
+                        at_ce_weight=1.0, at_weight=1000.0, at_p=2.0, at_stages=None)
+TEACHER_DEFAULTS.update(rdrop=0.0, dropout=None)  # R-Drop off; the model's own dropout (CIFAR10Quick: 0.5)
+STUDENT_DEFAULTS.update(rdrop=0.0, dropout=None)
+FEATURE_METHODS = ("fitnet", "at")  # the methods that read features (models.forward_features), not only logits
 # DKD's NCKD weight. mdistiller's CIFAR setting is 8, for ResNet students with BatchNorm. The
 # original BN-free, activation-free CIFAR10Simple student diverges with large betas at lr 0.01 as
 # the distillation weight warms up (measured on CIFAR-10, torch, seed 0): with an 8-epoch teacher
@@ -37,6 +44,22 @@ DKD_BETA_DEFAULT = 8.0  # any other student: mdistiller's default (mdistiller/en
 def dkd_beta(model):
     """DKD's beta for a student model when --beta is not given."""
     return DKD_BETA.get(model, DKD_BETA_DEFAULT)
+
+
+# Indices into a model's feats (models.forward_features). mdistiller's zoo models have the stem as feats[0], then
+# one entry per stage: FitNet's hint is feats[2] (the second stage) and AT takes feats[1:]. CIFAR10Quick and
+# CIFAR10Simple have three stages and no stem entry, so the same choices are index 1 and all of 0, 1, 2.
+NO_STEM = ("cifar10quick", "cifar10simple")
+
+
+def hint_layer(model):
+    """FitNet's hint layer for a student model when --hint-layer is not given."""
+    return 1 if model in NO_STEM else 2
+
+
+def at_stages(model, count):
+    """AT's stages when --at-stages is not given, for a student whose feats have count entries."""
+    return list(range(0 if model in NO_STEM else 1, count))
 
 
 PRESETS = {
@@ -170,6 +193,12 @@ def add_common_args(parser, defaults):
     parser.add_argument("--init", default=None, help="checkpoint to start the model from (weights only)")
     parser.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
     parser.add_argument("--name", default=None, help="run name: log/<name>/<framework>, ckpt/<name>_<framework>.ckpt")
+    parser.add_argument("--rdrop", type=float, default=None, metavar="ALPHA",
+                        help="R-Drop: two passes of each batch with different dropout masks, the mean of their losses "
+                             "+ ALPHA x the symmetric KL of their predictions (R-Drop: 5 with --dropout 0.3; default 0: "
+                             "off). Needs a model with dropout")
+    parser.add_argument("--dropout", type=float, default=None, metavar="P",
+                        help="dropout probability of the model's dropout layer (cifar10quick: 0.5 unless given)")
     parser.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True,
                         help="data-parallel runs (torchrun / mpirun): BatchNorm uses the mean and variance of the whole "
                              "global batch, as one process does (default); --no-sync-bn: of each process's rows")

@@ -75,6 +75,10 @@ class Dropout(nn.Dropout):
 class CIFAR10Quick(nn.Module):
     """Teacher: 3 x [conv3x3 + BN + ReLU + maxpool2] (64, 128, 256), FC 4096-1024, ReLU, dropout, FC."""
 
+    # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
+    FEATURES = [("bn1", "relu_pool"), ("bn2", "relu_pool"), ("bn3", "relu_pool")]  # 64@16, 128@8, 256@4
+    CLASSIFIER = "fc2"  # its input is `pooled_feat`
+
     def __init__(self, num_classes=10):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 3, padding=1)
@@ -99,6 +103,10 @@ class CIFAR10Quick(nn.Module):
 class CIFAR10Simple(nn.Module):
     """Student: 3 x [conv5x5 pad 2 + maxpool2] (32, 32, 64), FC 1024-64, FC (no BN, no activations)."""
 
+    # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
+    FEATURES = [("conv1", "pool"), ("conv2", "pool"), ("conv3", "pool")]  # 32@16, 32@8, 64@4
+    CLASSIFIER = "fc2"
+
     def __init__(self, num_classes=10):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, 5, padding=2)
@@ -119,7 +127,7 @@ class CIFAR10Simple(nn.Module):
 # mdistiller's CIFAR model zoo (mdistiller/models/cifar/). Parameter names are
 # mdistiller's, so its released checkpoints load as they are; each forward does the
 # same layers in the same order. The one difference: every model returns the logits
-# only (mdistiller returns (logits, features) for feature-based distillers).
+# only (mdistiller returns (logits, features)); forward_features gives mdistiller's features.
 # ----------------------------------------------------------------------------
 class BasicBlock(nn.Module):
     """resnet.py's BasicBlock: conv-BN-ReLU-conv-BN, + shortcut, ReLU."""
@@ -144,6 +152,10 @@ class ResNet(nn.Module):
 
     resnet20/32/56/110 have widths 16, 16, 32, 64 (the stem's first); resnet8x4/32x4 4x wider ones.
     """
+
+    # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
+    FEATURES = [("bn1", "relu"), ("layer1", None), ("layer2", None), ("layer3", None)]
+    CLASSIFIER = "fc"
 
     def __init__(self, depth, num_filters, num_classes=10):
         super().__init__()
@@ -204,6 +216,10 @@ class ResNetV2(nn.Module):
 
     Returns the logits only (mdistiller: (logits, feats)).
     """
+
+    # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
+    FEATURES = [("bn1", "relu"), ("layer1", None), ("layer2", None), ("layer3", None), ("layer4", None)]
+    CLASSIFIER = "linear"
 
     def __init__(self, num_blocks, num_classes=10):
         super().__init__()
@@ -275,6 +291,10 @@ class WideResNet(nn.Module):
     with the running statistics mdistiller's would have; in eval mode they change nothing.
     """
 
+    # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
+    FEATURES = [("conv1", None), ("block1", None), ("block2", None), ("block3", None)]  # raw residual stream
+    CLASSIFIER = "fc"
+
     def __init__(self, depth, widen_factor, num_classes=10):
         super().__init__()
         assert (depth - 4) % 6 == 0, "WRN depth is 6n+4"
@@ -314,6 +334,10 @@ class VGG(nn.Module):
 
     Returns the logits only (mdistiller: (logits, feats)).
     """
+
+    # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
+    FEATURES = [("block0", "relu"), ("block1", "relu"), ("block2", "relu"), ("block3", "relu"), ("block4", "relu")]
+    CLASSIFIER = "classifier"
 
     def __init__(self, widths, num_classes=10):
         super().__init__()
@@ -365,6 +389,10 @@ class MobileNetV2(nn.Module):
 
     Returns the logits only (mdistiller: (logits, feats)).
     """
+
+    # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
+    FEATURES = [("conv1", None), ("blocks.1", None), ("blocks.2", None), ("blocks.4", None), ("blocks.6", None)]
+    CLASSIFIER = "classifier"
 
     def __init__(self, expansion=6, width_mult=0.5, num_classes=10):
         super().__init__()
@@ -433,6 +461,10 @@ class ShuffleNetV1(nn.Module):
 
     Returns the logits only (mdistiller: (logits, feats)).
     """
+
+    # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
+    FEATURES = [("bn1", "relu"), ("layer1", None), ("layer2", None), ("layer3", None)]
+    CLASSIFIER = "linear"
 
     def __init__(self, out_planes=(240, 480, 960), num_blocks=(4, 8, 4), groups=3, num_classes=10):
         super().__init__()
@@ -513,6 +545,10 @@ class ShuffleNetV2(nn.Module):
 
     Returns the logits only (mdistiller: (logits, feats)).
     """
+
+    # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
+    FEATURES = [("bn1", "relu"), ("layer1", None), ("layer2", None), ("layer3", None)]
+    CLASSIFIER = "linear"
 
     def __init__(self, out_channels=(116, 232, 464, 1024), num_blocks=(3, 7, 3), num_classes=10):
         super().__init__()
@@ -600,6 +636,110 @@ def set_sync_bn(model, sync):
     for module in model.modules():
         if isinstance(module, BatchNorm2d):
             module.sync = sync
+    return model
+
+
+# ---------------------------------------------------------------- features (FitNet, AT) and the hint regressor
+FEATURE_OPS = {None: lambda x: x, "relu": nn.relu, "pool": lambda x: nn.max_pool2d(x, 2),
+               "relu_pool": lambda x: nn.max_pool2d(nn.relu(x), 2)}  # what follows the hooked module in forward
+
+
+def submodule(net, name):
+    """The module at a dotted name ("blocks.1"), the same way in both frameworks."""
+    for part in name.split("."):
+        net = net[int(part)] if part.isdigit() else getattr(net, part)
+    return net
+
+
+def forward_features(model, images):
+    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}).
+
+    Forward hooks on the modules the class names in FEATURES (and on the input of its CLASSIFIER) read
+    them; they exist for this call only, so the plain forward is untouched. A hook keeps the first call's
+    output (a WRN calls some BNs twice). (torch: under DDP, on the wrapped model.)
+    """
+    net = getattr(model, "module", model)
+    seen = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            seen.setdefault(name, output)
+        return hook
+
+    def keep_input(module, inputs):
+        seen.setdefault("pooled_feat", inputs[0])
+
+    hooked = [submodule(net, name) for name, _ in net.FEATURES]
+    for module, (name, _) in zip(hooked, net.FEATURES):
+        module.register_forward_hook(keep(name))  # Jittor: one hook per module, removed by name
+    classifier = submodule(net, net.CLASSIFIER)
+    classifier.register_pre_forward_hook(keep_input)
+    try:
+        logits = model(images)
+    finally:
+        for module in hooked:
+            module.remove_forward_hook()
+        classifier.remove_pre_forward_hook()
+    feats = [FEATURE_OPS[op](seen[name]) for name, op in net.FEATURES]
+    return logits, {"feats": feats, "pooled_feat": seen["pooled_feat"]}
+
+
+def feature_shapes(model, image_shape=(3, 32, 32)):
+    """(C, H, W) of each of the model's feats, from one zero image in eval mode (changes no statistics)."""
+    was_training = model.is_training()
+    model.eval()
+    with jt.no_grad():
+        _, features = forward_features(model, jt.zeros((1, *image_shape)))
+    if was_training:
+        model.train()
+    return [tuple(f.shape[1:]) for f in features["feats"]]
+
+
+class ConvReg(nn.Module):
+    """mdistiller's ConvReg, FitNet's hint regressor: the student's feature to the teacher's channels and size.
+
+    A 3x3 stride-2 conv when the student's map is twice the teacher's, a 4x4 stride-2 transposed conv when
+    it is half, else a (1 + sH - tH) x (1 + sW - tW) conv (1x1 for equal sizes); then BN and ReLU. Trained
+    with the student (same optimizer), saved in its checkpoint, not part of the student at test time.
+    """
+
+    def __init__(self, student_shape, teacher_shape):
+        super().__init__()
+        (s_c, s_h, s_w), (t_c, t_h, t_w) = student_shape, teacher_shape
+        if s_h == 2 * t_h:
+            self.conv = nn.Conv2d(s_c, t_c, 3, stride=2, padding=1)
+        elif s_h * 2 == t_h:
+            self.conv = nn.ConvTranspose2d(s_c, t_c, 4, stride=2, padding=1)
+        elif s_h >= t_h:
+            self.conv = nn.Conv2d(s_c, t_c, (1 + s_h - t_h, 1 + s_w - t_w))
+        else:
+            raise UserError(f"FitNet: no regressor maps a {s_c}x{s_h}x{s_w} student feature to a {t_c}x{t_h}x{t_w} "
+                            f"teacher feature (mdistiller's ConvReg neither); choose another --hint-layer")
+        self.bn = BatchNorm2d(t_c)
+
+    def execute(self, x):
+        return nn.relu(self.bn(self.conv(x)))
+
+
+def build_regressor(student_shape, teacher_shape, seed):
+    """A ConvReg with seeded initial weights (torch's default init, drawn in numpy: the same in both
+    frameworks), from a stream of its own ([seed, 1]) so that it does not repeat the student's numbers."""
+    regressor = ConvReg(student_shape, teacher_shape)
+    load_state(regressor, init_weights(state_shapes(regressor), [seed, 1], "uniform"), f"init(regressor, seed={seed})")
+    return regressor
+
+
+def has_dropout(model):
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+def set_dropout(model, p):
+    """--dropout P: the probability of every dropout layer; a one-line error for a model without one."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    if not layers:
+        raise UserError(f"--dropout: {type(model).__name__} has no dropout layer (only cifar10quick has one)")
+    for layer in layers:
+        layer.p = p
     return model
 
 

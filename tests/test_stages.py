@@ -166,7 +166,7 @@ class Recorder:
 
 class Args:
     method, temperature, warmup, alpha, beta, dkd_ce_weight, kd_ce_weight, kd_weight = "dkd", 4.0, 1, 1.0, 2.0, 1.0, 0.1, 0.9
-    lr, momentum, weight_decay = 0.01, 0.9, 5e-4
+    lr, momentum, weight_decay, rdrop = 0.01, 0.9, 5e-4, 0.0
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

@@ -1,18 +1,21 @@
-"""Stage 2/3: train a student with cross-entropy only (ce), Hinton KD (kd) or Decoupled KD (dkd).
+"""Stage 2/3: train a student with cross-entropy only (ce), Hinton KD (kd), Decoupled KD (dkd), FitNets'
+feature hint (fitnet) or attention transfer (at); any of them with R-Drop (--rdrop) where the student has dropout.
 
     python torch_/train_student.py --method ce
     python torch_/train_student.py --method kd  --teacher ckpt/teacher_s0_torch.ckpt
     python torch_/train_student.py --method dkd --teacher ckpt/teacher_s0_torch.ckpt --beta 8
+    python torch_/train_student.py --method fitnet --hint-layer 1   # hint at the second stage, as mdistiller's
+    python torch_/train_student.py --method at                      # attention transfer, every stage
     python torch_/train_student.py --pair res32x4_res8x4 --teacher cifar_teachers/resnet32x4_vanilla/ckpt_epoch_240.pth
 
 --pair NAME runs one of the DKD paper's CIFAR-100 pairs with mdistiller's settings (common.config.PAIRS);
 flags given explicitly override it (e.g. --epochs 2 for a smoke run).
 
-The teacher is frozen (eval mode, no gradients) and its logits are computed online, on
-the very batch (same images, same augmentation) the student sees. kd_loss and dkd_loss
-are pure functions, importable without side effects. So are fitnet_loss, at_loss and rdrop_loss,
-the feature-hint, attention-transfer and R-Drop losses, tested against float64 references; no
---method uses them yet (README, "Not done yet").
+The teacher is frozen (eval mode, no gradients) and its logits (and features, for fitnet and at)
+are computed online, once per step, on the very batch (same images, same augmentation) the student
+sees. kd_loss, dkd_loss, fitnet_loss, at_loss and rdrop_loss are pure functions, importable without
+side effects. FitNet's regressor (models.ConvReg) is trained with the student, saved in its
+checkpoint and restored by --resume; test.py reads the student alone.
 """
 import argparse
 import os
@@ -22,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common.checkpoint import describe_checkpoint  # noqa: E402
-from common.config import DKD_BETA, DKD_BETA_DEFAULT, MODELS, PAIRS, STUDENT_DEFAULTS, add_common_args, apply_pair, apply_preset, default_name, default_teacher, dkd_beta  # noqa: E402
+from common.config import DKD_BETA, DKD_BETA_DEFAULT, FEATURE_METHODS, MODELS, PAIRS, STUDENT_DEFAULTS, add_common_args, apply_pair, apply_preset, at_stages, default_name, default_teacher, dkd_beta, hint_layer  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
 from common.distributed import run_rank  # noqa: E402
 from common.errors import die, UserError  # noqa: E402
@@ -33,7 +36,7 @@ from common.weights import state_digest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch_ import models, parallel, test  # noqa: E402
-from torch_.train_teacher import fit, load_init  # noqa: E402
+from torch_.train_teacher import check_rdrop, fit, load_init  # noqa: E402
 
 FRAMEWORK = "torch"
 
@@ -165,11 +168,23 @@ def rdrop_loss(logits_a, logits_b):
     return 0.5 * ((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(dim=1).mean()
 
 
-def loss_terms(method, logits, logits_teacher, labels, distill_weight, args):
-    """The named, weighted loss terms of one batch; the training loss is their sum."""
+def loss_terms(method, out, out_teacher, labels, distill_weight, args, regressor=None):
+    """The named, weighted loss terms of one pass; the training loss is their sum.
+
+    out, out_teacher: (logits, features), the features (models.forward_features) for fitnet and at only.
+    """
+    (logits, features), (logits_teacher, features_teacher) = out, out_teacher or (None, None)
     ce = F.cross_entropy(logits, labels)
     if method == "ce":
         return {"ce": ce}
+    if method == "fitnet":
+        hint = regressor(features["feats"][args.hint_layer])
+        feat = fitnet_loss(hint, features_teacher["feats"][args.hint_layer])
+        return {"ce": args.fitnet_ce_weight * ce, "fitnet": distill_weight * args.fitnet_weight * feat}
+    if method == "at":
+        pick = lambda feats: [feats[i] for i in args.at_stages]
+        at = at_loss(pick(features["feats"]), pick(features_teacher["feats"]), args.at_p)
+        return {"ce": args.at_ce_weight * ce, "at": distill_weight * args.at_weight * at}
     if method == "kd":
         kd = kd_loss(logits, logits_teacher, args.temperature)
         return {"ce": args.kd_ce_weight * ce, "kd": distill_weight * args.kd_weight * kd}
@@ -179,25 +194,50 @@ def loss_terms(method, logits, logits_teacher, labels, distill_weight, args):
 
 
 # ---------------------------------------------------------------- one step, one epoch
-def train_step(student, teacher, optimizer, images, labels, distill_weight, args):
+def forward(model, images, method):
+    """(logits, features): the features only for the methods that read them, so that the others run the
+    plain forward, without hooks."""
+    if method in FEATURE_METHODS:
+        return models.forward_features(model, images)
+    return model(images), None
+
+
+def mean_terms(passes):
+    """The terms of R-Drop's two passes, averaged term by term (one pass: its own terms)."""
+    if len(passes) == 1:
+        return passes[0]
+    return {k: sum(p[k] for p in passes) / len(passes) for k in passes[0]}
+
+
+def train_step(student, teacher, optimizer, images, labels, distill_weight, args, regressor=None):
     """One SGD step of the student, returning (loss, logits, terms). The step align.py compares and
-    bench.py times is this one. The teacher (frozen, or None for ce) sees this very batch."""
-    logits_teacher = None
+    bench.py times is this one. The teacher (frozen, or None for ce) sees this very batch, once.
+
+    With --rdrop the student runs twice (two dropout masks): every term is the mean over the two passes,
+    plus rdrop x the symmetric KL between them. regressor: FitNet's, trained with the student.
+    """
+    out_teacher = None
     if teacher is not None:  # first: after the student's forward it ran ~30% slower in torch (bench.py)
         with torch.no_grad():
-            logits_teacher = teacher(images)
-    logits = student(images)
-    terms = loss_terms(args.method, logits, logits_teacher, labels, distill_weight, args)
+            out_teacher = forward(teacher, images, args.method)
+    passes = [forward(student, images, args.method) for _ in range(2 if args.rdrop else 1)]
+    terms = mean_terms([loss_terms(args.method, out, out_teacher, labels, distill_weight, args, regressor)
+                        for out in passes])
+    if args.rdrop:
+        terms["rdrop"] = args.rdrop * rdrop_loss(passes[0][0], passes[1][0])
     loss = sum(terms.values())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return loss, logits, terms
+    return loss, passes[0][0], terms
 
 
-def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
-    """One pass of distillation; the teacher sees exactly the student's batch."""
+def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device, extra=None):
+    """One pass of distillation; the teacher sees exactly the student's batch. extra: {"regressor": ...} for fitnet."""
     student.train()
+    regressor = (extra or {}).get("regressor")
+    if regressor is not None:
+        regressor.train()  # its BN normalises with the batch's statistics, as mdistiller's
     if teacher is not None:
         teacher.eval()  # frozen BN statistics and no dropout, every epoch (mdistiller forces this too)
     distill_weight = warmup_factor(epoch, args.warmup)
@@ -208,7 +248,7 @@ def train_one_epoch(student, teacher, loader, optimizer, epoch, args, device):
     for step, (images, labels) in enumerate(batches):
         start = time.perf_counter()
         t_data += start - end
-        loss, logits, terms = train_step(student, teacher, optimizer, images, labels, distill_weight, args)
+        loss, logits, terms = train_step(student, teacher, optimizer, images, labels, distill_weight, args, regressor)
         models.sync(device)
         values = {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
                   **batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())}
@@ -236,11 +276,36 @@ def load_teacher(path, device, arch=None, dataset=None):
     return teacher, state_digest(ckpt["model"])
 
 
+def feature_setup(args, student, teacher, device):
+    """fitnet and at: check --hint-layer / --at-stages against the two models' features (mdistiller's
+    defaults where not given) and build FitNet's regressor; returns the modules trained with the student."""
+    if args.method not in FEATURE_METHODS:
+        return {}
+    shapes_s, shapes_t = models.feature_shapes(student), models.feature_shapes(teacher)
+    count = min(len(shapes_s), len(shapes_t))
+    if args.method == "fitnet":
+        if not 0 <= args.hint_layer < count:
+            raise UserError(f"--hint-layer {args.hint_layer}: {args.model} and its teacher have features 0 to {count - 1}")
+        regressor = models.build_regressor(shapes_s[args.hint_layer], shapes_t[args.hint_layer], args.seed)
+        print(f"[{FRAMEWORK}] FitNet hint at feature {args.hint_layer}: student {shapes_s[args.hint_layer]} -> "
+              f"teacher {shapes_t[args.hint_layer]} through {type(regressor.conv).__name__}")
+        return {"regressor": models.to_device(regressor, device)}
+    args.at_stages = at_stages(args.model, count) if args.at_stages is None else args.at_stages
+    for i in args.at_stages:
+        if not 0 <= i < count:
+            raise UserError(f"--at-stages: {i} is not a feature of both {args.model} and its teacher (0 to {count - 1})")
+        small, large = sorted([shapes_s[i][1], shapes_t[i][1]])
+        if large % small:
+            raise UserError(f"--at-stages: feature {i} is {shapes_s[i][1]} px in the student and {shapes_t[i][1]} px "
+                            f"in the teacher; attention transfer pools by whole factors only")
+    return {}
+
+
 def parse_args(argv=None):
     d = STUDENT_DEFAULTS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", choices=["ce", "kd", "dkd"], default=None,
-                        help="ce only, Hinton KD, or DKD (required unless --pair sets it)")
+    parser.add_argument("--method", choices=["ce", "kd", "dkd", *FEATURE_METHODS], default=None,
+                        help="ce only, Hinton KD, DKD, FitNets' hint or attention transfer (required unless --pair sets it)")
     parser.add_argument("--teacher", default=None,
                         help="teacher checkpoint for kd and dkd: a .ckpt of this repo or a .pth (mdistiller's); default: "
                              "this framework's checkpoint of train_teacher.py with the same --seed (and --dataset)")
@@ -259,13 +324,30 @@ def parse_args(argv=None):
     parser.add_argument("--kd-ce-weight", type=float, default=None, help=f"KD: weight of CE (default {d['kd_ce_weight']})")
     parser.add_argument("--kd-weight", type=float, default=None, help=f"KD: weight of the KD term (default {d['kd_weight']})")
     parser.add_argument("--dkd-ce-weight", type=float, default=None, help=f"DKD: weight of CE (default {d['dkd_ce_weight']})")
+    parser.add_argument("--hint-layer", type=int, default=None,
+                        help="FitNet: index of the student's and teacher's feature the hint compares (default: 2 as "
+                             "mdistiller, the second stage; 1 for cifar10simple/cifar10quick, whose feats have no stem)")
+    parser.add_argument("--fitnet-ce-weight", type=float, default=None,
+                        help=f"FitNet: weight of CE (default {d['fitnet_ce_weight']:g})")
+    parser.add_argument("--fitnet-weight", type=float, default=None,
+                        help=f"FitNet: weight of the hint loss (default {d['fitnet_weight']:g})")
+    parser.add_argument("--at-ce-weight", type=float, default=None, help=f"AT: weight of CE (default {d['at_ce_weight']:g})")
+    parser.add_argument("--at-weight", type=float, default=None,
+                        help=f"AT: weight of the attention loss (default {d['at_weight']:g})")
+    parser.add_argument("--at-p", type=float, default=None, help=f"AT: the power p of |f|^p (default {d['at_p']:g})")
+    parser.add_argument("--at-stages", type=int, nargs="+", default=None,
+                        help="AT: the features compared (default: all after the stem, as mdistiller's feats[1:]; "
+                             "all three for cifar10simple/cifar10quick)")
     args = parser.parse_args(argv)
     if args.pair:
         apply_pair(args)  # explicit flags > the pair > the preset > the defaults
     if args.method is None:
         parser.error("the following arguments are required: --method (or --pair)")
+    if args.method in FEATURE_METHODS and args.warmup is None:
+        args.warmup = 0  # mdistiller's FitNet and AT have no warm-up of the distillation weight
     apply_preset(args, "student", d)
     args.beta = dkd_beta(args.model) if args.beta is None else args.beta
+    args.hint_layer = hint_layer(args.model) if args.hint_layer is None else args.hint_layer
     if args.method != "ce" and not args.teacher and args.pair:
         parser.error(f"--pair needs --teacher CKPT: mdistiller's cifar_teachers/{args.teacher_model}_vanilla/"
                      f"ckpt_epoch_240.pth or a checkpoint of train_teacher.py --dataset cifar100 --model {args.teacher_model}")
@@ -290,9 +372,13 @@ def main(argv=None):
                                    device)
         if args.init and not args.resume:
             load_init(student, args.init, args.model, args.dataset)
-        train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(
-            model, teacher, loader, optimizer, epoch, args, device)
-        summary = fit(args, f"student-{args.method}", student, train_epoch, device)
+        if args.dropout is not None:
+            models.set_dropout(student, args.dropout)
+        check_rdrop(student, args)
+        extra = feature_setup(args, student, teacher, device)
+        train_epoch = lambda model, loader, optimizer, epoch, extra: train_one_epoch(
+            model, teacher, loader, optimizer, epoch, args, device, extra)
+        summary = fit(args, f"student-{args.method}", student, train_epoch, device, extra)
         parallel.finish()  # data-parallel: all ranks done, then the process group goes
         return summary
     except UserError as e:

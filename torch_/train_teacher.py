@@ -4,6 +4,7 @@
     python torch_/train_teacher.py --preset quick   # about a minute on 2 CPU cores
     python torch_/train_teacher.py --resume         # continue an interrupted run
     python torch_/train_teacher.py --dataset cifar100 --model resnet32x4   # a CIFAR-100 teacher
+    python torch_/train_teacher.py --rdrop 5 --dropout 0.3 --name teacher_rdrop   # with R-Drop
 
 Writes ckpt/<name>_torch.ckpt after every epoch (atomically), TensorBoard events and
 metrics.json under log/<name>/torch/. The loop (fit) is shared with train_student.py.
@@ -20,7 +21,7 @@ from common.checkpoint import check_arch, check_dataset, check_resume, ckpt_path
 from common.config import TEACHER_DEFAULTS, add_common_args, apply_preset, default_name  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
 from common.distributed import check_batch_size, run_rank, is_main  # noqa: E402
-from common.errors import die, DivergedError, UserError  # noqa: E402
+from common.errors import CheckpointError, die, DivergedError, UserError  # noqa: E402
 from common.files import remove_stale_temps, write_json  # noqa: E402
 from common.logs import check_finite, epoch_line, EventWriter, progress, record_divergence, run_dir, run_summary  # noqa: E402
 from common.metrics import batch_accuracy, merge_batch, Meter  # noqa: E402
@@ -42,8 +43,16 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- optimizer helpers
-def make_optimizer(model, args):
-    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+def named_parameters(model, extra=None):
+    """(name, parameter) of the model, then of the modules trained with it (FitNet's regressor), their names
+    prefixed with their key ("regressor.conv.weight"): what the optimizer trains and its state is saved under."""
+    return list(model.named_parameters()) + [(f"{key}.{name}", p) for key, module in (extra or {}).items()
+                                             for name, p in module.named_parameters()]
+
+
+def make_optimizer(model, args, extra=None):
+    return torch.optim.SGD([p for _, p in named_parameters(model, extra)], lr=args.lr, momentum=args.momentum,
+                           weight_decay=args.weight_decay)
 
 
 def set_seed(seed):
@@ -57,15 +66,15 @@ def set_lr(optimizer, lr):
         group["lr"] = lr
 
 
-def get_optimizer_state(model, optimizer):
+def get_optimizer_state(model, optimizer, extra=None):
     """SGD momentum buffers as {parameter name: numpy array}, the same format in both frameworks."""
-    names = {id(p): name for name, p in model.named_parameters()}
+    names = {id(p): name for name, p in named_parameters(model, extra)}
     return {names[id(p)]: s["momentum_buffer"].cpu().numpy() for p, s in optimizer.state.items()
             if s.get("momentum_buffer") is not None}
 
 
-def load_optimizer_state(model, optimizer, state):
-    for name, p in model.named_parameters():
+def load_optimizer_state(model, optimizer, state, extra=None):
+    for name, p in named_parameters(model, extra):
         if name in state:
             optimizer.state[p]["momentum_buffer"] = torch.from_numpy(state[name]).to(p.device)
 
@@ -79,18 +88,39 @@ def load_init(model, path, arch, dataset):
     print(f"[{FRAMEWORK}] initial weights from {path} ({ckpt['framework']} checkpoint)")
 
 
+def check_rdrop(model, args):
+    """--rdrop needs dropout: without it the two passes are the same and the KL is 0 (a one-line error)."""
+    if args.rdrop and not models.has_dropout(model):
+        raise UserError(f"--rdrop: {args.model} has no dropout, so its two passes would be identical "
+                        f"(R-Drop regularises dropout; cifar10quick has it)")
+
+
+def checkpoint_part(ckpt, key, path):
+    """One of the arrays groups a run saved besides its model (the regressor), or a one-line error."""
+    if key not in ckpt:
+        raise CheckpointError(f"--resume: {path} holds no {key} (it was not trained with one); start afresh without --resume")
+    return ckpt[key]
+
+
 # ---------------------------------------------------------------- one step, one epoch
-def train_step(model, optimizer, images, labels):
-    """One SGD step of cross-entropy. The step align.py compares and bench.py times is this one."""
+def train_step(model, optimizer, images, labels, rdrop=0.0):
+    """One SGD step of cross-entropy, returning (loss, logits, terms). The step align.py compares and bench.py
+    times is this one. With rdrop (R-Drop's alpha): a second pass of the same batch, other dropout masks; the
+    mean of the two cross-entropies plus rdrop x the symmetric KL between the two predictions."""
     logits = model(images)
-    loss = F.cross_entropy(logits, labels)
+    terms = {"ce": F.cross_entropy(logits, labels)}
+    if rdrop:
+        from torch_.train_student import rdrop_loss  # the losses live together there (it imports this file)
+        logits_b = model(images)
+        terms = {"ce": 0.5 * (terms["ce"] + F.cross_entropy(logits_b, labels)), "rdrop": rdrop * rdrop_loss(logits, logits_b)}
+    loss = sum(terms.values())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return loss, logits
+    return loss, logits, terms
 
 
-def train_one_epoch(model, loader, optimizer, epoch, device):
+def train_one_epoch(model, loader, optimizer, epoch, args, device):
     """One pass of cross-entropy training; sample-weighted means and honest timings."""
     model.train()
     meter = Meter()
@@ -99,9 +129,10 @@ def train_one_epoch(model, loader, optimizer, epoch, device):
     for step, (images, labels) in enumerate(progress(loader.epoch(epoch), len(loader), f"{FRAMEWORK} teacher")):
         start = time.perf_counter()
         t_data += start - end  # waiting for the next batch (prefetched in the background)
-        loss, logits = train_step(model, optimizer, images, labels)
+        loss, logits, terms = train_step(model, optimizer, images, labels, args.rdrop)
         models.sync(device)
-        values = {"loss": loss.item(), **batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())}
+        values = {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items() if len(terms) > 1},
+                  **batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())}
         values, n = merge_batch(values, len(labels), parallel.all_reduce_sum)  # the global batch's, N ranks or 1
         check_finite(values["loss"], "teacher", epoch, step)
         meter.update(values, n)
@@ -120,15 +151,19 @@ def parallel_note(args):
             f"BatchNorm statistics {'of the global batch' if args.sync_bn else 'per process'})")
 
 
-def fit(args, stage, model, train_epoch, device):
+def fit(args, stage, model, train_epoch, device, extra=None):
     """Resume or start, then per epoch: set lr, train, evaluate, checkpoint, log.
+
+    extra: {key: module} trained with the model but not part of it (FitNet's regressor): in the optimizer,
+    saved in the checkpoint under key, restored by --resume, handed to train_epoch, never evaluated.
 
     Data-parallel (torchrun / mpirun): every rank runs this loop on its rows of each global batch;
     rank 0 alone writes the checkpoint, the events and the JSON (the others print nothing).
     """
     check_batch_size(min(args.batch_size, args.train_size), parallel.world_size())
     train_loader, val_loader = dataset.build_loaders(args, device)
-    optimizer = make_optimizer(model, args)
+    extra = extra or {}
+    optimizer = make_optimizer(model, args, extra)
     path = ckpt_path(args.name, FRAMEWORK)
     if is_main():
         remove_stale_temps(path)  # left by a run killed while it wrote its checkpoint
@@ -139,11 +174,14 @@ def fit(args, stage, model, train_epoch, device):
         check_dataset(ckpt, args.dataset, path)
         check_resume(ckpt, args, path)
         models.load_state(model, ckpt["model"], path)
-        load_optimizer_state(model, optimizer, ckpt["optimizer"])
+        for key, module in extra.items():
+            models.load_state(module, checkpoint_part(ckpt, key, path), f"{path} ({key})")
+        load_optimizer_state(model, optimizer, ckpt["optimizer"], extra)
         start_epoch, best_top1, history = ckpt["epoch"] + 1, ckpt["best_top1"], ckpt["history"]
         print(f"[{FRAMEWORK} {stage}] resuming {path} after epoch {start_epoch}")
     models.set_sync_bn(model, args.sync_bn)
     train_model = parallel.wrap(model, device)  # after loading: every rank starts from the same weights
+    train_extra = {key: parallel.wrap(models.set_sync_bn(module, args.sync_bn), device) for key, module in extra.items()}
     writer = EventWriter(run_dir(args.name, FRAMEWORK), history) if is_main() else None  # the curves so far, once
     val_source = "the test set" if args.val_on_test else "held out"
     print(f"[{FRAMEWORK} {stage}] {args.model} on {device}, {DATASETS[args.dataset]['title']}: "
@@ -154,7 +192,7 @@ def fit(args, stage, model, train_epoch, device):
         set_lr(optimizer, lr)
         set_seed(epoch_seed(args.seed, epoch))  # this epoch's dropout masks, resumed or not
         try:
-            metrics = train_epoch(train_model, train_loader, optimizer, epoch)
+            metrics = train_epoch(train_model, train_loader, optimizer, epoch, train_extra)
         except DivergedError as e:  # a result, not a crash: run_all.py and report.py show it
             if is_main():
                 writer.close()
@@ -170,7 +208,8 @@ def fit(args, stage, model, train_epoch, device):
         history.append(metrics)
         if not is_main():
             continue
-        save_checkpoint(path, {"model": models.get_state(model), "optimizer": get_optimizer_state(model, optimizer),
+        save_checkpoint(path, {"model": models.get_state(model), "optimizer": get_optimizer_state(model, optimizer, extra),
+                               **{key: models.get_state(module) for key, module in extra.items()},
                                       "epoch": epoch, "best_top1": best_top1, "config": vars(args),
                                       "framework": FRAMEWORK, "arch": args.model, "dataset": args.dataset,
                                       "history": history})
@@ -194,7 +233,11 @@ def main(argv=None):
                                  device)
         if args.init and not args.resume:
             load_init(model, args.init, args.model, args.dataset)
-        train_epoch = lambda model, loader, optimizer, epoch: train_one_epoch(model, loader, optimizer, epoch, device)
+        if args.dropout is not None:
+            models.set_dropout(model, args.dropout)
+        check_rdrop(model, args)
+        train_epoch = lambda model, loader, optimizer, epoch, extra: train_one_epoch(model, loader, optimizer, epoch,
+                                                                                       args, device)
         summary = fit(args, "teacher", model, train_epoch, device)
         parallel.finish()  # data-parallel: all ranks done, then the process group goes
         return summary
