@@ -3,8 +3,9 @@
     python report.py                      # tag quick: the runs log/quick/<stage>_s<seed>/<framework>/
     python report.py --tag long           # another tag
     python report.py --tag beta --sweep   # DKD beta sweep: runs log/beta/student_dkd_beta<beta>_s<seed>/
+    python report.py --tag rdrop --against full   # and each stage's test top-1 against the same seed's in tag full
 
-Per stage (teacher, student_ce, student_kd, student_dkd) it draws img/<tag>_<stage>.png: loss and
+Per stage (teacher, student_ce, _kd, _dkd, _fitnet, _at) it draws img/<tag>_<stage>.png: loss and
 top-1 per epoch, train solid and val dashed, torch and Jittor overlaid; over several seeds the mean
 line with a min-max band. The table gives final and best val top-1, test top-1 (test.json), the
 difference jittor - torch, and the time per stage: the first epoch (which holds Jittor's kernel
@@ -39,8 +40,8 @@ from common.paths import IMG_DIR, LOG_DIR, ROOT  # noqa: E402
 from common.tables import table  # noqa: E402
 
 COLORS = {"torch": "#ee4c2c", "jittor": "#1f77b4"}  # one colour per framework in every figure
-STAGES = ["teacher", "student_ce", "student_kd", "student_dkd"]
-STAGE_RUN = re.compile(r"^(teacher|student_ce|student_kd|student_dkd)_s(\d+)$")
+STAGES = ["teacher", "student_ce", "student_kd", "student_dkd", "student_fitnet", "student_at"]
+STAGE_RUN = re.compile(rf"^({'|'.join(STAGES)})_s(\d+)$")
 SWEEP_RUN = re.compile(r"^student_dkd_beta(\d+(?:\.\d+)?)_s(\d+)$")
 TIME_TAGS = ("time/data", "time/train", "time/eval")
 DASH = "–"  # an empty table cell
@@ -320,7 +321,7 @@ def image_links(figures, base_dir):
                        for name, path in figures.items())
 
 
-def stage_markdown(tag, runs, figures, base_dir):
+def stage_markdown(tag, runs, figures, base_dir, against=None):
     stages = [stage for stage in STAGES if stage in runs]
     top1 = table(["stage"] + [f"{what} {fw}" for what in ("final val top-1", "best val top-1", "test top-1")
                               for fw in FRAMEWORKS] + ["Δ top-1 (jittor − torch)", "\\|Δ\\| / seed std"],
@@ -338,7 +339,8 @@ def stage_markdown(tag, runs, figures, base_dir):
     time_note = ("Seconds (data loading + training + evaluation): the first epoch, which holds Jittor's kernel "
                  "compilation (cached for later runs), apart from the later epochs' mean per epoch, the steady "
                  "speed; ratio of the means, jittor / torch:")
-    return "\n".join([note, unfinished_line(runs), top1, "", gain_markdown(runs), "", time_note, "", times, "",
+    return "\n".join([note, unfinished_line(runs), top1, "", gain_markdown(runs), "",
+                      against_markdown(tag, runs, *against) if against else "", time_note, "", times, "",
                       image_links(figures, base_dir)])
 
 
@@ -356,13 +358,32 @@ def paired_gains(runs, stage, framework):
 
 def gain_markdown(runs):
     """KD and DKD students against the CE-only student trained with the same budget, per framework."""
-    stages = [stage for stage in ("student_kd", "student_dkd") if stage in runs]
+    stages = [stage for stage in STAGES[2:] if stage in runs]
     if "student_ce" not in runs or not stages:
         return ""
     rows = [[f"{stage} − student_ce"] + [fmt(paired_gains(runs, stage, fw), sign=True) for fw in FRAMEWORKS]
             for stage in stages]
     return ("Gain of distillation over the CE-only student (same seed, epochs and data), in test top-1 "
             "points, mean ± std over seeds:\n\n" + table(["test top-1 gain", *FRAMEWORKS], rows))
+
+
+def against_markdown(tag, runs, other_tag, other_runs):
+    """--against TAG: each stage's test top-1 here minus the same stage's and seed's in TAG (an R-Drop
+    teacher and its students against the plain ones, say), per framework, over the seeds both have."""
+    rows = []
+    for stage in [s for s in STAGES if s in runs and s in other_runs]:
+        cells = [stage]
+        for fw in FRAMEWORKS:
+            pairs = [(test_top1(by_fw[fw]), test_top1(other_runs[stage][seed][fw]))
+                     for seed, by_fw in sorted(runs[stage].items())
+                     if by_fw.get(fw, {}).get("test") and other_runs[stage].get(seed, {}).get(fw, {}).get("test")]
+            cells += [fmt([a for a, _ in pairs]), fmt([b for _, b in pairs]), fmt([a - b for a, b in pairs], sign=True)]
+        rows.append(cells)
+    if not rows:
+        return f"No stage has a test.json both here and in {other_tag}: nothing to compare yet.\n"
+    header = ["stage"] + [f"{what} {fw}" for fw in FRAMEWORKS for what in (tag, other_tag, "Δ")]
+    return (f"Test top-1 of {tag} against {other_tag}, same stage and seed, per framework (Δ = {tag} − {other_tag}, "
+            f"seed by seed):\n\n" + table(header, rows) + "\n")
 
 
 # ----------------------------------------------------------------------------
@@ -482,6 +503,8 @@ def parse_args(argv=None):
                              "docs/*.md that holds them)")
     parser.add_argument("--img-dir", default=IMG_DIR, help="folder for the PNG figures (default img/)")
     parser.add_argument("--print-only", action="store_true", help="print the tables; no figures, no file changed")
+    parser.add_argument("--against", default=None, metavar="TAG",
+                        help="add a table of each stage's test top-1 against the same stage and seed of run tag TAG")
     return parser.parse_args(argv)
 
 
@@ -499,6 +522,9 @@ def main(argv=None):
         figures = {stage: os.path.join(args.img_dir, f"{args.tag}_{stage}.png") for stage in STAGES if stage in runs}
         draw = lambda: [stage_figure(args.tag, stage, runs[stage], path) for stage, path in figures.items()]
         key, out, markdown = args.tag, "report.md", stage_markdown
+        if args.against:
+            other = (args.against, find_runs(args.against, STAGE_RUN))
+            markdown = lambda tag, runs, figures, base_dir: stage_markdown(tag, runs, figures, base_dir, other)
     if args.print_only:
         block = markdown(args.tag, runs, {}, log_dir)
         print(block)

@@ -1,9 +1,11 @@
-"""The main job: teacher, then CE / KD / DKD students, in both frameworks; test all; print the tables.
+"""The main job: teacher, then CE / KD / DKD / FitNet / AT students, in both frameworks; test all; print the tables.
 
     python run_all.py                      # quick preset (a few minutes on 2 CPU cores)
     python run_all.py --preset full        # the original setting, seeds 0, 1, 2 (hours on CPU)
     python run_all.py --preset full --tag beta --beta-sweep 0 0.3 0.5 1 1.5 2 --teacher-from full --seeds 1  # DKD beta sweep
     python run_all.py --preset full --resume --parallel   # continue an interrupted run, both frameworks at once
+    python run_all.py --preset full --tag rdrop --seeds 1 --methods kd dkd --teacher-args "--rdrop 5 --dropout 0.3" \
+        --against full                     # an R-Drop teacher and its students, against the plain ones
 
 Each stage is its own process (torch_/... or jittor_/... script), so the frameworks never
 share a process. Runs are named <tag>/<stage>_s<seed> (tag = the preset unless --tag):
@@ -44,7 +46,7 @@ from common.files import write_json
 from common.logs import DIVERGED_FILE, run_dir
 import report
 
-METHODS = ["ce", "kd", "dkd"]
+METHODS = ["ce", "kd", "dkd", "fitnet", "at"]
 
 
 class StageFailed(RuntimeError):
@@ -89,7 +91,7 @@ def run_framework(framework, args, seed, env=None):
         if not os.path.exists(ckpt_path(teacher_name, framework)):
             raise StageFailed(f"--teacher-from {args.teacher_from}: no teacher checkpoint "
                               f"{ckpt_path(teacher_name, framework)}; run that tag's teacher first")
-    # (stage label, run name, method, beta): the three students, or one DKD student per swept beta
+    # (stage label, run name, method, beta): the --methods students, or one DKD student per swept beta
     students = [(m, f"student_{m}", m, args.beta if m == "dkd" else None) for m in args.methods]
     if args.beta_sweep:
         students = [(f"dkd beta={b:g}", f"student_dkd_beta{b:g}", "dkd", b) for b in args.beta_sweep]
@@ -180,7 +182,7 @@ def parse_args(argv=None):
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="student methods to run")
     parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: common.config.dkd_beta of the student, 1 for CIFAR10Simple)")
     parser.add_argument("--beta-sweep", type=float, nargs="*", default=None,
-                        help="instead of the three students, one DKD student per beta (the original sweep: "
+                        help="instead of the --methods students, one DKD student per beta (the original sweep: "
                              "0 0.3 0.5 1 1.5 2); the report at the end is then report.py --sweep")
     parser.add_argument("--teacher-args", default="", help="extra flags for train_teacher.py, e.g. '--epochs 10'")
     parser.add_argument("--student-args", default="", help="extra flags for train_student.py")
@@ -195,6 +197,8 @@ def parse_args(argv=None):
     parser.add_argument("--nproc", type=int, default=1,
                         help="processes per stage: data-parallel with torchrun (torch) and mpirun (Jittor); "
                              "the global batch is unchanged (default 1)")
+    parser.add_argument("--against", default=None, metavar="TAG",
+                        help="the report adds each stage's test top-1 against the same stage and seed of tag TAG")
     parser.add_argument("--no-report", action="store_true",
                         help="end with report.py's tables only: no figures in img/, no docs/ page updated")
     args = parser.parse_args(argv)
@@ -228,7 +232,8 @@ def main(argv=None):
     # the tables are report.py's (one place computes every difference and ratio): test top-1, the gain of
     # KD/DKD over CE, and the time per stage with the first epoch (Jittor's compilation) apart
     print(f"\n{header}\n")
-    report.main(["--tag", args.tag] + (["--sweep"] if args.beta_sweep else []) + (["--print-only"] if args.no_report else []))
+    report.main(["--tag", args.tag] + (["--sweep"] if args.beta_sweep else []) + (["--print-only"] if args.no_report else [])
+                + (["--against", args.against] if args.against else []))
     return results
 
 
