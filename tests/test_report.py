@@ -245,6 +245,36 @@ def test_gain_over_the_ce_student_is_paired_by_seed(tmp_path):
     assert rows["student_ce"][8] == "0.35"  # |Δ| 1 over the seed std 2.83 of both frameworks
 
 
+def test_fitnet_and_at_rows_and_their_gains(tmp_path):
+    """The feature distillers are stages of the same tables, with their paired gain over CE."""
+    for seed in (0, 1):
+        for fw in report.FRAMEWORKS:
+            for stage, top1 in (("student_ce", 50.0), ("student_fitnet", 48.0), ("student_at", 51.5)):
+                write_run(f"feat/{stage}_s{seed}", fw, seed, test_top1=top1 + seed)
+    block = report.main(["--tag", "feat", "--doc", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)])
+    rows, gains = tables(block)[:2]
+    assert list(rows)[1:] == ["student_ce", "student_fitnet", "student_at"]  # STAGES' order, after the header
+    assert gains["student_fitnet − student_ce"][1:] == ["-2.00 ± 0.00", "-2.00 ± 0.00"]
+    assert gains["student_at − student_ce"][1:] == ["+1.50 ± 0.00", "+1.50 ± 0.00"]
+
+
+def test_against_compares_each_stage_with_the_same_seed_of_another_tag(tmp_path):
+    """report.py --tag rdrop --against full: an R-Drop teacher and its students against the plain ones."""
+    for fw in report.FRAMEWORKS:
+        for stage, plain, rdrop in (("teacher", 78.0, 79.5), ("student_kd", 64.0, 63.25)):
+            write_run(f"plain/{stage}_s0", fw, 0, test_top1=plain)
+            write_run(f"plain/{stage}_s1", fw, 1, test_top1=plain + 1)  # a seed the other tag lacks: left out
+            write_run(f"rd/{stage}_s0", fw, 0, test_top1=rdrop)
+        write_run("plain/student_dkd_s0", fw, 0, test_top1=66.0)  # a stage the other tag lacks: no row
+    block = report.main(["--tag", "rd", "--against", "plain", "--doc", str(tmp_path / "none.md"),
+                         "--img-dir", str(tmp_path)])
+    assert "Test top-1 of rd against plain" in block
+    against, = [t for t in tables(block) if "rd torch" in t.get("stage", [])]
+    assert against["teacher"][1:4] == ["79.50", "78.00", "+1.50"]
+    assert against["student_kd"][1:4] == ["63.25", "64.00", "-0.75"]
+    assert "student_dkd" not in against
+
+
 def write_diverged(name, fw, seed, epoch):
     """A run whose loss became NaN at epoch: events up to then, diverged.json, no metrics.json or test.json."""
     write_run(name, fw, seed, finished=False)

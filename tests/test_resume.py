@@ -1,6 +1,7 @@
 """Exact resume: a stage killed with SIGKILL in the middle of an epoch and continued with --resume
 ends bit-identical to the uninterrupted run: weights, momentum, metrics, event-file curves and
-test result, in both frameworks, for the teacher and the KD and DKD students.
+test result, in both frameworks, for the teacher (also with R-Drop) and the KD, DKD and FitNet
+students (FitNet's regressor and its momentum included).
 
 The kill is real (a subprocess, SIGKILL, no chance to clean up): it lands half an epoch after the
 run printed the end of epoch 1, so the process is inside epoch 2 with epoch 1's checkpoint on disk.
@@ -81,7 +82,7 @@ def assert_same_run(reference, resumed, fw):
     """Bit-identical checkpoints (arrays compared byte for byte) and curves, timings aside."""
     a, b = (load_checkpoint(ckpt_path(n, fw)) for n in (reference, resumed))
     assert a["epoch"] == b["epoch"] == EPOCHS - 1
-    for group in ("model", "optimizer"):
+    for group in [g for g in ("model", "optimizer", "regressor") if g in a or g in b]:
         assert list(a[group]) == list(b[group]) and a[group], group
         for key in a[group]:
             assert a[group][key].tobytes() == b[group][key].tobytes(), f"{group} {key} differs"
@@ -141,7 +142,22 @@ def test_teacher_killed_mid_epoch_resumes_exactly(fw, reference_teachers, tiny_d
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("method", ["kd", "dkd"])
+def test_rdrop_teacher_killed_mid_epoch_resumes_exactly(fw, tiny_data):
+    """R-Drop draws two dropout masks per step: both come back after a kill, from the epoch's seed."""
+    args = lambda name: ["--data-dir", tiny_data, "--name", name, *RUN, "--rdrop", 5, "--dropout", 0.3]
+    times = run_timed(fw, "train_teacher", *args("r/rdrop_ref"))
+    kill_and_resume(fw, "train_teacher", "r/rdrop_cut", times, args("r/rdrop_cut"))
+    assert_same_run("r/rdrop_ref", "r/rdrop_cut", fw)
+    history = load_checkpoint(ckpt_path("r/rdrop_ref", fw))["history"]
+    assert all(h["train/loss_rdrop"] > 0 for h in history)  # the two passes did differ
+    # resuming with another R-Drop setting is refused
+    line = error_line(run_script(fw, "train_teacher", *args("r/rdrop_cut")[:-4], "--rdrop", 1, "--dropout", 0.3,
+                                 "--resume", check=False))
+    assert "--rdrop 5.0" in line
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("method", ["kd", "dkd", "fitnet"])
 def test_student_killed_mid_epoch_resumes_exactly(fw, method, reference_teachers, tiny_data):
     teacher = ckpt_path("r/teacher_ref", fw)
     args = lambda name: ["--method", method, "--teacher", teacher, "--data-dir", tiny_data, "--name", name,
@@ -149,6 +165,10 @@ def test_student_killed_mid_epoch_resumes_exactly(fw, method, reference_teachers
     times = run_timed(fw, "train_student", *args(f"r/{method}_ref"))
     kill_and_resume(fw, "train_student", f"r/{method}_cut", times, args(f"r/{method}_cut"))
     assert_same_run(f"r/{method}_ref", f"r/{method}_cut", fw)
+    if method == "fitnet":  # the regressor trained: saved, with its momentum, and not what it started from
+        ckpt = load_checkpoint(ckpt_path(f"r/{method}_cut", fw))
+        assert set(ckpt["regressor"]) >= {"conv.weight", "bn.weight", "bn.running_mean"}
+        assert "regressor.conv.weight" in ckpt["optimizer"] and np.abs(ckpt["optimizer"]["regressor.conv.weight"]).sum() > 0
     # another teacher (the other framework's: close, but not the same weights) is refused
     other = ckpt_path("r/teacher_ref", FRAMEWORKS[1 - FRAMEWORKS.index(fw)])
     wrong = args(f"r/{method}_cut")
