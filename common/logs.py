@@ -82,7 +82,8 @@ def check_finite(loss, stage, epoch, step):
     """Stop at the first non-finite loss instead of training on NaN for the remaining epochs."""
     if not np.isfinite(loss):
         raise DivergedError(f"{stage}: the training loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
-                            f"training diverged: lower --lr (or a student's distillation weight: --beta, --kd-weight, --fitnet-weight, --at-weight)", epoch + 1)
+                            f"training diverged: lower --lr (or a student's distillation weight: --beta, --kd-weight, "
+                            f"--fitnet-weight, --at-weight)", epoch + 1)
 
 
 def record_divergence(name, framework, error):

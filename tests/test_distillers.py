@@ -1,6 +1,7 @@
 """The steps of issue 14's distillers in both frameworks: R-Drop's loss against a float64 reference on the
 very passes the step ran, the teacher run once and the student twice, FitNet's and AT's weighted terms on the
 right features, test.py on a FitNet checkpoint, and one-line errors for settings that cannot work."""
+import argparse
 import json
 
 import numpy as np
@@ -9,9 +10,9 @@ import torch
 
 import jittor as jt
 from common.batches import epoch_seed
-from common.checkpoint import ckpt_path, save_checkpoint
+from common.checkpoint import ckpt_path, load_checkpoint, save_checkpoint
 from common.config import FRAMEWORKS, STUDENT_DEFAULTS, TEACHER_DEFAULTS
-from conftest import run_script
+from conftest import error_line, run_script
 from jittor_ import models as jm, train_student as js, train_teacher as jtt
 from test_feature_losses import at_ref
 from torch_ import models as tm, train_student as ts, train_teacher as tt
@@ -40,7 +41,7 @@ def sym_kl64(a, b):
 
 
 def args_for(method="ce", **kw):
-    import argparse
+    """The stages' hyperparameters for one method (the original pair's feature choices)."""
     d = dict(STUDENT_DEFAULTS if method != "teacher" else TEACHER_DEFAULTS, method=method, beta=1.0, hint_layer=1,
              at_stages=[0, 1, 2])
     d.update(kw)
@@ -90,7 +91,7 @@ def test_rdrop_passes_draw_different_masks_from_the_framework_rng(fw):
     assert results[0][0] == results[1][0] and np.array_equal(results[0][2], results[1][2])
 
 
-def counting(models, model, fw):
+def counting(model):
     """Count the forward calls of a model (a forward hook: torch, or Jittor's single hook slot)."""
     calls = []
     hook = lambda *_: calls.append(1)
@@ -105,7 +106,7 @@ def test_student_rdrop_runs_the_teacher_once_and_the_student_twice(fw):
     teacher, student = models.build_model("cifar10quick", 1), models.build_model("cifar10quick", 2)
     teacher.eval()
     student.train()
-    teacher_calls, student_calls = counting(models, teacher, fw), counting(models, student, fw)
+    teacher_calls, student_calls = counting(teacher), counting(student)
     hp = args_for("kd", rdrop=1.0)
     loss, _, terms = student_stage.train_step(student, teacher, teacher_stage.make_optimizer(student, hp),
                                               array(x), array(y), 1.0, hp)
@@ -145,13 +146,6 @@ def teacher_ckpt(tmp_path_factory):
     return path
 
 
-def error_line(proc):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("flags,message", [
     (["--method", "kd", "--rdrop", 1], "cifar10simple has no dropout"),
@@ -177,7 +171,6 @@ def test_fitnet_checkpoint_holds_the_regressor_and_test_reads_the_student(fw, te
     name = f"fitnet_ckpt_{fw}"
     run_script(fw, "train_student", "--method", "fitnet", "--teacher", teacher_ckpt, "--data-dir", tiny_data,
                "--epochs", 1, "--train-size", 64, "--val-size", 20, "--batch-size", 32, "--lr", 0.002, "--name", name)
-    from common.checkpoint import load_checkpoint
     ckpt = load_checkpoint(ckpt_path(name, fw))
     assert ckpt["regressor"]["conv.weight"].shape == (128, 32, 1, 1)  # 1x1 conv, 32@8 -> 128@8
     assert not any(k.startswith("regressor") for k in ckpt["model"])

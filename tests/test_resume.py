@@ -21,7 +21,7 @@ from common.batches import epoch_seed
 from common.checkpoint import ckpt_path, load_checkpoint
 from common.files import temp_prefix
 from common.logs import read_scalars, run_dir
-from conftest import ROOT, run_script
+from conftest import error_line, ROOT, run_script
 
 EPOCHS = 3
 # 20 steps of 10 images per epoch, lr x0.1 after epoch 1; teacher dropout 0.5 draws new masks every step
@@ -113,13 +113,6 @@ def reference_teachers(tiny_data):
     """The uninterrupted teacher per framework, with the times of its epoch lines."""
     return {fw: run_timed(fw, "train_teacher", "--data-dir", tiny_data, "--name", "r/teacher_ref", *RUN)
             for fw in FRAMEWORKS}
-
-
-def error_line(proc):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
