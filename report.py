@@ -344,20 +344,25 @@ def stage_markdown(tag, runs, figures, base_dir, against=None):
                       image_links(figures, base_dir)])
 
 
+def paired_top1(runs, stage, other_runs, other_stage, framework):
+    """[(test top-1 of runs' stage, of other_runs' other_stage)], seed by seed, for the seeds where both
+    have a test.json in this framework."""
+    pairs = []
+    for seed, by_fw in sorted(runs[stage].items()):
+        run, other = by_fw.get(framework), other_runs.get(other_stage, {}).get(seed, {}).get(framework)
+        if run and other and run["test"] and other["test"]:
+            pairs.append((test_top1(run), test_top1(other)))
+    return pairs
+
+
 def paired_gains(runs, stage, framework):
     """Test top-1 of a distilled student minus the CE student's, seed by seed: the same seed gives
     both the same initial weights and the same batches, so the difference is the distillation's."""
-    gains = []
-    for seed, by_fw in sorted(runs[stage].items()):
-        ce = runs["student_ce"].get(seed, {}).get(framework)
-        run = by_fw.get(framework)
-        if run and ce and run["test"] and ce["test"]:
-            gains.append(test_top1(run) - test_top1(ce))
-    return gains
+    return [a - b for a, b in paired_top1(runs, stage, runs, "student_ce", framework)]
 
 
 def gain_markdown(runs):
-    """KD and DKD students against the CE-only student trained with the same budget, per framework."""
+    """The distilled students against the CE-only student trained with the same budget, per framework."""
     stages = [stage for stage in STAGES[2:] if stage in runs]
     if "student_ce" not in runs or not stages:
         return ""
@@ -374,9 +379,7 @@ def against_markdown(tag, runs, other_tag, other_runs):
     for stage in [s for s in STAGES if s in runs and s in other_runs]:
         cells = [stage]
         for fw in FRAMEWORKS:
-            pairs = [(test_top1(by_fw[fw]), test_top1(other_runs[stage][seed][fw]))
-                     for seed, by_fw in sorted(runs[stage].items())
-                     if by_fw.get(fw, {}).get("test") and other_runs[stage].get(seed, {}).get(fw, {}).get("test")]
+            pairs = paired_top1(runs, stage, other_runs, stage, fw)
             cells += [fmt([a for a, _ in pairs]), fmt([b for _, b in pairs]), fmt([a - b for a, b in pairs], sign=True)]
         rows.append(cells)
     if not rows:

@@ -16,7 +16,8 @@ FRAMEWORKS = ("torch", "jittor")  # the two mirrored folders: torch_/ and jittor
 
 TEACHER_DEFAULTS = dict(model="cifar10quick", epochs=30, lr=0.01, milestones=[15, 25],
                         batch_size=128, train_size=25000, val_size=5000,
-                        momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False)
+                        momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
+                        rdrop=0.0, dropout=None)  # R-Drop off; the model's own dropout (CIFAR10Quick: 0.5)
 STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[15, 30],
                         batch_size=128, train_size=5000, val_size=1000,
                         momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
@@ -27,9 +28,8 @@ STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[1
                         # mdistiller's CIFAR settings (mdistiller/engine/cfg.py): FitNet CE 1 + feature 100 at
                         # hint layer 2, AT CE 1 + 1000 x attention (p = 2) on feats[1:]; None: per model (hint_layer)
                         hint_layer=None, fitnet_ce_weight=1.0, fitnet_weight=100.0,
-                        at_ce_weight=1.0, at_weight=1000.0, at_p=2.0, at_stages=None)
-TEACHER_DEFAULTS.update(rdrop=0.0, dropout=None)  # R-Drop off; the model's own dropout (CIFAR10Quick: 0.5)
-STUDENT_DEFAULTS.update(rdrop=0.0, dropout=None)
+                        at_ce_weight=1.0, at_weight=1000.0, at_p=2.0, at_stages=None,
+                        rdrop=0.0, dropout=None)
 FEATURE_METHODS = ("fitnet", "at")  # the methods that read features (models.forward_features), not only logits
 # DKD's NCKD weight. mdistiller's CIFAR setting is 8, for ResNet students with BatchNorm. The
 # original BN-free, activation-free CIFAR10Simple student diverges with large betas at lr 0.01 as

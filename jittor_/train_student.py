@@ -38,7 +38,7 @@ prepare_jittor()  # before importing jittor: no CUDA probing on a machine withou
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
 from jittor_ import models, parallel, test  # noqa: E402
-from jittor_.train_teacher import check_rdrop, fit, load_init  # noqa: E402
+from jittor_.train_teacher import check_rdrop, fit, load_init, mean_terms  # noqa: E402
 
 FRAMEWORK = "jittor"
 
@@ -202,13 +202,6 @@ def forward(model, images, method):
     if method in FEATURE_METHODS:
         return models.forward_features(model, images)
     return model(images), None
-
-
-def mean_terms(passes):
-    """The terms of R-Drop's two passes, averaged term by term (one pass: its own terms)."""
-    if len(passes) == 1:
-        return passes[0]
-    return {k: sum(p[k] for p in passes) / len(passes) for k in passes[0]}
 
 
 def train_step(student, teacher, optimizer, images, labels, distill_weight, args, regressor=None):

@@ -36,7 +36,7 @@ from common.weights import state_digest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch_ import models, parallel, test  # noqa: E402
-from torch_.train_teacher import check_rdrop, fit, load_init  # noqa: E402
+from torch_.train_teacher import check_rdrop, fit, load_init, mean_terms  # noqa: E402
 
 FRAMEWORK = "torch"
 
@@ -200,13 +200,6 @@ def forward(model, images, method):
     if method in FEATURE_METHODS:
         return models.forward_features(model, images)
     return model(images), None
-
-
-def mean_terms(passes):
-    """The terms of R-Drop's two passes, averaged term by term (one pass: its own terms)."""
-    if len(passes) == 1:
-        return passes[0]
-    return {k: sum(p[k] for p in passes) / len(passes) for k in passes[0]}
 
 
 def train_step(student, teacher, optimizer, images, labels, distill_weight, args, regressor=None):

@@ -103,21 +103,27 @@ def checkpoint_part(ckpt, key, path):
 
 
 # ---------------------------------------------------------------- one step, one epoch
+def mean_terms(passes):
+    """The loss terms of R-Drop's two passes, averaged term by term (one pass: its own terms)."""
+    if len(passes) == 1:
+        return passes[0]
+    return {k: sum(p[k] for p in passes) / len(passes) for k in passes[0]}
+
+
 def train_step(model, optimizer, images, labels, rdrop=0.0):
     """One SGD step of cross-entropy, returning (loss, logits, terms). The step align.py compares and bench.py
     times is this one. With rdrop (R-Drop's alpha): a second pass of the same batch, other dropout masks; the
     mean of the two cross-entropies plus rdrop x the symmetric KL between the two predictions."""
-    logits = model(images)
-    terms = {"ce": F.cross_entropy(logits, labels)}
+    passes = [model(images) for _ in range(2 if rdrop else 1)]
+    terms = mean_terms([{"ce": F.cross_entropy(logits, labels)} for logits in passes])
     if rdrop:
         from torch_.train_student import rdrop_loss  # the losses live together there (it imports this file)
-        logits_b = model(images)
-        terms = {"ce": 0.5 * (terms["ce"] + F.cross_entropy(logits_b, labels)), "rdrop": rdrop * rdrop_loss(logits, logits_b)}
+        terms["rdrop"] = rdrop * rdrop_loss(passes[0], passes[1])
     loss = sum(terms.values())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return loss, logits, terms
+    return loss, passes[0], terms
 
 
 def train_one_epoch(model, loader, optimizer, epoch, args, device):
