@@ -313,6 +313,7 @@ def test_diverged_runs_are_marked_and_left_out(tmp_path):
 def test_the_generated_blocks_are_found_in_their_docs_pages():
     """Without --doc, report.py finds the page holding a tag's markers (the README keeps none)."""
     from common.paths import ROOT
-    for key, page in {"full": "results.md", "long": "results.md", "beta-sweep": "beta_sweep.md"}.items():
+    for key, page in {"full": "results.md", "long": "results.md", "beta-sweep": "beta_sweep.md",
+                      "rdrop": "distillers.md"}.items():
         assert report.marked_doc(key) == os.path.join(ROOT, "docs", page), key
     assert report.marked_doc("no-such-tag") is None
