@@ -163,12 +163,16 @@ def diverged_epochs(seeds, framework):
 
 
 def with_diverged(cell, seeds, framework):
-    """A top-1 cell, saying how many seeds diverged (they are left out of the numbers)."""
+    """A top-1 cell, saying in how many of the seeds that ran it diverged, and at which epochs (those
+    seeds are left out of the numbers)."""
     epochs = diverged_epochs(seeds, framework)
     if not epochs:
         return cell
+    ran = sum(1 for runs in seeds.values() if framework in runs and (runs[framework]["finished"] or runs[framework]["diverged"]))
     where = f"epoch {', '.join(map(str, epochs))}"
-    return f"diverged ({where})" if cell == DASH else f"{cell} ({len(epochs)} diverged: {where})"
+    if cell != DASH:
+        return f"{cell} ({len(epochs)} of {ran} seeds diverged: {where})"
+    return f"diverged ({where})" if ran == 1 else f"diverged in {len(epochs)} of {ran} seeds ({where})"
 
 
 def mean_std(values):

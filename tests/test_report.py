@@ -292,7 +292,7 @@ def test_diverged_runs_are_marked_and_left_out(tmp_path):
                 write_run(f"div/student_dkd_beta3_s{seed}", fw, seed, test_top1=70.0)
     block = report.main(["--tag", "div", "--sweep", "--doc", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)])
     rows = table_rows(block)
-    assert rows["3"] == ["3", "diverged (epoch 12, 13)", "70.00 (1 diverged: epoch 13)", "–"]
+    assert rows["3"] == ["3", "diverged in 2 of 2 seeds (epoch 12, 13)", "70.00 (1 of 2 seeds diverged: epoch 13)", "–"]
     assert rows["1"] == ["1", "65.50 ± 0.71", "65.50 ± 0.71", "+0.00"]
     assert "Still training" not in block
     assert_png(tmp_path / "div_beta_sweep.png")
@@ -306,7 +306,7 @@ def test_diverged_runs_are_marked_and_left_out(tmp_path):
                 write_run(f"div2/teacher_s{seed}", fw, seed, test_top1=TEST_TOP1[fw, seed])
     top1, _ = tables(report.main(["--tag", "div2", "--doc", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)]))
     assert top1["teacher"][2] == f"{VAL_TOP1['jittor', 0][-1]:.2f}"  # final val: seed 0 only
-    assert top1["teacher"][6] == f"{TEST_TOP1['jittor', 0]:.2f} (1 diverged: epoch 5)"
+    assert top1["teacher"][6] == f"{TEST_TOP1['jittor', 0]:.2f} (1 of 2 seeds diverged: epoch 5)"
     assert top1["teacher"][7] == f"{TEST_TOP1['jittor', 0] - np.mean([58.0, 61.5]):+.2f}"
 
 
