@@ -1,6 +1,5 @@
 """report.py on fake runs with known numbers: figures, table, README markers, sweep mode, errors."""
 import argparse
-import json
 import os
 
 import numpy as np
