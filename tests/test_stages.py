@@ -11,7 +11,6 @@ from common.config import FRAMEWORKS
 from common.checkpoint import CKPT_KEYS, ckpt_path, load_checkpoint
 from common.datasets import load_cifar10
 from common.logs import read_scalars, run_dir
-import jittor as jt
 from conftest import run_script
 from jittor_ import dataset as jt_dataset, models as jm, train_student as jt_student, train_teacher as jt_teacher
 from torch_ import dataset as th_dataset, models as tm, train_student as th_student, train_teacher as th_teacher
