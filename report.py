@@ -5,9 +5,9 @@
     python report.py --tag beta --sweep   # DKD beta sweep: runs log/beta/student_dkd_beta<beta>_s<seed>/
     python report.py --tag rdrop --against full   # and each stage's test top-1 against the same seed's in tag full
 
-Per stage (teacher, student_ce, _kd, _dkd, _fitnet, _at) it draws img/<tag>_<stage>.png: loss and
-top-1 per epoch, train solid and val dashed, torch and Jittor overlaid; over several seeds the mean
-line with a min-max band. The table gives final and best val top-1, test top-1 (test.json), the
+Per stage (teacher, student_ce, _kd, _dkd, _fitnet, _at) with a finished run it draws
+img/<tag>_<stage>.png: loss and top-1 per epoch, train solid and val dashed, torch and Jittor
+overlaid; over several seeds the mean line with a min-max band. The table gives final and best val top-1, test top-1 (test.json), the
 difference jittor - torch, and the time per stage: the first epoch (which holds Jittor's kernel
 compilation) apart from the later epochs' steady seconds per epoch, with the jittor/torch ratio;
 mean +- std (ddof=1) over seeds.
@@ -526,7 +526,9 @@ def main(argv=None):
         key, out, markdown = f"{args.tag}-sweep", "report_sweep.md", sweep_markdown
     else:
         runs = find_runs(args.tag, STAGE_RUN)
-        figures = {stage: os.path.join(args.img_dir, f"{args.tag}_{stage}.png") for stage in STAGES if stage in runs}
+        # no figure for a stage with no finished, not diverged run (every seed diverged, or all still training): it would be empty
+        figures = {stage: os.path.join(args.img_dir, f"{args.tag}_{stage}.png") for stage in STAGES
+                   if stage in runs and any(trained_runs(runs[stage], fw) for fw in FRAMEWORKS)}
         draw = lambda: [stage_figure(args.tag, stage, runs[stage], path) for stage, path in figures.items()]
         key, out, markdown = args.tag, "report.md", stage_markdown
         if args.against:

@@ -303,7 +303,12 @@ def test_diverged_runs_are_marked_and_left_out(tmp_path):
                 write_diverged(f"div2/teacher_s{seed}", fw, seed, epoch=5)
             else:
                 write_run(f"div2/teacher_s{seed}", fw, seed, test_top1=TEST_TOP1[fw, seed])
-    top1, _ = tables(report.main(["--tag", "div2", "--doc", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)]))
+            write_diverged(f"div2/student_at_s{seed}", fw, seed, epoch=1)  # every run diverged: a row, no figure
+    block = report.main(["--tag", "div2", "--doc", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)])
+    top1, _ = tables(block)
+    assert top1["student_at"][5:7] == ["diverged in 2 of 2 seeds (epoch 1, 1)"] * 2
+    assert_png(tmp_path / "div2_teacher.png")
+    assert not (tmp_path / "div2_student_at.png").exists() and "div2_student_at.png" not in block
     assert top1["teacher"][2] == f"{VAL_TOP1['jittor', 0][-1]:.2f}"  # final val: seed 0 only
     assert top1["teacher"][6] == f"{TEST_TOP1['jittor', 0]:.2f} (1 of 2 seeds diverged: epoch 5)"
     assert top1["teacher"][7] == f"{TEST_TOP1['jittor', 0] - np.mean([58.0, 61.5]):+.2f}"
