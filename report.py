@@ -7,10 +7,10 @@
 
 Per stage (teacher, student_ce, _kd, _dkd, _fitnet, _at) with a finished run it draws
 img/<tag>_<stage>.png: loss and top-1 per epoch, train solid and val dashed, torch and Jittor
-overlaid; over several seeds the mean line with a min-max band. The table gives final and best val top-1, test top-1 (test.json), the
-difference jittor - torch, and the time per stage: the first epoch (which holds Jittor's kernel
-compilation) apart from the later epochs' steady seconds per epoch, with the jittor/torch ratio;
-mean +- std (ddof=1) over seeds.
+overlaid; over several seeds the mean line with a min-max band. The table gives final and best val
+top-1, test top-1 (test.json), the difference jittor - torch, and the time per stage: the first
+epoch (which holds Jittor's kernel compilation) apart from the later epochs' steady seconds per
+epoch, with the jittor/torch ratio; mean +- std (ddof=1) over seeds.
 
 The table and the image links replace whatever lies between two markers,
     <!-- report:<tag>:start -->   and   <!-- report:<tag>:end -->
@@ -168,7 +168,8 @@ def with_diverged(cell, seeds, framework):
     epochs = diverged_epochs(seeds, framework)
     if not epochs:
         return cell
-    ran = sum(1 for runs in seeds.values() if framework in runs and (runs[framework]["finished"] or runs[framework]["diverged"]))
+    own = [runs[framework] for runs in seeds.values() if framework in runs]
+    ran = sum(1 for run in own if run["finished"] or run["diverged"])
     where = f"epoch {', '.join(map(str, epochs))}"
     if cell != DASH:
         return f"{cell} ({len(epochs)} of {ran} seeds diverged: {where})"
@@ -526,7 +527,7 @@ def main(argv=None):
         key, out, markdown = f"{args.tag}-sweep", "report_sweep.md", sweep_markdown
     else:
         runs = find_runs(args.tag, STAGE_RUN)
-        # no figure for a stage with no finished, not diverged run (every seed diverged, or all still training): it would be empty
+        # no figure where no run finished without diverging (all diverged, or still training): it would be empty
         figures = {stage: os.path.join(args.img_dir, f"{args.tag}_{stage}.png") for stage in STAGES
                    if stage in runs and any(trained_runs(runs[stage], fw) for fw in FRAMEWORKS)}
         draw = lambda: [stage_figure(args.tag, stage, runs[stage], path) for stage, path in figures.items()]
