@@ -143,6 +143,11 @@ def steady_epoch_seconds(run):
     return sum(later) / len(later) if later else None
 
 
+def has_result(run):
+    """Finished or diverged: a result either way, unlike a run still training (or stopped)."""
+    return bool(run["finished"] or run["diverged"])
+
+
 def trained_runs(seeds, framework):
     """The finished runs of one framework over seeds: a run still training (no metrics.json) would
     mix its early epochs into the means, and a diverged run's numbers mean nothing."""
@@ -168,8 +173,7 @@ def with_diverged(cell, seeds, framework):
     epochs = diverged_epochs(seeds, framework)
     if not epochs:
         return cell
-    own = [runs[framework] for runs in seeds.values() if framework in runs]
-    ran = sum(1 for run in own if run["finished"] or run["diverged"])
+    ran = sum(1 for runs in seeds.values() if framework in runs and has_result(runs[framework]))
     where = f"epoch {', '.join(map(str, epochs))}"
     if cell != DASH:
         return f"{cell} ({len(epochs)} of {ran} seeds diverged: {where})"
@@ -301,7 +305,7 @@ def time_row(stage, seeds):
 def seeds_phrase(groups):
     """'mean ± std ... over 2 seeds (0, 1)', or '1 seed (0)', for the groups of a table, counting the
     seeds with a result (finished or diverged), not those still training."""
-    done = {key: {seed for seed, runs in seeds.items() if any(r["finished"] or r["diverged"] for r in runs.values())}
+    done = {key: {seed for seed, runs in seeds.items() if any(map(has_result, runs.values()))}
             for key, seeds in groups.items()}
     counts = sorted({len(seeds) for seeds in done.values()})
     seeds = ", ".join(map(str, sorted(set().union(*done.values()))))
@@ -315,7 +319,7 @@ def unfinished_line(groups):
     """A line naming the runs that have no metrics.json yet (still training, or stopped), with their last epoch."""
     names = [f"{key}/s{seed}/{fw} (epoch {max(run['scalars'].get('val/top1', {0: 0}))})"
              for key, seeds in groups.items() for seed, runs in sorted(seeds.items())
-             for fw, run in runs.items() if not run["finished"] and not run["diverged"]]
+             for fw, run in runs.items() if not has_result(run)]
     return (f"\nStill training or stopped, so left out of every number and curve (no metrics.json yet; last "
             f"logged epoch in brackets): {', '.join(names)}.\n" if names else "")
 
