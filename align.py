@@ -24,7 +24,7 @@ is reported; a loss that becomes NaN or infinite fails.
 One intended difference: dropout masks come from each framework's own RNG, so the teacher's
 dropout is switched off (p=0) here, except for --stage rdrop, whose two passes need it: there both
 frameworks' dropout layers take their masks from the same numpy stream (same masks, same order).
-Everything else is the training code of the stage files.
+Everything else is the training code of the stages (engine.train_step).
 
 Where the frameworks do not agree, and why: max-pooling over exactly equal activations.
 A random crop that reaches into the zero padding (and saturated pixels) gives constant
@@ -44,8 +44,8 @@ import sys
 import numpy as np
 
 from common.batches import iterate_batches
-from common.checkpoint import check_arch, check_dataset, ckpt_dataset
-from common.config import add_data_dir, at_stages, EVAL_BATCH_SIZE, FEATURE_METHODS, hint_layer, MODELS, PAIRS, SPLIT_SEED, STUDENT_DEFAULTS, dkd_beta
+from common.checkpoint import check_arch, check_dataset, ckpt_dataset, read_checkpoint
+from common.config import add_data_dir, build_config, EVAL_BATCH_SIZE, MODELS, PAIRS, SPLIT_SEED
 from common.datasets import DATASETS, load_dataset, split_indices
 from common.env import prepare_jittor
 from common.errors import die, UserError
@@ -54,8 +54,9 @@ import torch  # before jittor: Jittor's advice when both share a process
 
 prepare_jittor()
 import jittor as jt  # noqa: E402
-from jittor_ import models as jm, train_student as js, train_teacher as jtt  # noqa: E402
-from torch_ import models as tm, test as ttest, train_student as ts, train_teacher as tt  # noqa: E402
+from jittor_ import engine as je, models as jm  # noqa: E402
+from torch_ import dataset as tds, device as td, engine as te, features as tf, models as tm  # noqa: E402
+from torch_.distillers import METHODS  # noqa: E402  (the same table as jittor_'s: tests/test_distillers.py)
 
 STAGES = {"teacher": ("cifar10quick", None), "kd": ("cifar10simple", "cifar10quick"),
           "dkd": ("cifar10simple", "cifar10quick"), "fitnet": ("cifar10simple", "cifar10quick"),
@@ -106,13 +107,13 @@ def model_pair(arch, seed, dataset, ckpt=None):
     """The same architecture in both frameworks with the very same weights (seeded, or a .ckpt's / .pth's)."""
     num_classes = DATASETS[dataset]["num_classes"]
     if ckpt:
-        loaded = ttest.read_checkpoint(ckpt, arch)
+        loaded = read_checkpoint(ckpt, arch)
         check_arch(loaded, arch, ckpt)
         check_dataset(loaded, dataset, ckpt)
         state = loaded["model"]
     else:
         state = tm.get_state(tm.build_model(arch, seed, num_classes))
-    t = without_dropout(tm.to_device(tm.build_model(arch, num_classes=num_classes), torch.device("cpu")))  # as the stages
+    t = without_dropout(td.to_device(tm.build_model(arch, num_classes=num_classes), torch.device("cpu")))  # as the stages
     j = without_dropout(jm.build_model(arch, num_classes=num_classes))
     tm.load_state(t, state, ckpt or "seeded init")
     jm.load_state(j, state, ckpt or "seeded init")
@@ -132,36 +133,30 @@ def archs(args):
     return arch, (args.teacher_model or teacher_arch) if teacher_arch else None
 
 
-def loss_args(args):
-    """The student hyperparameters the stage files read (the pair's with --pair); distillation weight 1, no warm-up."""
-    if args.pair:
-        d = dict(STUDENT_DEFAULTS, **PAIRS[args.pair])
-    else:
-        d = dict(STUDENT_DEFAULTS, beta=dkd_beta(STAGES[args.stage][0]))
-    d.update(RDROP if args.stage == "rdrop" else {})
-    return argparse.Namespace(**dict(d, method=args.stage, hint_layer=hint_layer(archs(args)[0])))
+def stage_config(args):
+    """The config record the stage would run with (common.config.resolve; the pair's with --pair), at --lr;
+    the step runs at distillation weight 1 (no warm-up)."""
+    arch, teacher_arch = archs(args)
+    if args.stage in ("teacher", "rdrop"):
+        return build_config("teacher", METHODS, model=arch, lr=args.lr, **(RDROP if args.stage == "rdrop" else {}))
+    return build_config("student", METHODS, method=args.stage, pair=args.pair, model=arch, teacher_model=teacher_arch,
+                        lr=args.lr)
 
 
 def torch_step(model, teacher, optimizer, x, y, hp, extra):
-    """The stage's own step (train_teacher.train_step / train_student.train_step, full distillation
-    weight), then the gradient's norm (FitNet's regressor included): the step leaves each p.grad in place."""
+    """The stages' own step (engine.train_step, full distillation weight), then the gradient's norm
+    (FitNet's regressor included): the step leaves each p.grad in place."""
     model.train()
-    if teacher is None:
-        loss, logits, _ = tt.train_step(model, optimizer, x, y, hp.rdrop)
-    else:
-        loss, logits, _ = ts.train_step(model, teacher, optimizer, x, y, 1.0, hp, extra.get("regressor"))
-    grad_norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for _, p in tt.named_parameters(model, extra))))
+    loss, logits, _ = te.train_step(model, teacher, optimizer, x, y, hp, 1.0, extra)
+    grad_norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for _, p in te.named_parameters(model, extra))))
     return loss.item(), logits.detach().numpy(), grad_norm
 
 
 def jittor_step(model, teacher, optimizer, x, y, hp, extra):
     """As torch_step; Jittor's optimizer keeps the last step's gradients until the next backward."""
     model.train()
-    if teacher is None:
-        loss, logits, _ = jtt.train_step(model, optimizer, x, y, hp.rdrop)
-    else:
-        loss, logits, _ = js.train_step(model, teacher, optimizer, x, y, 1.0, hp, extra.get("regressor"))
-    grads = [p.opt_grad(optimizer).numpy().astype(np.float64) for n, p in jtt.named_parameters(model, extra)
+    loss, logits, _ = je.train_step(model, teacher, optimizer, x, y, hp, 1.0, extra)
+    grads = [p.opt_grad(optimizer).numpy().astype(np.float64) for n, p in je.named_parameters(model, extra)
              if not is_buffer(n)]
     grad_norm = float(np.sqrt(sum((g ** 2).sum() for g in grads)))
     return loss.item(), logits.numpy(), grad_norm
@@ -203,25 +198,23 @@ def run_parity(args):
         teacher_t.eval()
         teacher_j.eval()
         teacher_64 = copy.deepcopy(teacher_t).double() if args.float64 else None
-    hp = loss_args(args)
-    hp.lr = args.lr
+    hp = stage_config(args)
     extra_t, extra_j, extra_64 = {}, {}, {}
     if args.stage == "rdrop":  # the same masks in both frameworks (and in the float64 yardstick)
         model_t.dropout = SharedDropoutTorch(hp.dropout, np.random.default_rng([args.seed, 7]))
         model_j.dropout = SharedDropoutJittor(hp.dropout, np.random.default_rng([args.seed, 7]))
-    if args.stage in FEATURE_METHODS:
-        shapes_s, shapes_t = tm.feature_shapes(model_t), tm.feature_shapes(teacher_t)
-        hp.at_stages = at_stages(arch, min(len(shapes_s), len(shapes_t)))
+    if METHODS[hp.method].features:
+        shapes_s, shapes_t = tf.feature_shapes(model_t), tf.feature_shapes(teacher_t)
         if args.stage == "fitnet":  # the regressor, seeded alike in both frameworks
             extra_t = {"regressor": tm.build_regressor(shapes_s[hp.hint_layer], shapes_t[hp.hint_layer], args.seed)}
             extra_j = {"regressor": jm.build_regressor(shapes_s[hp.hint_layer], shapes_t[hp.hint_layer], args.seed)}
     model_64 = copy.deepcopy(model_t).double() if args.float64 else None
     extra_64 = {k: copy.deepcopy(m).double() for k, m in extra_t.items()}
-    opt_t, opt_j = tt.make_optimizer(model_t, hp, extra_t), jtt.make_optimizer(model_j, hp, extra_j)
-    opt_64 = tt.make_optimizer(model_64, hp, extra_64) if model_64 is not None else None
+    opt_t, opt_j = te.make_optimizer(model_t, hp, extra_t), je.make_optimizer(model_j, hp, extra_j)
+    opt_64 = te.make_optimizer(model_64, hp, extra_64) if model_64 is not None else None
     rows = []
     for step, (x, y) in zip(range(1, args.steps + 1), batches(args)):
-        loss_t, logits_t, gn_t = torch_step(model_t, teacher_t, opt_t, ttest.dataset.to_tensor(x, "cpu"),
+        loss_t, logits_t, gn_t = torch_step(model_t, teacher_t, opt_t, tds.to_tensor(x, "cpu"),
                                             torch.from_numpy(y), hp, extra_t)
         loss_j, logits_j, gn_j = jittor_step(model_j, teacher_j, opt_j, jt.array(x), jt.array(y), hp, extra_j)
         row = {"step": step, "loss_torch": loss_t, "loss_jittor": loss_j,
@@ -265,12 +258,12 @@ def verdict(rows):
 
 def compare_ckpt(args):
     """Evaluate one checkpoint in both frameworks on the test set: same predictions, same logits?"""
-    ckpt = ttest.read_checkpoint(args.compare_ckpt, args.model)
+    ckpt = read_checkpoint(args.compare_ckpt, args.model)
     dataset = args.dataset or ckpt_dataset(ckpt)
     model_t, model_j = model_pair(ckpt["arch"], 0, dataset, args.compare_ckpt)
     model_t.eval()
     model_j.eval()
-    loader, _ = ttest.dataset.build_test_loader(args.data_dir, EVAL_BATCH_SIZE, torch.device("cpu"), dataset)
+    loader, _ = tds.build_test_loader(args.data_dir, EVAL_BATCH_SIZE, torch.device("cpu"), dataset)
     same = n = 0
     worst = 0.0
     for images, labels in loader.epoch(0):

@@ -9,14 +9,14 @@
     python bench.py --data-parallel     # 1 process x 2 threads against 2 processes x 1 thread (bench_dp.py)
 
 Timed per model, in img/s (--zoo: eval alone):
-  train        the stage's own step, as train_one_epoch calls it (then models.sync and loss.item()):
-               train_teacher.train_step for a teacher, train_student.train_step (ce) for a student
-  loop         train_one_epoch of that stage over a Loader (an epoch of about LOOP_SECONDS)
+  train        the stages' own step, engine.train_step, as train_one_epoch calls it (then device.sync and
+               loss.item()): method ce, no teacher (a teacher's step, or a CE student's)
+  loop         engine.train_one_epoch over a Loader (an epoch of about LOOP_SECONDS)
   teacher_fwd  the student's teacher alone (eval mode, no grad; teachers from common.config.PAIRS)
-  kd, dkd      train_student.train_step with that teacher
+  kd, dkd      engine.train_step with that teacher and method
   eval         forward at EVAL_BATCH_SIZE (eval mode, no grad), logits fetched to numpy
 Batches come from common.batches over CIFAR-10's training images, or random uint8 images when
---data-dir has none (the header says which); models, optimizers and tensors from the stage files.
+--data-dir has none (the header says which); models, optimizers and tensors as the stages make them.
 
 Fairness: each framework runs in a process of its own with --threads threads (torch.set_num_threads;
 Jittor's only CPU parallelism, oneDNN, through OMP_NUM_THREADS). A model's two processes stay alive
@@ -45,7 +45,7 @@ import numpy as np
 
 from common.batches import iterate_batches, normalise
 from common.config import (EVAL_BATCH_SIZE, FRAMEWORKS, MODELS, PAIRS, STUDENT_DEFAULTS, TEACHER_DEFAULTS,
-                           add_data_dir, dkd_beta)
+                           add_data_dir, build_config)
 from common.datasets import CIFAR10_FOLDER, DATASETS, load_cifar10
 from common.env import num_threads, prepare_jittor
 from common.errors import UserError, die
@@ -125,7 +125,8 @@ def measure_data(data_dir, repeats, quick):
 
 class Worker:
     """One model in one framework, in that framework's own process: the calls to time, made of the
-    stage files' functions (build_model, make_optimizer, train_step, train_one_epoch, Loader, to_tensor)."""
+    stages' own functions (build_model, engine.make_optimizer, engine.train_step, engine.train_one_epoch,
+    Loader, to_tensor), with the config records the stages would build (common.config.build_config)."""
 
     def __init__(self, framework, arch, images, labels, settings):
         start = time.perf_counter()
@@ -135,18 +136,20 @@ class Worker:
             prepare_jittor()  # before the import: no CUDA probing on a CPU machine, a fixed cache name
         self.fw = importlib.import_module(framework)
         load = lambda name: importlib.import_module(f"{framework}_.{name}")
-        self.models, self.dataset = load("models"), load("dataset")
-        self.teacher_stage, self.student_stage = load("train_teacher"), load("train_student")
+        self.models, self.dataset, self.devices = load("models"), load("dataset"), load("device")
+        self.engine, methods = load("engine"), load("distillers").METHODS
         self.import_s = time.perf_counter() - start
         self.framework, self.arch, self.settings = framework, arch, settings
-        self.device = self.models.select_device("cpu")  # torch: set_num_threads(num_threads())
-        self.teacher_stage.set_seed(0)  # dropout masks
+        self.device = self.devices.select_device("cpu")  # torch: set_num_threads(num_threads())
+        self.engine.set_seed(0)  # dropout masks
         self.teacher_arch = None if settings["zoo"] else TEACHER_OF.get(arch)
-        defaults = STUDENT_DEFAULTS if self.teacher_arch else TEACHER_DEFAULTS  # lr, momentum, weight decay, T, ...
-        self.args = argparse.Namespace(**{**defaults, "beta": dkd_beta(arch), "method": "ce"})
+        if self.teacher_arch:  # a student: its ce, kd and dkd records (lr, momentum, weight decay, T, beta, ...)
+            self.configs = {m: build_config("student", methods, method=m, model=arch) for m in ("ce", "kd", "dkd")}
+        else:
+            self.configs = {"ce": build_config("teacher", methods, model=arch)}
         self.model = self.build(arch)
         self.params = sum(int(np.prod(p.shape)) for p in self.model.parameters() if p.requires_grad)
-        self.optimizer = self.teacher_stage.make_optimizer(self.model, self.args)  # both stages use this one
+        self.optimizer = self.engine.make_optimizer(self.model, self.configs["ce"])  # every method's step uses it
         self.teacher = self.build(self.teacher_arch).eval() if self.teacher_arch else None
         batches = iterate_batches(images, labels, BATCH_SIZE, True)
         self.batches = itertools.cycle([(self.tensor(x), self.tensor(y)) for (x, y), _ in zip(batches, range(POOL))])
@@ -155,7 +158,7 @@ class Worker:
         self.per_call, self.steps, self.estimate = {}, {}, {}
 
     def build(self, arch):
-        return self.models.to_device(self.models.build_model(arch, 0, num_classes(arch)), self.device)
+        return self.devices.to_device(self.models.build_model(arch, 0, num_classes(arch)), self.device)
 
     def tensor(self, array):
         return self.dataset.to_tensor(array, self.device)
@@ -173,8 +176,8 @@ class Worker:
 
     def forward(self, model, images):
         with self.fw.no_grad():
-            model(images).numpy()  # the logits fetched, as test.evaluate needs them
-        self.models.sync(self.device)
+            model(images).numpy()  # the logits fetched, as engine.evaluate needs them
+        self.devices.sync(self.device)
 
     def call(self, name):
         """One call of a measurement, finished when it returns."""
@@ -182,21 +185,14 @@ class Worker:
             return self.forward(self.model, self.eval_x)
         if name == "teacher_fwd":
             return self.forward(self.teacher, next(self.batches)[0])
-        self.args.method = "ce" if name in ("train", "loop") else name
-        if name == "loop" and self.teacher is None:
-            return self.teacher_stage.train_one_epoch(self.model, self.loader, self.optimizer, next(self.epochs),
-                                                      self.args, self.device)
-        if name == "loop":
-            return self.student_stage.train_one_epoch(self.model, None, self.loader, self.optimizer, next(self.epochs),
-                                                      self.args, self.device)
+        method = "ce" if name in ("train", "loop") else name
+        if name == "loop":  # the stages' epoch, without a teacher
+            return self.engine.train_one_epoch(self.model, None, self.loader, self.optimizer, next(self.epochs),
+                                               self.configs[method], self.device, {}, "bench")
         images, labels = next(self.batches)
-        if self.teacher is None:  # a teacher: the teacher stage's step
-            loss, _, _ = self.teacher_stage.train_step(self.model, self.optimizer, images, labels)
-        else:  # a student: the student stage's step, with its teacher for kd and dkd
-            teacher = None if name == "train" else self.teacher
-            loss, _, _ = self.student_stage.train_step(self.model, teacher, self.optimizer, images, labels, 1.0,
-                                                       self.args)
-        self.models.sync(self.device)
+        teacher = None if method == "ce" else self.teacher  # kd and dkd: a student's step with its teacher
+        loss, _, _ = self.engine.train_step(self.model, teacher, self.optimizer, images, labels, self.configs[method])
+        self.devices.sync(self.device)
         loss.item()  # one fetch per step, as train_one_epoch
 
     def run(self, name, steps):
@@ -514,4 +510,7 @@ def write_docs(path, key, argv, note, tables_md):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as e:  # a full disk while writing the JSON record or the docs (common.files.DiskFullError)
+        die(str(e))

@@ -10,7 +10,6 @@ global batches of BATCH_SIZE random images, after one untimed epoch (Jittor comp
 gradient's size in float32 all-reduced alone, ALL_REDUCES times in the same processes: the part of
 a step that only data parallelism adds (with --sync-bn, BatchNorm's moments add a little more).
 """
-import argparse
 import importlib
 import json
 import os
@@ -20,6 +19,7 @@ import time
 
 import numpy as np
 
+from common.config import build_config
 from common.distributed import launcher_command, run_rank
 from common.env import num_threads, prepare_jittor
 from common.paths import ROOT
@@ -33,19 +33,19 @@ def worker(framework, arch, steps):
     """In each process of the job: the timed epoch and the all-reduce; rank 0 prints one JSON line."""
     if framework == "jittor":
         prepare_jittor()
-    stage = importlib.import_module(f"{framework}_.train_teacher")
-    models, parallel, dataset = stage.models, stage.parallel, stage.dataset
-    device = models.select_device("cpu")
+    load = lambda name: importlib.import_module(f"{framework}_.{name}")
+    models, parallel, dataset, devices, engine = load("models"), load("parallel"), load("dataset"), load("device"), load("engine")
+    device = devices.select_device("cpu")
     here = parallel.setup(device)
-    model = models.set_sync_bn(models.to_device(models.build_model(arch), device), True)
+    model = parallel.set_sync_bn(devices.to_device(models.build_model(arch), device), True)
     train_model = parallel.wrap(model, device)
-    args = argparse.Namespace(lr=0.01, momentum=0.9, weight_decay=5e-4, rdrop=0.0)
-    optimizer = stage.make_optimizer(model, args)
+    config = build_config("teacher", load("distillers").METHODS, model=arch)  # lr 0.01, momentum 0.9, wd 5e-4
+    optimizer = engine.make_optimizer(model, config)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (steps * BATCH_SIZE, 3, 32, 32), dtype=np.uint8)
     loader = dataset.Loader(images, rng.integers(0, 10, steps * BATCH_SIZE), BATCH_SIZE, True, 0, device)
-    stage.train_one_epoch(train_model, loader, optimizer, 0, args, device)  # untimed: Jittor compiles its kernels
-    metrics = stage.train_one_epoch(train_model, loader, optimizer, 1, args, device)
+    engine.train_one_epoch(train_model, None, loader, optimizer, 0, config, device, {}, "bench")  # untimed: compiles
+    metrics = engine.train_one_epoch(train_model, None, loader, optimizer, 1, config, device, {}, "bench")
     epoch_s = metrics["time/train"] + metrics["time/data"]
     size = sum(v.size for k, v in models.get_state(model).items() if not is_buffer(k))
     reduce_s = time_all_reduce(framework, size) if here.world_size > 1 else 0.0

@@ -17,15 +17,14 @@ mismatch is an error naming the first missing or mis-shaped weight.
 import argparse
 import os
 
-import numpy as np
 
 from common import safe_pickle
-from common.checkpoint import load_checkpoint, safe_pickle_error, save_checkpoint
+from common.checkpoint import load_checkpoint, make_checkpoint, safe_pickle_error, save_checkpoint
 from common.datasets import DATASETS
 from common.env import prepare_jittor
 from common.errors import CheckpointError, die, UserError
 from common.files import atomic_save, atomic_write
-from common.foreign import classifier_of, dataset_of_classes, match_state, numpy_state, torch_load_error
+from common.foreign import classifier_of, dataset_of_classes, match_state, numpy_state
 import torch  # before jittor: Jittor's advice when both share a process
 
 prepare_jittor()
@@ -42,18 +41,6 @@ def file_format(path):
     return FORMATS[ext]
 
 
-def tensor_to_numpy(value):
-    """A torch tensor, a Jittor Var or a numpy array as a numpy array."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return value.numpy() if isinstance(value, jt.Var) else np.asarray(value)
-
-
-def to_numpy_state(obj, path):
-    """A state dict (torch tensors, Jittor Vars or numpy), possibly under "model"/"state_dict", as numpy."""
-    return numpy_state(obj, path, tensor_to_numpy)
-
-
 def read(path):
     """(numpy state, arch or None, source framework) from any supported file."""
     fmt = file_format(path)
@@ -62,12 +49,11 @@ def read(path):
     if fmt == "repo":
         ckpt = load_checkpoint(path)
         return ckpt["model"], ckpt["arch"], ckpt["framework"]
-    try:  # neither reader runs code from the file (jt.load would: it unpickles anything)
-        obj = torch.load(path, map_location="cpu", weights_only=True) if fmt == "torch" else safe_pickle.load(path)
+    try:  # one reader for torch's and Jittor's files, running no code (torch.load and jt.load can)
+        obj = safe_pickle.load(path)
     except Exception as e:
-        error = torch_load_error(path, e) if fmt == "torch" else safe_pickle_error(path, e, "Jittor file")
-        raise error from None
-    return to_numpy_state(obj, path), None, fmt
+        raise safe_pickle_error(path, e, "torch file" if fmt == "torch" else "Jittor file") from None
+    return numpy_state(obj, path), None, fmt
 
 
 def num_classes_of(state):
@@ -99,9 +85,8 @@ def write(path, state, arch, source):
     if fmt == "repo":
         name = os.path.splitext(os.path.basename(path))[0]
         dataset = dataset_of_classes(num_classes_of(state))
-        save_checkpoint(path, {"model": state, "optimizer": {}, "epoch": -1, "best_top1": 0.0,
-                                      "config": {"name": f"converted/{name}", "dataset": dataset},
-                                      "framework": source, "arch": arch, "dataset": dataset})
+        save_checkpoint(path, make_checkpoint(state, {"name": f"converted/{name}", "dataset": dataset}, source, arch,
+                                              dataset))
     elif fmt == "torch":
         model = tm.build_model(arch, num_classes=num_classes_of(state))
         tm.load_state(model, state, path)

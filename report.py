@@ -1,4 +1,6 @@
-"""Figures and a results table, read back from the TensorBoard event files of run_all.py's runs.
+"""Figures and results tables, read back from run_all.py's runs: their TensorBoard event files (the
+curves) and result records (log/<run>/<framework>/result.json, common/results.py: finished or
+diverged, and test.py's metrics).
 
     python report.py                      # tag quick: the runs log/quick/<stage>_s<seed>/<framework>/
     python report.py --tag long           # another tag
@@ -7,17 +9,19 @@
 
 Per stage (teacher, student_ce, _kd, _dkd, _fitnet, _at) with a finished run it draws
 img/<tag>_<stage>.png: loss and top-1 per epoch, train solid and val dashed, torch and Jittor
-overlaid; over several seeds the mean line with a min-max band. The table gives final and best val
-top-1, test top-1 (test.json), the difference jittor - torch, and the time per stage: the first
-epoch (which holds Jittor's kernel compilation) apart from the later epochs' steady seconds per
-epoch, with the jittor/torch ratio; mean +- std (ddof=1) over seeds.
+overlaid; over several seeds the mean line with a min-max band. The tables give final and best val
+top-1, test top-1, the difference jittor - torch against the seed spread, the gain over the CE
+student, and the time per stage: the first epoch (which holds Jittor's kernel compilation) apart
+from the later epochs' steady seconds per epoch, with the jittor/torch ratio; mean +- std (ddof=1)
+over seeds.
 
-The table and the image links replace whatever lies between two markers,
+Every table goes to log/<tag>/report.md (report_sweep.md with --sweep); the terminal gets one narrow
+table (test top-1 per framework, their difference, the gain over CE) and the report file's name.
+The tables and image links also replace whatever lies between two markers,
     <!-- report:<tag>:start -->   and   <!-- report:<tag>:end -->
 (<tag>-sweep with --sweep), in the first of README.md and docs/*.md that holds them (the full run's
-are in docs/results.md, the sweep's in docs/beta_sweep.md; --doc FILE names one). Without markers no
-file is changed and the table is only printed. It is also written to log/<tag>/report.md
-(report_sweep.md with --sweep).
+are in docs/results.md, the sweep's in docs/beta_sweep.md; --doc FILE names one, which must hold
+them). Most tags (quick, say) have no markers anywhere: then no page is changed.
 """
 import argparse
 import glob
@@ -34,12 +38,15 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from common.config import FRAMEWORKS  # noqa: E402
+from common.errors import die, UserError  # noqa: E402
 from common.files import atomic_write  # noqa: E402
-from common.logs import DIVERGED_FILE, read_scalars  # noqa: E402
+from common.logs import read_scalars  # noqa: E402
 from common.paths import IMG_DIR, LOG_DIR, ROOT  # noqa: E402
+from common.results import RESULT_FILE  # noqa: E402
 from common.tables import table  # noqa: E402
 
 COLORS = {"torch": "#ee4c2c", "jittor": "#1f77b4"}  # one colour per framework in every figure
+LABELS = {"torch": "torch", "jittor": "Jittor"}  # the frameworks in the terminal table, as README.md names them
 STAGES = ["teacher", "student_ce", "student_kd", "student_dkd", "student_fitnet", "student_at"]
 STAGE_RUN = re.compile(rf"^({'|'.join(STAGES)})_s(\d+)$")
 SWEEP_RUN = re.compile(r"^student_dkd_beta(\d+(?:\.\d+)?)_s(\d+)$")
@@ -63,20 +70,20 @@ def read_json(path):
 
 
 def read_framework(folder):
-    """One framework's run folder -> {"scalars": {tag: {step: value}}, "test": dict or None,
-    "finished": bool, "diverged": dict or None}; None when it holds neither events nor diverged.json
-    (a run can diverge in its first epoch, before it logs anything)."""
+    """One framework's run folder -> {"scalars": {tag: {step: value}}, "test": test.py's metrics or None,
+    "finished": bool, "diverged": {"epoch", "error"} or None}, from its event files and its result record;
+    None when it holds neither events nor a diverged record (a run can diverge in its first epoch,
+    before it logs anything)."""
     if not os.path.isdir(folder):
         return None
     scalars = {}
     if any(f.startswith("events.out.tfevents") for f in os.listdir(folder)):
         scalars = {tag: dict(points) for tag, points in read_scalars(folder).items()}  # step -> value
-    diverged = read_json(os.path.join(folder, DIVERGED_FILE))  # NaN loss: {"epoch": N, ...}
-    if not scalars and not diverged:
+    record = read_json(os.path.join(folder, RESULT_FILE)) or {}  # none while a run trains
+    if not scalars and not record.get("diverged"):
         return None
-    return {"scalars": scalars, "test": read_json(os.path.join(folder, "test.json")),
-            "finished": os.path.isfile(os.path.join(folder, "metrics.json")),  # written after the last epoch
-            "diverged": diverged}
+    return {"scalars": scalars, "test": record.get("test"), "finished": bool(record.get("finished")),
+            "diverged": record.get("diverged")}
 
 
 def find_runs(tag, pattern, key=str):
@@ -149,7 +156,7 @@ def has_result(run):
 
 
 def trained_runs(seeds, framework):
-    """The finished runs of one framework over seeds: a run still training (no metrics.json) would
+    """The finished runs of one framework over seeds: a run still training (no finished record) would
     mix its early epochs into the means, and a diverged run's numbers mean nothing."""
     return [runs[framework] for _, runs in sorted(seeds.items())
             if framework in runs and runs[framework]["finished"] and not runs[framework]["diverged"]]
@@ -178,6 +185,16 @@ def with_diverged(cell, seeds, framework):
     if cell != DASH:
         return f"{cell} ({len(epochs)} of {ran} seeds diverged: {where})"
     return f"diverged ({where})" if ran == 1 else f"diverged in {len(epochs)} of {ran} seeds ({where})"
+
+
+def short_diverged(cell, seeds, framework):
+    """with_diverged for the narrow terminal table: "diverged (epoch 12)", after the other seeds' value
+    where only some diverged."""
+    epochs = diverged_epochs(seeds, framework)
+    if not epochs:
+        return cell
+    where = f"diverged (epoch {', '.join(map(str, epochs))})"
+    return where if cell == DASH else f"{cell}; {where}"
 
 
 def mean_std(values):
@@ -282,7 +299,7 @@ def top1_row(stage, seeds):
     final, best, test = get(lambda r: final_value(r, "val/top1")), get(lambda r: best_value(r, "val/top1")), get(test_top1)
     if test["torch"] and test["jittor"]:
         diff, spread = diff_cell(test), spread_cell(test)
-    else:  # a framework has no test.json: compare final val top-1, and say so
+    else:  # a framework has no test in its records: compare final val top-1, and say so
         diff = diff_cell(final) + (" (val)" if final["torch"] and final["jittor"] else "")
         spread = spread_cell(final)
         spread += " (val)" if spread != DASH else ""
@@ -316,11 +333,11 @@ def seeds_phrase(groups):
 
 
 def unfinished_line(groups):
-    """A line naming the runs that have no metrics.json yet (still training, or stopped), with their last epoch."""
+    """A line naming the runs with no result yet (still training, or stopped), with their last epoch."""
     names = [f"{key}/s{seed}/{fw} (epoch {max(run['scalars'].get('val/top1', {0: 0}))})"
              for key, seeds in groups.items() for seed, runs in sorted(seeds.items())
              for fw, run in runs.items() if not has_result(run)]
-    return (f"\nStill training or stopped, so left out of every number and curve (no metrics.json yet; last "
+    return (f"\nStill training or stopped, so left out of every number and curve (no finished result.json; last "
             f"logged epoch in brackets): {', '.join(names)}.\n" if names else "")
 
 
@@ -339,11 +356,12 @@ def stage_markdown(tag, runs, figures, base_dir, against=None):
                                for what in ("first epoch s", "later s/epoch", "total s") for fw in (*FRAMEWORKS, None)],
                   [time_row(stage, runs[stage]) for stage in stages])
     note = (f"Top-1 in %, {seeds_phrase(runs)}. Δ is on test top-1 "
-            f"(on final val top-1 where marked \"(val)\": no test.json). |Δ| / seed std divides it by the "
+            f"(on final val top-1 where marked \"(val)\": not tested). |Δ| / seed std divides it by the "
             f"pooled seed-to-seed std, sqrt((std_torch² + std_jittor²) / 2): below about 1, the frameworks "
             f"differ less than two seeds of one framework typically do (needs 2+ seeds). A run whose training "
             f"loss became NaN is marked diverged and left out of every number and curve. Generated by "
-            f"`python report.py --tag {tag}` from the TensorBoard event files and test.json under log/{tag}/; "
+            f"`python report.py --tag {tag}` from the TensorBoard event files and result.json records under "
+            f"log/{tag}/; "
             f"do not edit by hand.")
     time_note = ("Seconds (data loading + training + evaluation): the first epoch, which holds Jittor's kernel "
                  "compilation (cached for later runs), apart from the later epochs' mean per epoch, the steady "
@@ -355,7 +373,7 @@ def stage_markdown(tag, runs, figures, base_dir, against=None):
 
 def paired_top1(runs, stage, other_runs, other_stage, framework):
     """[(test top-1 of runs' stage, of other_runs' other_stage)], seed by seed, for the seeds where both
-    have a test.json in this framework."""
+    have a test in this framework."""
     pairs = []
     for seed, by_fw in sorted(runs[stage].items()):
         run, other = by_fw.get(framework), other_runs.get(other_stage, {}).get(seed, {}).get(framework)
@@ -392,7 +410,7 @@ def against_markdown(tag, runs, other_tag, other_runs):
             cells += [fmt([a for a, _ in pairs]), fmt([b for _, b in pairs]), fmt([a - b for a, b in pairs], sign=True)]
         rows.append(cells)
     if not rows:
-        return f"No stage has a test.json both here and in {other_tag}: nothing to compare yet.\n"
+        return f"No stage has a test both here and in {other_tag}: nothing to compare yet.\n"
     header = ["stage"] + [f"{what} {fw}" for fw in FRAMEWORKS for what in (tag, other_tag, "Δ")]
     return (f"Test top-1 of {tag} against {other_tag}, same stage and seed, per framework (Δ = {tag} − {other_tag}, "
             f"seed by seed):\n\n" + table(header, rows) + "\n")
@@ -402,7 +420,7 @@ def against_markdown(tag, runs, other_tag, other_runs):
 # DKD beta sweep
 # ----------------------------------------------------------------------------
 def sweep_top1(run):
-    """(top-1, source): test top-1 if test.json exists, else final val top-1."""
+    """(top-1, source): test top-1 if the run was tested, else final val top-1."""
     return (test_top1(run), "test") if run["test"] else (final_value(run, "val/top1"), "val")
 
 
@@ -431,7 +449,7 @@ def sweep_figure(tag, runs, path):
     ax.set_xticks(sorted(runs))
     ax.set_xlabel("DKD beta (weight of the non-target term)")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"{tag}: DKD beta sweep (test top-1; final val where no test.json)", fontsize=10)
+    ax.set_title(f"{tag}: DKD beta sweep (test top-1; final val where not tested)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -449,11 +467,52 @@ def sweep_row(runs, beta):
 def sweep_markdown(tag, runs, figures, base_dir):
     rows = table(["beta"] + [f"top-1 {fw}" for fw in FRAMEWORKS] + ["Δ (jittor − torch)"],
                  [sweep_row(runs, beta) for beta in sorted(runs)])
-    note = (f"DKD student top-1 (%) on the test set against beta (\"(val)\": final val top-1, no test.json; "
+    note = (f"DKD student top-1 (%) on the test set against beta (\"(val)\": final val top-1, not tested; "
             f"diverged: the training loss became NaN at that epoch), "
             f"{seeds_phrase(runs)}. Generated by `python report.py --tag {tag} --sweep` "
-            f"from the TensorBoard event files and test.json under log/{tag}/; do not edit by hand.")
+            f"from the TensorBoard event files and result.json records under log/{tag}/; do not edit by hand.")
     return "\n".join([note, unfinished_line(runs), rows, "", image_links(figures, base_dir)])
+
+
+# ----------------------------------------------------------------------------
+# The terminal: one narrow table (the wide ones are in the report file)
+# ----------------------------------------------------------------------------
+def gain_cell(runs, stage):
+    """'torch gain / Jittor gain' over the CE student of the same seeds; a dash for teacher and CE."""
+    if stage in ("teacher", "student_ce") or "student_ce" not in runs:
+        return DASH
+    cells = [fmt(paired_gains(runs, stage, fw), sign=True) for fw in FRAMEWORKS]
+    return DASH if all(c == DASH for c in cells) else " / ".join(cells)
+
+
+def narrow_stage_table(runs):
+    """Per stage: test top-1 per framework, Jittor − torch, and the gain over CE; for a terminal."""
+    rows = []
+    for stage in [s for s in STAGES if s in runs]:
+        test = {fw: over_seeds(runs[stage], fw, test_top1) for fw in FRAMEWORKS}
+        rows.append([stage] + [short_diverged(fmt(test[fw]), runs[stage], fw) for fw in FRAMEWORKS]
+                    + [diff_cell(test), gain_cell(runs, stage)])
+    labels = [LABELS[fw] for fw in FRAMEWORKS]
+    header = ["stage", *labels, "Δ", f"gain over CE ({' / '.join(labels)})"]
+    return f"Test top-1 (%), {seeds_phrase(runs)}:\n\n" + table(header, rows, "simple")
+
+
+def narrow_sweep_table(runs):
+    """Per beta: the DKD student's top-1 per framework and Jittor − torch; for a terminal."""
+    rows = []
+    for beta in sorted(runs):
+        values = {fw: sweep_values(runs, beta, fw) for fw in FRAMEWORKS}
+        cells = [short_diverged(fmt(v) + (" (val)" if from_val else ""), runs[beta], fw)
+                 for fw, (v, from_val) in values.items()]
+        rows.append([f"{beta:g}"] + cells + [diff_cell({fw: v for fw, (v, _) in values.items()})])
+    return (f"DKD student test top-1 (%) against beta, {seeds_phrase(runs)}:\n\n"
+            + table(["beta", *[LABELS[fw] for fw in FRAMEWORKS], "Δ"], rows, "simple"))
+
+
+def shown(path):
+    """A path as short as it is clear: relative to the repository when inside it."""
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith("..") else rel
 
 
 # ----------------------------------------------------------------------------
@@ -491,18 +550,13 @@ def marked_doc(key):
     return next((p for p in candidates if replace_block(read_text(p), key, "") is not None), None)
 
 
-def update_doc(doc, key, block):
-    """Put block between the markers in doc; say so (nothing changed) when they are missing."""
-    text = replace_block(read_text(doc), key, block) if doc and os.path.isfile(doc) else None
-    if text is None:
-        where = f"{doc}: {'no such file' if not os.path.isfile(doc) else 'markers missing'}" if doc else \
-            "no README.md or docs/*.md holds its markers"
-        print(f"\n{where}, so no file was changed. To insert the table, put the two markers "
-              f"<!-- report:{key}:start --> and <!-- report:{key}:end --> where it should go.")
-        return False
-    write_text(doc, text)
-    print(f"\nupdated {doc} between the report:{key} markers")
-    return True
+def check_doc(doc, key):
+    """--doc FILE must hold the report:<key> markers: say so before any file is written."""
+    if not os.path.isfile(doc):
+        die(f"--doc {doc}: no such file")
+    if replace_block(read_text(doc), key, "") is None:
+        die(f"--doc {doc}: markers missing, so no file was changed. To insert the tables, put the two "
+            f"markers <!-- report:{key}:start --> and <!-- report:{key}:end --> where they should go.")
 
 
 def parse_args(argv=None):
@@ -512,46 +566,59 @@ def parse_args(argv=None):
                         help="DKD beta sweep: runs <tag>/student_dkd_beta<beta>_s<seed>, top-1 against beta")
     parser.add_argument("--doc", default=None,
                         help="markdown file holding the report markers (default: the first of README.md and "
-                             "docs/*.md that holds them)")
+                             "docs/*.md that holds them, if any)")
     parser.add_argument("--img-dir", default=IMG_DIR, help="folder for the PNG figures (default img/)")
-    parser.add_argument("--print-only", action="store_true", help="print the tables; no figures, no file changed")
+    parser.add_argument("--log-only", action="store_true",
+                        help="no figures and no docs/ page: the tables go only to log/<tag>/report.md")
     parser.add_argument("--against", default=None, metavar="TAG",
                         help="add a table of each stage's test top-1 against the same stage and seed of run tag TAG")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.log_only and args.doc:
+        parser.error("--log-only changes no docs page: leave out --doc")
+    return args
 
 
 def main(argv=None):
-    """Read the runs, draw the figures, write log/<tag>/report.md and the docs block; returns the block."""
+    """Read the runs; draw the figures, write every table to log/<tag>/report.md and into the page holding
+    the tag's markers; print the narrow table and the report file's name. Returns the tables' markdown."""
     args = parse_args(argv)
     log_dir = os.path.join(LOG_DIR, args.tag)
     if args.sweep:
         runs = find_runs(args.tag, SWEEP_RUN, key=float)
         figures = {"beta sweep": os.path.join(args.img_dir, f"{args.tag}_beta_sweep.png")}
         draw = lambda: sweep_figure(args.tag, runs, figures["beta sweep"])
-        key, out, markdown = f"{args.tag}-sweep", "report_sweep.md", sweep_markdown
+        key, out, markdown, narrow = f"{args.tag}-sweep", "report_sweep.md", sweep_markdown, narrow_sweep_table
     else:
         runs = find_runs(args.tag, STAGE_RUN)
         # no figure where no run finished without diverging (all diverged, or still training): it would be empty
         figures = {stage: os.path.join(args.img_dir, f"{args.tag}_{stage}.png") for stage in STAGES
                    if stage in runs and any(trained_runs(runs[stage], fw) for fw in FRAMEWORKS)}
         draw = lambda: [stage_figure(args.tag, stage, runs[stage], path) for stage, path in figures.items()]
-        key, out, markdown = args.tag, "report.md", stage_markdown
+        key, out, markdown, narrow = args.tag, "report.md", stage_markdown, narrow_stage_table
         if args.against:
             other = (args.against, find_runs(args.against, STAGE_RUN))
             markdown = lambda tag, runs, figures, base_dir: stage_markdown(tag, runs, figures, base_dir, other)
-    if args.print_only:
-        block = markdown(args.tag, runs, {}, log_dir)
-        print(block)
-        return block
-    draw()
-    print("wrote " + ", ".join(figures.values()))
-    write_text(os.path.join(log_dir, out), markdown(args.tag, runs, figures, log_dir) + "\n")
-    doc = args.doc or marked_doc(key)
-    block = markdown(args.tag, runs, figures, os.path.dirname(os.path.abspath(doc or os.path.join(ROOT, "README.md"))))
-    print(f"wrote {os.path.join(log_dir, out)}\n\n{block}")
-    update_doc(doc, key, block)
+    if args.doc:
+        check_doc(args.doc, key)
+    doc = None if args.log_only else args.doc or marked_doc(key)  # none for most tags: nothing to say then
+    if args.log_only:
+        figures = {}
+    else:
+        draw()
+    path = os.path.join(log_dir, out)
+    write_text(path, markdown(args.tag, runs, figures, log_dir) + "\n")
+    block = markdown(args.tag, runs, figures, os.path.dirname(os.path.abspath(doc)) if doc else log_dir)
+    if doc:
+        write_text(doc, replace_block(read_text(doc), key, block))
+    print(narrow(runs))
+    print(f"\nEvery table{'' if args.log_only else ' and figure'}: {shown(path)}")
+    if doc:
+        print(f"The tables also updated in {shown(doc)}")
     return block
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # a full disk while writing a figure or report file (common.files.DiskFullError)
+        die(str(e))

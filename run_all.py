@@ -9,17 +9,20 @@
 
 Each stage is its own process (torch_/... or jittor_/... script), so the frameworks never
 share a process. Runs are named <tag>/<stage>_s<seed> (tag = the preset unless --tag):
-TensorBoard events in log/<tag>/..., checkpoints in ckpt/<tag>/.... The records go to
-log/<tag>/summary.json. At the end it runs report.py for the tag, whose tables it prints: test
-top-1 on the 10,000 test images (mean +- std over seeds), the gain of KD and DKD over the CE
-student, and the seconds per stage with the first epoch (Jittor's kernel compilation) apart from
-the steady later epochs; plus overlaid curves in img/<tag>_<stage>.png, and the tables go into the
-docs/ page holding the tag's markers (the full run's and the beta sweep's do).
+TensorBoard events and the run's one result record (log/<tag>/<run>/<framework>/result.json,
+common/results.py: training outcome, then test.py's metrics) in log/<tag>/..., checkpoints in
+ckpt/<tag>/.... At the end it runs report.py for the tag, which prints one narrow table (test top-1,
+mean +- std over seeds, jittor - torch, the gain over the CE student) and names its report file,
+log/<tag>/report.md: every table (val top-1, |delta| / seed std, the seconds per stage with the first
+epoch, Jittor's kernel compilation, apart) and the overlaid curves img/<tag>_<stage>.png. The tables
+also go into the docs/ page holding the tag's markers (the full run's and the beta sweep's do).
 
---resume makes long runs survivable: a stage whose test.json exists is not run again, and a
-stage with a checkpoint continues after its last finished epoch (the stage's own --resume).
-A stage whose loss became NaN leaves diverged.json: the job records it as diverged and goes on
-(a point of a beta sweep, say); a diverged teacher stops the job (its students have nothing to learn).
+--resume makes long runs survivable: a stage whose record is finished and tested is not run again,
+and a stage with a checkpoint continues after its last finished epoch (the stage's own --resume).
+A stage whose loss became NaN exits with DIVERGED_EXIT (3) and its record says at which epoch: the
+job counts it as diverged and goes on (a point of a beta sweep, say), and --resume does not run it
+again; a diverged teacher stops the job (its students have nothing to learn). Any other failure of a
+stage stops the job.
 --nproc N runs every stage data-parallel on N processes with the frameworks' own launchers (torchrun
 for torch, mpirun for Jittor); the results are those of one process (README, "Data-parallel").
 --parallel runs the two frameworks at the same time, each on half of the CPU threads
@@ -28,7 +31,6 @@ one framework fails, the other's running stage is stopped too (its checkpoints s
 continues it) and the job reports both.
 """
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -39,11 +41,10 @@ import time
 from common.checkpoint import ckpt_path
 from common.config import add_data_dir, FRAMEWORKS, PRESET_SEEDS, PRESETS
 from common.distributed import launcher_command
-from common.errors import UserError
-from common.paths import LOG_DIR, ROOT
+from common.errors import DIVERGED_EXIT, UserError
+from common.paths import ROOT
 from common.env import num_threads
-from common.files import write_json
-from common.logs import DIVERGED_FILE, run_dir
+from common.results import read_result, result_path
 import report
 
 METHODS = ["ce", "kd", "dkd", "fitnet", "at"]
@@ -56,8 +57,9 @@ class StageFailed(RuntimeError):
 STOP = threading.Event()  # --parallel: set when one framework failed; the other stops its stage
 
 
-def run(cmd, env=None):
-    """Run one stage, streaming its output; raise StageFailed if it fails or STOP is set meanwhile."""
+def run(cmd, env=None, may_diverge=False):
+    """Run one stage, streaming its output; returns its seconds, or None when it diverged (exit
+    DIVERGED_EXIT) and may_diverge. Raise StageFailed if it fails otherwise or STOP is set meanwhile."""
     if STOP.is_set():
         raise StageFailed(f"not started because the other framework failed: {' '.join(cmd)}")
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
@@ -68,9 +70,45 @@ def run(cmd, env=None):
             proc.terminate()  # a stage killed at any moment resumes exactly (--resume)
             proc.wait()
             raise StageFailed(f"stopped because the other framework failed: {' '.join(cmd)}")
+    if proc.returncode == DIVERGED_EXIT and may_diverge:
+        return None
     if proc.returncode != 0:
-        raise StageFailed(f"stage failed: {' '.join(cmd)}")
+        raise StageFailed(f"stage failed (exit {proc.returncode}): {' '.join(cmd)}")
     return time.perf_counter() - start
+
+
+def is_diverged(record):
+    return bool(record and record["diverged"])
+
+
+def is_tested(record):
+    """Trained to the end and tested: --resume has nothing left to do for this stage."""
+    return bool(record and record["finished"] and record["test"])
+
+
+def train_and_test(framework, name, train_cmd, test_cmd, env, launched):
+    """Run a stage, then test.py on its checkpoint unless it diverged; returns (its seconds, or None
+    when it diverged; its record)."""
+    if is_diverged(read_result(name, framework)):  # an earlier run's, which this one replaces
+        os.remove(result_path(name, framework))
+    try:
+        wall = run(train_cmd, env, may_diverge=True)
+    except StageFailed:
+        # torchrun reports any failed rank as exit 1, not 3: under a launcher the record tells
+        if not (launched and is_diverged(read_result(name, framework))):
+            raise
+        wall = None
+    record = read_result(name, framework)
+    if wall is None:
+        if not is_diverged(record):
+            raise StageFailed(f"{name} exited with {DIVERGED_EXIT} (diverged) but its record does not say so: "
+                              f"{result_path(name, framework)}")
+        return None, record
+    run(test_cmd, env)
+    record = read_result(name, framework)
+    if not is_tested(record):
+        raise StageFailed(f"{name}: test.py ran, but {result_path(name, framework)} holds no test of a finished run")
+    return wall, record
 
 
 def stage_script(framework, stage):
@@ -105,38 +143,27 @@ def run_framework(framework, args, seed, env=None):
         stages.append((label, name, cmd + shlex.split(args.student_args)))
     for stage, name, cmd in stages:
         ckpt = ckpt_path(name, framework)
-        test_json = os.path.join(run_dir(name, framework), "test.json")
-        diverged_json = os.path.join(run_dir(name, framework), DIVERGED_FILE)
-        wall = None
-        if args.resume and os.path.exists(test_json):
-            print(f"[{framework}] {name}: finished earlier ({os.path.relpath(test_json, ROOT)}), not run again")
-        elif args.resume and os.path.exists(diverged_json):  # its checkpoint holds the blown-up weights
-            print(f"[{framework}] {name}: diverged earlier ({os.path.relpath(diverged_json, ROOT)}), "
-                  f"not run again (delete that file and the checkpoint to retry)")
+        record, wall = read_result(name, framework), None
+        where = report.shown(result_path(name, framework))
+        if args.resume and is_tested(record):
+            print(f"[{framework}] {name}: finished earlier ({where}), not run again")
+        elif args.resume and is_diverged(record):  # its checkpoint holds the blown-up weights
+            print(f"[{framework}] {name}: diverged earlier ({where}), not run again "
+                  f"(delete that file and the checkpoint to retry)")
         else:
-            if os.path.exists(diverged_json):  # from an earlier run that this one replaces
-                os.remove(diverged_json)
-            try:
-                wall = run(cmd + (["--resume"] if args.resume and os.path.exists(ckpt) else []), env)
-            except StageFailed:
-                if not os.path.exists(diverged_json):
-                    raise
-                # a diverged run is a result (a beta sweep's point, say): record it and go on
-            else:
-                run([*py, stage_script(framework, "test"), "--ckpt", ckpt, "--json", test_json,
-                     "--data-dir", args.data_dir], env)
-        if os.path.exists(diverged_json):
-            with open(diverged_json) as f:
-                records[stage] = {"diverged": json.load(f)["epoch"], "wall": wall}
+            train_cmd = cmd + (["--resume"] if args.resume and os.path.exists(ckpt) else [])
+            test_cmd = [*py, stage_script(framework, "test"), "--ckpt", ckpt, "--data-dir", args.data_dir]
+            wall, record = train_and_test(framework, name, train_cmd, test_cmd, env, args.nproc > 1)
+        if is_diverged(record):
+            epoch = record["diverged"]["epoch"]
+            print(f"[{framework}] {name}: diverged at epoch {epoch}" + ("" if stage == "teacher" else ", going on"))
             if stage == "teacher":
                 raise StageFailed(f"the {framework} teacher {name} diverged: no student can learn from it")
+            records[stage] = {"diverged": epoch, "wall": wall}
             continue
-        with open(os.path.join(run_dir(name, framework), "metrics.json")) as f:
-            train = json.load(f)
-        with open(test_json) as f:
-            test = json.load(f)
+        test = record["test"]
         records[stage] = {"top1": test["top1"], "top5": test["top5"], "wall": wall,
-                          "seconds": train["seconds"], "test_images_per_s": test["images_per_s"]}
+                          "seconds": record["seconds"], "test_images_per_s": test["images_per_s"]}
     return records
 
 
@@ -191,7 +218,8 @@ def parse_args(argv=None):
     parser.add_argument("--teacher-from", default=None, metavar="TAG",
                         help="do not train a teacher: use ckpt/TAG/teacher_s<seed>_<framework>.ckpt of an earlier run")
     parser.add_argument("--resume", action="store_true",
-                        help="skip stages that finished (test.json exists), continue those with a checkpoint")
+                        help="skip stages that finished and were tested, or diverged (their result.json says so); "
+                             "continue those with a checkpoint")
     parser.add_argument("--parallel", action="store_true",
                         help="run the frameworks at the same time, each with half of the CPU threads")
     parser.add_argument("--nproc", type=int, default=1,
@@ -200,7 +228,8 @@ def parse_args(argv=None):
     parser.add_argument("--against", default=None, metavar="TAG",
                         help="the report adds each stage's test top-1 against the same stage and seed of tag TAG")
     parser.add_argument("--no-report", action="store_true",
-                        help="end with report.py's tables only: no figures in img/, no docs/ page updated")
+                        help="no figures in img/ and no docs/ page updated: the tables go only to "
+                             "log/<tag>/report.md (and the narrow one to the terminal)")
     args = parser.parse_args(argv)
     args.tag = args.tag or args.preset
     if args.seeds is None:
@@ -213,6 +242,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Run every stage, then the report; returns {framework: [{stage: record} per seed]} (for callers
+    in this process: the records on disk are the runs' result.json)."""
     args = parse_args(argv)
     start = time.perf_counter()
     results = {fw: [] for fw in args.frameworks}
@@ -227,13 +258,14 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     header = (f"preset {args.preset}, {args.seeds} seed(s), {threads_note(args)}; "
               f"total wall {time.perf_counter() - start:.0f} s")
-    write_json(os.path.join(LOG_DIR, args.tag, "summary.json"), {"args": vars(args), "header": header,
-                                                                   "results": results})
-    # the tables are report.py's (one place computes every difference and ratio): test top-1, the gain of
-    # KD/DKD over CE, and the time per stage with the first epoch (Jittor's compilation) apart
+    # report.py makes every table (one place computes every difference and ratio): the narrow one
+    # printed here, the wide ones (val top-1, times with Jittor's compilation apart) in its report file
     print(f"\n{header}\n")
-    report.main(["--tag", args.tag] + (["--sweep"] if args.beta_sweep else []) + (["--print-only"] if args.no_report else [])
-                + (["--against", args.against] if args.against else []))
+    try:
+        report.main(["--tag", args.tag] + (["--sweep"] if args.beta_sweep else [])
+                    + (["--log-only"] if args.no_report else []) + (["--against", args.against] if args.against else []))
+    except UserError as e:  # a full disk while writing the figures or the report file
+        sys.exit(f"error: {e}")
     return results
 
 

@@ -17,10 +17,30 @@ from common.paths import CKPT_DIR
 from common.datasets import DATASETS, dataset_spec
 from common.errors import CheckpointError
 from common.files import atomic_write
+from common.foreign import ARCH_FLAGS, is_torch_file, numpy_state, torch_file_dataset
 
 CKPT_KEYS = ("model", "optimizer", "epoch", "best_top1", "config", "framework", "arch")
 CKPT_FORMAT = "kd-distill-ckpt/2"  # /1 was a pickle (read only through safe_pickle, see load_checkpoint)
-ARRAY_GROUPS = ("model", "optimizer", "regressor")  # regressor: FitNet's, trained with the student; optional
+
+
+def array_groups(ckpt):
+    """The entries saved as tensors: the model, the optimizer state, and the state of every module trained
+    with the student (FitNet's "regressor", ...): each a {name: numpy array}."""
+    return [k for k, v in ckpt.items() if k in ("model", "optimizer") or
+            (isinstance(v, dict) and v and all(isinstance(a, np.ndarray) for a in v.values()))]
+
+
+def make_checkpoint(model, config, framework, arch, dataset, optimizer=None, extra=None, epoch=-1, best_top1=None,
+                    history=(), teacher_digest=None):
+    """The one checkpoint dict of this repo, whoever writes it (a stage after an epoch, convert.py) or reads a
+    foreign file into one: arrays ({name: numpy array}) and plain data only.
+
+    extra: {key: state} of the modules trained with the student (FitNet's regressor), saved under key.
+    teacher_digest: a student's teacher weights' fingerprint (--resume refuses another teacher).
+    """
+    return {"model": model, "optimizer": optimizer or {}, **(extra or {}), "epoch": epoch, "best_top1": best_top1,
+            "config": config, "framework": framework, "arch": arch, "dataset": dataset, "history": list(history),
+            "teacher_digest": teacher_digest}
 
 
 def ckpt_path(name, framework):
@@ -40,11 +60,11 @@ def checkpoint_bytes(ckpt):
     missing = [k for k in CKPT_KEYS if k not in ckpt]
     assert not missing, f"checkpoint lacks {missing}"
     tensors, order = {}, {}
-    for group in [g for g in ARRAY_GROUPS if g in ckpt]:
+    for group in array_groups(ckpt):
         order[group] = list(ckpt[group])  # safetensors sorts its tensors; the state's order matters (classifier_of)
         for name, value in ckpt[group].items():
             tensors[f"{group}/{name}"] = np.ascontiguousarray(value)
-    rest = {k: v for k, v in ckpt.items() if k not in ARRAY_GROUPS}
+    rest = {k: v for k, v in ckpt.items() if k not in order}
     header = {"format": CKPT_FORMAT, "order": json.dumps(order), "meta": json.dumps(rest, default=_plain)}
     return safetensors.numpy.save(tensors, metadata=header)
 
@@ -69,7 +89,7 @@ def read_safetensors_checkpoint(path):
         if header.get("format") != CKPT_FORMAT:
             raise ValueError(f"its header names format {header.get('format')!r}, not {CKPT_FORMAT!r}")
         order, ckpt = json.loads(header["order"]), json.loads(header["meta"])
-        for group in [g for g in ARRAY_GROUPS if g in order]:
+        for group in order:
             ckpt[group] = {name: arrays[f"{group}/{name}"] for name in order[group]}
     except Exception as e:  # a damaged or foreign safetensors file
         raise CheckpointError(f"{path} is not a readable checkpoint of this repo ({type(e).__name__}: {e})") from None
@@ -101,33 +121,27 @@ def load_checkpoint(path):
     return ckpt
 
 
-# What a resumed run must share with its checkpoint: everything that changes the maths. --epochs
-# may grow (nothing depends on it: the LR steps at --milestones, the warm-up has its own length),
-# so a finished run can be trained on; --init, --name, --data-dir, --device do not change results.
-RESUME_KEYS = ("model", "dataset", "seed", "batch_size", "lr", "milestones", "momentum", "weight_decay",
-               "train_size", "val_size", "val_on_test",
-               # students
-               "method", "teacher_model", "teacher_digest", "temperature", "warmup", "alpha", "beta",
-               "kd_ce_weight", "kd_weight", "dkd_ce_weight", "hint_layer", "fitnet_ce_weight", "fitnet_weight",
-               "at_ce_weight", "at_weight", "at_p", "at_stages", "rdrop", "dropout")
+def read_checkpoint(path, arch=None):
+    """A checkpoint of this repo (.ckpt, either framework), or a torch file (.pth/.pt: mdistiller's teachers)
+    as one: the same reader in both frameworks, running no code (arch: the model a torch file holds)."""
+    if not is_torch_file(path):
+        return load_checkpoint(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = safe_pickle.load(path)  # tensors as numpy arrays and plain containers only; no torch needed
+    except Exception as e:  # a refusal (the file would run code), or not a torch file
+        raise safe_pickle_error(path, e) from None
+    state = numpy_state(obj, path)
+    dataset = torch_file_dataset(state, path, arch)
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))  # e.g. resnet32x4_vanilla
+    return make_checkpoint(state, {"name": f"external/{folder}", "dataset": dataset}, "pth", arch, dataset)
 
 
-def check_resume(ckpt, args, path):
-    """--resume: one clear error when a flag contradicts the checkpoint's config, not a silent mix."""
-    saved = ckpt.get("config") or {}
-    for key in RESUME_KEYS:
-        if key in saved and saved[key] != getattr(args, key, None):
-            if key == "teacher_digest":
-                raise CheckpointError(f"--resume: the teacher {args.teacher} holds other weights than the teacher "
-                                      f"{path} was trained with ({saved.get('teacher')}); start afresh without --resume")
-            flag = "--" + key.replace("_", "-")
-            raise CheckpointError(f"--resume: {path} was trained with {flag} {saved[key]!r}, this run has "
-                                  f"{getattr(args, key, None)!r}; give the checkpoint's {flag} (and --preset), "
-                                  f"or start afresh without --resume")
-    if ckpt["epoch"] + 1 > args.epochs:
-        raise CheckpointError(f"--resume: {path} has trained {ckpt['epoch'] + 1} epochs already, more than "
-                              f"--epochs {args.epochs}")
-
+def wrong_weights(error, ckpt, path):
+    """The load error of a file whose weights do not fit the model, with what was assumed about it."""
+    return CheckpointError(f"{error}\n{path} does not hold a {ckpt['arch']!r} model for {ckpt_num_classes(ckpt)} "
+                           f"classes: is the architecture right? For a torch file it comes from {ARCH_FLAGS}.")
 
 
 def check_arch(ckpt, expected_arch, path, flag="--model"):

@@ -1,36 +1,37 @@
-"""Settings shared by both frameworks: the frameworks, defaults, presets, the CIFAR-100 pairs, the command line.
+"""Settings shared by both frameworks: defaults, presets, the CIFAR-100 pairs, the command line, and
+resolve(), the one place that turns a command line into a run's config record.
 
 Defaults reproduce the original experiment (CIFAR-10, batch 128, teacher CIFAR10Quick, student
-CIFAR10Simple); a preset (--preset quick) or a pair (--pair NAME) overrides some of them, and a
-flag given explicitly wins over both.
+CIFAR10Simple). Precedence, applied once in resolve(): a flag given explicitly > the pair (--pair)
+> the preset (--preset) > the method's default (its entry in METHODS) > the stage's default.
 """
 import argparse
 import os
 
 from common.checkpoint import ckpt_path
 from common.datasets import DATASETS
-from common.errors import UserError
+from common.errors import CheckpointError, UserError
 from common.paths import DATA_DIR, ROOT
 
 FRAMEWORKS = ("torch", "jittor")  # the two mirrored folders: torch_/ and jittor_/
 
+# Stage defaults: the settings every run of a stage has, whatever its method. A method's own weights
+# (and the CE weight) are its defaults in the method table (METHODS in <framework>_/distillers.py).
 TEACHER_DEFAULTS = dict(model="cifar10quick", epochs=30, lr=0.01, milestones=[15, 25],
                         batch_size=128, train_size=25000, val_size=5000,
                         momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
-                        rdrop=0.0, dropout=None)  # R-Drop off; the model's own dropout (CIFAR10Quick: 0.5)
+                        rdrop=0.0, dropout=None,  # R-Drop off; the model's own dropout (CIFAR10Quick: 0.5)
+                        sync_bn=True)
 STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[15, 30],
                         batch_size=128, train_size=5000, val_size=1000,
                         momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
-                        warmup=10, temperature=4.0,
-                        # mdistiller's CIFAR weights: KD = 0.1 CE + 0.9 KD; DKD = 1.0 CE + DKD
-                        kd_ce_weight=0.1, kd_weight=0.9, dkd_ce_weight=1.0,
-                        alpha=1.0, beta=None,  # None: DKD_BETA of the student model
-                        # mdistiller's CIFAR settings (mdistiller/engine/cfg.py): FitNet CE 1 + feature 100 at
-                        # hint layer 2, AT CE 1 + 1000 x attention (p = 2) on feats[1:]; None: per model (hint_layer)
-                        hint_layer=None, fitnet_ce_weight=1.0, fitnet_weight=100.0,
-                        at_ce_weight=1.0, at_weight=1000.0, at_p=2.0, at_stages=None,
-                        rdrop=0.0, dropout=None)
-FEATURE_METHODS = ("fitnet", "at")  # the methods that read features (models.forward_features), not only logits
+                        warmup=10,  # epochs of linear warm-up of the distillation weight (DKD's 20 over 240)
+                        rdrop=0.0, dropout=None, sync_bn=True, teacher_model=None)
+STAGE_DEFAULTS = {"teacher": TEACHER_DEFAULTS, "student": STUDENT_DEFAULTS}
+# Fields of every record that say where and how a run happens, not what it computes: --resume may change them.
+RUN_FIELDS = dict(name=None, preset=None, pair=None, init=None, resume=False, data_dir=DATA_DIR, device="auto",
+                  teacher=None)
+FREE_ON_RESUME = ("name", "preset", "pair", "init", "resume", "data_dir", "device", "teacher", "epochs")
 # DKD's NCKD weight. mdistiller's CIFAR setting is 8, for ResNet students with BatchNorm. The
 # original BN-free, activation-free CIFAR10Simple student diverges with large betas at lr 0.01 as
 # the distillation weight warms up (measured on CIFAR-10, torch, seed 0): with an 8-epoch teacher
@@ -46,7 +47,7 @@ def dkd_beta(model):
     return DKD_BETA.get(model, DKD_BETA_DEFAULT)
 
 
-# Indices into a model's feats (models.forward_features). mdistiller's zoo models have the stem as feats[0], then
+# Indices into a model's feats (features.forward_features). mdistiller's zoo models have the stem as feats[0], then
 # one entry per stage: FitNet's hint is feats[2] (the second stage) and AT takes feats[1:]. CIFAR10Quick and
 # CIFAR10Simple have three stages and no stem entry, so the same choices are index 1 and all of 0, 1, 2.
 NO_STEM = ("cifar10quick", "cifar10simple")
@@ -90,7 +91,7 @@ MODELS = ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4",
 # any flag given explicitly wins.
 DKD_CIFAR100 = dict(dataset="cifar100", method="dkd", epochs=240, batch_size=64, lr=0.05,
                     milestones=[150, 180, 210], momentum=0.9, weight_decay=5e-4,
-                    alpha=1.0, beta=8.0, temperature=4.0, dkd_ce_weight=1.0, warmup=20,
+                    alpha=1.0, beta=8.0, temperature=4.0, ce_weight=1.0, warmup=20,
                     train_size=50000, val_size=0, val_on_test=True)
 PAIRS = {
     "res56_res20": dict(DKD_CIFAR100, teacher_model="resnet56", model="resnet20", beta=2.0),
@@ -105,16 +106,6 @@ PAIRS = {
     "res50_mv2": dict(DKD_CIFAR100, teacher_model="ResNet50", model="MobileNetV2", lr=0.01),
     "res32x4_shuv2": dict(DKD_CIFAR100, teacher_model="resnet32x4", model="ShuffleV2", lr=0.01),
 }
-
-
-def apply_pair(args):
-    """--pair NAME: fill every flag left unset (None) from the pair's settings; explicit flags win."""
-    if args.pair not in PAIRS:
-        raise UserError(f"unknown pair {args.pair!r}; the pairs are: {', '.join(PAIRS)}")
-    for key, value in PAIRS[args.pair].items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    return args
 
 
 def default_name(args, stage):
@@ -141,6 +132,91 @@ def default_teacher(args, framework):
     return path
 
 
+def resolve(stage, flags, methods, framework=None):
+    """The run's config record from the flags given explicitly ({flag: value}, argparse's dest names).
+
+    stage: "teacher" (method ce, no teacher) or "student"; methods: the method table (METHODS of
+    <framework>_/distillers.py), whose defaults hold each method's own weights. Every precedence rule
+    lives here (explicit > pair > preset > method > stage; then per-model defaults: DKD's beta, FitNet's
+    hint layer), and nothing is written into the record after it: stages, align.py, bench.py and the
+    tests all build their record with this, and the checkpoint stores it (--resume compares it).
+    framework: fills the default --teacher path (this framework's teacher run); None leaves it None.
+    """
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if flags.get("pair") and flags["pair"] not in PAIRS:
+        raise UserError(f"unknown pair {flags['pair']!r}; the pairs are: {', '.join(PAIRS)}")
+    pair = PAIRS[flags["pair"]] if flags.get("pair") else {}
+    method = flags.get("method", pair.get("method", "ce" if stage == "teacher" else None))
+    if method is None:
+        raise UserError("the following arguments are required: --method (or --pair)")
+    if method not in methods:
+        raise UserError(f"unknown method {method!r}; the methods are: {', '.join(methods)}")
+    if stage == "teacher" and method != "ce":
+        raise UserError(f"a teacher trains with cross-entropy only (method ce), not {method!r}")
+    if pair and method != pair.get("method"):  # a pair's weights are its method's (DKD's): not another method's
+        pair = {k: v for k, v in pair.items() if not any(k in m.defaults for m in methods.values())}
+    own = dict(STAGE_DEFAULTS[stage], **methods[method].defaults)
+    check_method_flags(flags, method, methods, own)
+    preset = PRESETS[flags["preset"]][stage] if flags.get("preset") else {}
+    record = {"stage": stage, "method": method}
+    for key in [*own, *RUN_FIELDS]:
+        for level in (flags, pair, preset, methods[method].defaults, STAGE_DEFAULTS[stage], RUN_FIELDS):
+            if level.get(key) is not None:
+                record[key] = level[key]
+                break
+        else:
+            record[key] = None
+    for key, per_model in PER_MODEL_DEFAULTS.items():
+        if key in own and record[key] is None:
+            record[key] = per_model(record["model"])
+    config = argparse.Namespace(**{k: list(v) if isinstance(v, tuple) else v for k, v in record.items()})
+    config.name = config.name or default_name(config, "teacher" if stage == "teacher" else f"student_{method}")
+    if method != "ce" and config.teacher is None and config.pair and framework is not None:
+        raise UserError(f"--pair needs --teacher CKPT: mdistiller's cifar_teachers/{config.teacher_model}_vanilla/"
+                        f"ckpt_epoch_240.pth or a checkpoint of train_teacher.py --dataset {config.dataset} "
+                        f"--model {config.teacher_model}")
+    if method != "ce" and config.teacher is None and framework is not None:
+        config.teacher = default_teacher(config, framework)
+    return config
+
+
+PER_MODEL_DEFAULTS = {"beta": dkd_beta, "hint_layer": hint_layer}  # when no level sets them: by the student model
+
+
+def check_method_flags(flags, method, methods, own):
+    """A weight of another method given explicitly (--at-p with --method kd) is a one-line error, not ignored."""
+    for key in flags:
+        if key in own or key in RUN_FIELDS or key == "method":
+            continue
+        owners = [name for name, m in methods.items() if key in m.defaults]
+        if owners:
+            raise UserError(f"--{key.replace('_', '-')} is a setting of --method {' / '.join(owners)}, "
+                            f"not of --method {method}")
+
+
+def build_config(stage, methods, **flags):
+    """resolve() for code that builds a run without a command line (align.py, bench.py, the tests)."""
+    return resolve(stage, flags, methods)
+
+
+def check_resume(ckpt, config, path):
+    """--resume: one clear error when the run's config differs from the checkpoint's in any field that can
+    change the maths: every field but FREE_ON_RESUME, so a new flag is checked from the day it exists."""
+    saved, now = ckpt.get("config") or {}, vars(config)
+    for key in sorted((set(saved) | set(now)) - set(FREE_ON_RESUME)):
+        if key not in now:
+            raise CheckpointError(f"--resume: {path} was trained with a setting this version does not have "
+                                  f"({key} = {saved[key]!r}); start afresh without --resume")
+        if key not in saved or saved[key] != now[key]:
+            flag = "--" + key.replace("_", "-")
+            had = repr(saved[key]) if key in saved else "no such setting"
+            raise CheckpointError(f"--resume: {path} was trained with {flag} {had}, this run has {now[key]!r}; "
+                                  f"give the checkpoint's {flag} (and --preset), or start afresh without --resume")
+    if ckpt["epoch"] + 1 > config.epochs:
+        raise CheckpointError(f"--resume: {path} has trained {ckpt['epoch'] + 1} epochs already, more than "
+                              f"--epochs {config.epochs}")
+
+
 DEFAULT_RUNS = ("teacher", "student_ce", "student_kd", "student_dkd")  # what the stage files make with no flags
 
 
@@ -158,17 +234,9 @@ def default_checkpoints(framework):
                     f"train one with `python {framework}_/train_teacher.py`, or give --ckpt FILE")
 
 
-def apply_preset(args, stage, defaults):
-    """Fill every argparse value left at None from the preset, then the defaults."""
-    preset = PRESETS[args.preset][stage] if args.preset else {}
-    for key, value in defaults.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, preset.get(key, value))
-    return args
-
-
 def add_common_args(parser, defaults):
-    """Flags every training stage shares (same names in both frameworks)."""
+    """Flags every training stage shares (same names in both frameworks). Their defaults are None, so that
+    resolve() can tell a flag given explicitly from one left out (and apply pair, preset, method, stage)."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="a named set of settings (quick: about a minute per stage on CPU)")
     parser.add_argument("--dataset", choices=list(DATASETS), default=None,
@@ -199,7 +267,7 @@ def add_common_args(parser, defaults):
                              "off). Needs a model with dropout")
     parser.add_argument("--dropout", type=float, default=None, metavar="P",
                         help="dropout probability of the model's dropout layer (cifar10quick: 0.5 unless given)")
-    parser.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                         help="data-parallel runs (torchrun / mpirun): BatchNorm uses the mean and variance of the whole "
                              "global batch, as one process does (default); --no-sync-bn: of each process's rows")
     add_data_dir(parser)

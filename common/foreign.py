@@ -1,16 +1,13 @@
 """Plain torch files: mdistiller's released teachers, or any torch.save(state_dict).
 
 mdistiller's teachers are cifar_teachers/<model>_vanilla/ckpt_epoch_240.pth, a dict with the
-state_dict under "model". Neither framework runs their pickle: torch reads them with
-torch.load(weights_only=True); Jittor's side with common.safe_pickle, which needs no torch (not
-jt.load, which unpickles anything). Both hand the result here, to become a checkpoint dict.
+state_dict under "model". Both frameworks read them with one reader, common.safe_pickle, which runs
+no code and needs no torch (not torch.load, whose weights_only check words its refusals in
+paragraphs that change between versions, and not jt.load, which unpickles anything); what it
+returns comes here to become weights (common.checkpoint.read_checkpoint makes the checkpoint dict).
 """
-import os
-import re
-
 import numpy as np
 
-from common.checkpoint import ckpt_num_classes
 from common.datasets import DATASETS
 from common.errors import CheckpointError
 
@@ -22,32 +19,19 @@ def is_torch_file(path):
     return str(path).lower().endswith(TORCH_FILE_EXTENSIONS)
 
 
-def torch_load_error(path, error):
-    """An exception of torch.load(weights_only=True) as one line: a refusal naming the global the file
-    pickles (torch says it inside a paragraph of advice), or a file that is not a readable torch file."""
-    text = str(error)
-    found = re.search(r"GLOBAL ([\w.]+)", text)
-    if found:
-        return CheckpointError(f"{path}: refused: it pickles {found.group(1)}, which is not plain data or weights "
-                               f"(loading it would run code)")
-    reason = re.search(r"WeightsUnpickler error: ([^\n]*)", text)  # not a pickle, truncated, ...
-    reason = (reason.group(1) if reason else (text.strip().splitlines() or [""])[0]).strip() or "damaged or not a pickle"
-    return CheckpointError(f"{path} is not a readable torch file ({type(error).__name__}: {reason})")
-
-
-def numpy_state(obj, path, to_numpy):
+def numpy_state(obj, path):
     """The weights in a loaded torch file as {name: float32 numpy array}.
 
     obj is what the framework's reader returned: mdistiller's {"model": state_dict, "epoch": ...}
     (other keys ignored), {"state_dict": ...}, or a bare state_dict. torch's BatchNorm counter
-    num_batches_tracked and DataParallel's "module." prefix are dropped. to_numpy converts one tensor.
+    num_batches_tracked and DataParallel's "module." prefix are dropped.
     """
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or a checkpoint dict "
                               f"with the weights under 'model' (mdistiller's layout)")
     for key in ("model", "state_dict"):
         if isinstance(obj.get(key), dict):
-            return numpy_state(obj[key], path, to_numpy)
+            return numpy_state(obj[key], path)
     if not obj or not all(hasattr(v, "shape") for v in obj.values()):
         raise CheckpointError(f"{path}: no weights found: expected a state dict, or one under 'model' as in "
                               f"mdistiller's checkpoints (keys: {sorted(map(str, obj))[:8]})")
@@ -56,7 +40,7 @@ def numpy_state(obj, path, to_numpy):
         if name.endswith("num_batches_tracked"):
             continue  # torch-only BatchNorm counter
         name = name[len("module."):] if name.startswith("module.") else name  # DataParallel prefix
-        state[name] = np.asarray(to_numpy(value), dtype=np.float32)
+        state[name] = np.asarray(value, dtype=np.float32)
     return state
 
 
@@ -72,12 +56,10 @@ def dataset_of_classes(n):
     return next((name for name, spec in DATASETS.items() if spec["num_classes"] == n), None)
 
 
-def foreign_checkpoint(state, path, arch):
-    """A torch file's weights as a checkpoint dict like load_checkpoint's.
-
-    The file names neither architecture nor dataset: arch comes from the command line; the dataset
-    is the one with as many classes as the classifier has outputs (mdistiller's teachers: CIFAR-100).
-    """
+def torch_file_dataset(state, path, arch):
+    """The dataset of a torch file's weights, which name neither architecture nor dataset: arch must come
+    from the command line; the dataset is the one with as many classes as the classifier has outputs
+    (mdistiller's teachers: CIFAR-100)."""
     if arch is None:
         raise CheckpointError(f"{path} is a plain torch file (like mdistiller's teachers), which does not say "
                               f"which model it holds: name it with {ARCH_FLAGS}, e.g. --model resnet32x4")
@@ -86,15 +68,7 @@ def foreign_checkpoint(state, path, arch):
     if dataset is None:
         raise CheckpointError(f"{path}: its classifier {name!r} (the last linear layer) has {n} outputs; the datasets "
                               f"here have " + ", ".join(f"{d['num_classes']} ({d['title']})" for d in DATASETS.values()))
-    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))  # e.g. resnet32x4_vanilla
-    return {"model": state, "optimizer": {}, "epoch": -1, "best_top1": None, "dataset": dataset, "arch": arch,
-            "framework": "pth", "config": {"name": f"external/{folder}", "dataset": dataset}}
-
-
-def wrong_weights(error, ckpt, path):
-    """The load error of a file whose weights do not fit the model, with what was assumed about it."""
-    return CheckpointError(f"{error}\n{path} does not hold a {ckpt['arch']!r} model for {ckpt_num_classes(ckpt)} "
-                           f"classes: is the architecture right? For a torch file it comes from {ARCH_FLAGS}.")
+    return dataset
 
 
 def match_state(state, expected_shapes, path):

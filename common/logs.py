@@ -5,52 +5,106 @@ import time
 
 import numpy as np
 
-from common.paths import LOG_DIR
 from common.distributed import is_main
 from common.errors import DivergedError
-from common.files import write_json
+from common.results import RESULT_FILE
 from common.tables import table
 
-DIVERGED_FILE = "diverged.json"
-RESULT_FILES = ("metrics.json", "test.json", DIVERGED_FILE)  # a run's outcome, next to its event files
 
 
 class EventWriter:
-    """Scalars to a TensorBoard event file, with tensorboard's own writer (no torch needed).
+    """Scalars to a TensorBoard event file, in tensorboard's own record format (no torch needed).
 
     The run folder's old event files and results are removed first, and `history` (the
     checkpoint's per-epoch metrics, when resuming) is written again: the curves hold every
     epoch exactly once, whether the earlier process wrote an epoch's events before it was
     killed or not.
+
+    The records are written here, in the caller's thread, not by tensorboard's EventFileWriter: that
+    one writes from a background thread, which on a full disk prints its own traceback and leaves
+    the error to whichever later call looks. Here a full disk is a DiskFullError naming the run
+    folder, from the call that wrote, and the file is cut back to its last flush (whole records only).
     """
 
     def __init__(self, logdir, history=()):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-        os.makedirs(logdir, exist_ok=True)
-        for f in os.listdir(logdir):
-            if f.startswith("events.out.tfevents") or f in RESULT_FILES:
-                os.remove(os.path.join(logdir, f))
-        self._writer = EventFileWriter(logdir)
+        import socket
+        from tensorboard.summary.writer.record_writer import RecordWriter
+        from tensorboard.compat.proto import event_pb2
+        self.logdir, self._file, self._error, self._flushed = logdir, None, None, 0  # _flushed: length at the last flush
+        # tensorboard's file name: events.out.tfevents.<seconds>.<host>.<pid>.<writer number>
+        self.path = os.path.join(logdir, f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                                         f"{os.getpid()}.0")
+        self._guarded(self._start)
+        self._records = RecordWriter(self._file)
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))  # what readers expect first
         for epoch, metrics in enumerate(history):
             self.scalars(metrics, epoch + 1)
         self.flush()
 
+    def _start(self):
+        os.makedirs(self.logdir, exist_ok=True)
+        for f in os.listdir(self.logdir):
+            if f.startswith("events.out.tfevents") or f == RESULT_FILE:  # the outcome of the run this replaces
+                os.remove(os.path.join(self.logdir, f))
+        self._file = open(self.path, "wb")
+
     def scalar(self, tag, value, step):
         from tensorboard.compat.proto import event_pb2, summary_pb2
         summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))])
-        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+        self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def _write(self, event):
+        self._guarded(lambda: self._records.write(event.SerializeToString()))
 
     def scalars(self, values, step):
         for tag, value in values.items():
             self.scalar(tag, value, step)
 
     def flush(self):
-        """To disk now (the writer would wait up to 2 minutes): a killed run keeps its finished epochs' curves."""
-        self._writer.flush()
+        """To disk now: a killed run keeps its finished epochs' curves."""
+        self._guarded(self._flush)
+
+    def _flush(self):
+        self._file.flush()
+        self._flushed = self._file.tell()
 
     def close(self):
-        self._writer.flush()
-        self._writer.close()
+        if self._file is not None or self._error is not None:  # a second close does nothing; a failed writer re-raises
+            self._guarded(self._close)
+
+    def _close(self):
+        self._flush()
+        self._file.close()
+        self._file = None
+
+    def _guarded(self, action):
+        """action(); a full disk raises DiskFullError, now and on every later call (the file is cut back)."""
+        from common.files import disk_full_error, is_disk_full
+        if self._error is not None:
+            raise self._error
+        try:
+            action()
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            self._cut_back()
+            self._error = disk_full_error(self.logdir, e, "the event file keeps the epochs before this one",
+                                          "writing its TensorBoard events")
+            raise self._error from None
+
+    def _cut_back(self):
+        """Close the file and drop what came after the last flush: a record may be half on disk."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            file.close()  # flushes the buffer again, fails again on a full disk, and closes the file all the same
+        except OSError:
+            pass
+        try:
+            os.truncate(self.path, self._flushed)
+        except OSError:
+            pass  # best effort: tensorboard's reader stops at a torn last record anyway
 
 
 def read_scalars(logdir):
@@ -60,10 +114,6 @@ def read_scalars(logdir):
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
-
-
-def run_dir(name, framework):
-    return os.path.join(LOG_DIR, name, framework)
 
 
 def epoch_line(framework, stage, epoch, epochs, metrics):
@@ -86,12 +136,6 @@ def check_finite(loss, stage, epoch, step):
                             f"--fitnet-weight, --at-weight)", epoch + 1)
 
 
-def record_divergence(name, framework, error):
-    """diverged.json in the run folder, so that run_all.py and report.py show a diverged run as a
-    result ("diverged at epoch N": a point of a beta sweep, say) rather than as a crash."""
-    write_json(os.path.join(run_dir(name, framework), DIVERGED_FILE), {"epoch": error.epoch, "error": str(error)})
-
-
 
 def format_test_report(metrics, classes):
     lines = [f"[{metrics['framework']}] {metrics['arch']} ({metrics['ckpt_framework']} checkpoint) on {metrics['n']} test images: "
@@ -105,27 +149,12 @@ def format_test_report(metrics, classes):
     return "\n".join(lines)
 
 
-def test_json_path(ckpt, framework):
-    """log/<run>/<framework>/test.json; test_from_<other>.json for the other framework's checkpoint."""
-    name = "test.json" if ckpt["framework"] == framework else f"test_from_{ckpt['framework']}.json"
-    return os.path.join(run_dir(ckpt["config"]["name"], framework), name)
-
 
 def results_table(results):
     """test.py over several checkpoints: one row per {path: metrics}, for the terminal."""
     rows = [[os.path.basename(path), m["arch"], m["dataset"], f"{m['top1']:.2f}", f"{m['top5']:.2f}",
              f"{m['loss']:.4f}", f"{m['images_per_s']:.0f}"] for path, m in results.items()]
     return "\n" + table(["checkpoint", "model", "dataset", "top-1 %", "top-5 %", "loss", "images/s"], rows, "simple")
-
-
-def run_summary(args, framework, stage, history, best_top1):
-    """The small JSON written at the end of a training run: final metrics and time per stage."""
-    last = history[-1] if history else {}
-    return {"framework": framework, "stage": stage, "name": args.name, "epochs": len(history),
-            "final": {k: last[k] for k in last if k.startswith(("val/", "train/"))},
-            "best_val_top1": best_top1,
-            "seconds": {part: sum(h[f"time/{part}"] for h in history) for part in ("data", "train", "eval")},
-            "config": vars(args)}
 
 
 

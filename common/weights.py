@@ -3,6 +3,8 @@ import hashlib
 
 import numpy as np
 
+from common.errors import CheckpointError
+
 INIT_SCHEMES = {
     # torch's defaults (Jittor's own match): conv/linear weights and biases U(+-1/sqrt(fan_in))
     "uniform": "torch default",
@@ -67,3 +69,34 @@ def state_digest(state):
         h.update(np.ascontiguousarray(state[name], dtype=np.float32).tobytes())
     return h.hexdigest()[:16]
 
+
+
+def nonfinite_weights(state):
+    """Names of the arrays of a {name: array} state that hold a NaN or an infinity, in state order.
+
+    Element by element (np.isfinite), not by a sum: large finite weights could sum to inf.
+    """
+    return [name for name, value in state.items() if not np.isfinite(np.asarray(value)).all()]
+
+
+def nonfinite_message(state, path, shown=3):
+    """'<path>: weights a, b, c and 2 more (5 of 40 arrays) hold NaN or infinite values', or None when all are finite."""
+    bad = nonfinite_weights(state)
+    if not bad:
+        return None
+    names = ", ".join(bad[:shown]) + (f" and {len(bad) - shown} more" if len(bad) > shown else "")
+    return f"{path}: weights {names} ({len(bad)} of {len(state)} arrays) hold NaN or infinite values"
+
+
+def check_finite_weights(state, path, what):
+    """Refuse weights with NaN or inf for `what` (the flag: "--teacher", "--init"): they would only give NaN."""
+    message = nonfinite_message(state, path)
+    if message:
+        raise CheckpointError(f"{what} {message}; use a checkpoint saved before its run diverged, "
+                              f"or train it again")
+
+
+def finite_weights_warning(state, path):
+    """One line 'warning: ...' for weights with NaN or inf (test.py still evaluates them), or None."""
+    message = nonfinite_message(state, path)
+    return f"warning: {message}; the model's outputs and accuracy will be meaningless" if message else None

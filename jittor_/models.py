@@ -12,64 +12,15 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common.distributed import batch_rows, launch  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.foreign import match_state  # noqa: E402
 from common.weights import init_weights  # noqa: E402
 import numpy as np  # noqa: E402
+from common.env import prepare_jittor  # noqa: E402
+prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
-from jittor_.parallel import all_reduce_sum_differentiable, world_size  # noqa: E402
-
-
-class BatchNorm2d(nn.BatchNorm2d):
-    """Jittor's BatchNorm with torch's statistics, plus --sync-bn.
-
-    Jittor updates running_var with the biased batch variance, from E[x^2] - E[x]^2;
-    torch normalises with the biased variance but stores the unbiased one (n / (n-1)),
-    computed in two passes. Same momentum (0.1, new = 0.9 old + 0.1 batch) and eps (1e-5).
-
-    sync (set by set_sync_bn): in data-parallel training, normalise with the mean and variance of the
-    whole global batch, summed over the ranks in two passes, so N processes compute what one does.
-    Jittor's own BatchNorm averages E[x] and E[x^2] over MPI ranks by default (sync=True); here it
-    is off unless asked for, and means the same as in torch_/models.py.
-    """
-
-    def __init__(self, num_features):
-        super().__init__(num_features, sync=False)
-
-    def execute(self, x):
-        if not self.is_train:
-            return super().execute(x)
-        dims = [0, 2, 3]
-        n = x.shape[0] * x.shape[2] * x.shape[3]
-        if self.sync and world_size() > 1:
-            n *= world_size()  # equal slices on every rank
-            mean = all_reduce_sum_differentiable(x.sum(dims=dims)) / n
-            var = all_reduce_sum_differentiable(((x - mean.broadcast(x, dims)) ** 2).sum(dims=dims)) / n
-        else:
-            mean = x.mean(dims=dims)
-            var = ((x - mean.broadcast(x, dims)) ** 2).mean(dims=dims)
-        scale = self.weight / jt.sqrt(var + self.eps)
-        shift = self.bias - mean * scale
-        self.running_mean.update(self.running_mean + (mean - self.running_mean) * self.momentum)
-        self.running_var.update(self.running_var + (var * n / max(n - 1, 1) - self.running_var) * self.momentum)
-        return x * scale.broadcast(x, dims) + shift.broadcast(x, dims)
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout, with the mask drawn for the whole global batch: in data-parallel training each rank
-    draws the same global mask (same seed on every rank) and keeps its own rows, so N processes drop
-    exactly the units one process drops. In one process the mask is nn.Dropout's, bit for bit
-    (the same jt.random draw of the batch's shape)."""
-
-    def execute(self, x):
-        if not self.is_train or self.p == 0:
-            return x
-        here = launch()
-        noise = jt.random((x.shape[0] * here.world_size, *x.shape[1:]))
-        noise = (noise[batch_rows(noise.shape[0], here.rank, here.world_size)] > self.p).int()
-        return (x * noise / (1.0 - self.p)).to(x.dtype)
+from jittor_.parallel import BatchNorm2d, Dropout  # noqa: E402  (the layers that are exact under data-parallel)
 
 
 class CIFAR10Quick(nn.Module):
@@ -631,70 +582,7 @@ def load_state(model, state, source):
     model.load_state_dict({k: np.asarray(v, dtype=np.float32) for k, v in state.items()})
 
 
-def set_sync_bn(model, sync):
-    """--sync-bn: in data-parallel training, every BatchNorm uses the statistics of the global batch."""
-    for module in model.modules():
-        if isinstance(module, BatchNorm2d):
-            module.sync = sync
-    return model
-
-
-# ---------------------------------------------------------------- features (FitNet, AT) and the hint regressor
-FEATURE_OPS = {None: lambda x: x, "relu": nn.relu, "pool": lambda x: nn.max_pool2d(x, 2),
-               "relu_pool": lambda x: nn.max_pool2d(nn.relu(x), 2)}  # what follows the hooked module in forward
-
-
-def submodule(net, name):
-    """The module at a dotted name ("blocks.1"), the same way in both frameworks."""
-    for part in name.split("."):
-        net = net[int(part)] if part.isdigit() else getattr(net, part)
-    return net
-
-
-def forward_features(model, images):
-    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}).
-
-    Forward hooks on the modules the class names in FEATURES (and on the input of its CLASSIFIER) read
-    them; they exist for this call only, so the plain forward is untouched. A hook keeps the first call's
-    output (a WRN calls some BNs twice). (torch: under DDP, on the wrapped model.)
-    """
-    net = getattr(model, "module", model)
-    seen = {}
-
-    def keep(name):
-        def hook(module, inputs, output):
-            seen.setdefault(name, output)
-        return hook
-
-    def keep_input(module, inputs):
-        seen.setdefault("pooled_feat", inputs[0])
-
-    hooked = [submodule(net, name) for name, _ in net.FEATURES]
-    for module, (name, _) in zip(hooked, net.FEATURES):
-        module.register_forward_hook(keep(name))  # Jittor: one hook per module, removed by name
-    classifier = submodule(net, net.CLASSIFIER)
-    classifier.register_pre_forward_hook(keep_input)
-    try:
-        logits = model(images)
-    finally:
-        for module in hooked:
-            module.remove_forward_hook()
-        classifier.remove_pre_forward_hook()
-    feats = [FEATURE_OPS[op](seen[name]) for name, op in net.FEATURES]
-    return logits, {"feats": feats, "pooled_feat": seen["pooled_feat"]}
-
-
-def feature_shapes(model, image_shape=(3, 32, 32)):
-    """(C, H, W) of each of the model's feats, from one zero image in eval mode (changes no statistics)."""
-    was_training = model.is_training()
-    model.eval()
-    with jt.no_grad():
-        _, features = forward_features(model, jt.zeros((1, *image_shape)))
-    if was_training:
-        model.train()
-    return [tuple(f.shape[1:]) for f in features["feats"]]
-
-
+# ---------------------------------------------------------------- the hint regressor (FitNet)
 class ConvReg(nn.Module):
     """mdistiller's ConvReg, FitNet's hint regressor: the student's feature to the teacher's channels and size.
 
@@ -741,22 +629,3 @@ def set_dropout(model, p):
     for layer in layers:
         layer.p = p
     return model
-
-
-def to_device(model, device):
-    """Jittor places Vars on the device itself (jt.flags.use_cuda); its layout is fixed NCHW."""
-    return model
-
-
-def select_device(choice):
-    """'auto' -> the GPU if Jittor finds one, else the CPU; asking for a missing GPU is an error."""
-    if choice == "cuda" and not jt.has_cuda:
-        raise SystemExit("error: --device cuda, but Jittor finds no CUDA GPU")
-    use_cuda = choice == "cuda" or (choice == "auto" and jt.has_cuda)
-    jt.flags.use_cuda = int(use_cuda)
-    return "cuda" if use_cuda else "cpu"
-
-
-def sync(device):
-    """Jittor is lazy on every device: run everything queued, so a clock read after it measures the work."""
-    jt.sync_all()

@@ -16,6 +16,8 @@ os.environ.update(KD_LOG_DIR=os.path.join(OUT, "log"), KD_CKPT_DIR=os.path.join(
                   KD_NO_DOWNLOAD="1", log_silent="1")
 sys.path.insert(0, ROOT)
 
+from common.checkpoint import ckpt_path  # noqa: E402
+from common.config import FRAMEWORKS  # noqa: E402
 from common.datasets import CIFAR10_FOLDER, CIFAR10_TEST_FILES, CIFAR10_TRAIN_FILES, DATASETS  # noqa: E402
 from common.env import prepare_jittor  # noqa: E402
 import torch  # noqa: E402,F401  (torch before jittor: Jittor's own advice when both share a process)
@@ -104,9 +106,34 @@ def run_script(framework, stage, *args, check=True):
     return proc
 
 
-def error_line(proc):
-    """The one line a stage prints for a user error (exit 2, no traceback)."""
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+def error_line(proc, code=2):
+    """The one line a stage prints for a user error (exit 2; a diverged run: 3), no traceback."""
+    assert proc.returncode == code, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
     return lines[0]
+
+
+# The tiny teacher run that many modules need (a student's teacher, a checkpoint to test or damage):
+# trained once per framework for the whole test run, not once per module. test_stages checks the run
+# itself (its lines, events, checkpoint and record); other modules only read its checkpoint, so none
+# may train or resume under its name.
+SHARED_TEACHER_NAME = "shared/teacher"
+SHARED_TEACHER_ARGS = ["--train-size", 200, "--val-size", 50, "--batch-size", 32, "--epochs", 2, "--milestones", 1]
+
+
+@pytest.fixture(scope="session")
+def shared_teacher(tiny_data):
+    """{framework: (checkpoint path, the run's stdout)} of the shared tiny teacher."""
+    runs = {}
+    for fw in FRAMEWORKS:
+        proc = run_script(fw, "train_teacher", "--data-dir", tiny_data, "--name", SHARED_TEACHER_NAME,
+                          *SHARED_TEACHER_ARGS)
+        runs[fw] = (ckpt_path(SHARED_TEACHER_NAME, fw), proc.stdout)
+    return runs
+
+
+@pytest.fixture(scope="session")
+def teachers(shared_teacher):
+    """{framework: checkpoint path} of the shared tiny teacher."""
+    return {fw: path for fw, (path, _) in shared_teacher.items()}

@@ -3,17 +3,23 @@ with that error, not hang). Run under a launcher:
 
     torchrun --nproc_per_node 2 tests/dp_failing_stage.py torch  [train_teacher.py flags]
     mpirun -np 2 python tests/dp_failing_stage.py jittor [train_teacher.py flags]
+
+The stage file runs as the program it is (runpy, as `python <fw>_/train_teacher.py` would), not
+imported: only the engine's step is replaced, in the engine module the stage then imports.
 """
 import importlib
 import os
+import runpy
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common.distributed import run_rank, launch  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from common.distributed import launch  # noqa: E402
 
-stage = importlib.import_module(f"{sys.argv[1]}_.train_teacher")
+framework, flags = sys.argv[1], sys.argv[2:]
+engine = importlib.import_module(f"{framework}_.engine")
 if launch().rank == 1:
-    real_step, steps = stage.train_step, []
+    real_step, steps = engine.train_step, []
 
     def failing_step(*args, **kwargs):
         steps.append(1)
@@ -21,5 +27,7 @@ if launch().rank == 1:
             raise RuntimeError("planted failure on rank 1")
         return real_step(*args, **kwargs)
 
-    stage.train_step = failing_step
-run_rank(lambda: stage.main(sys.argv[2:]))  # as the stage's own `if __name__ == "__main__"`
+    engine.train_step = failing_step  # train_one_epoch looks the step up in the engine module at each call
+script = os.path.join(ROOT, f"{framework}_", "train_teacher.py")
+sys.argv = [script, *flags]
+runpy.run_path(script, run_name="__main__")  # the stage's own `if __name__ == "__main__": run_rank(main)`

@@ -5,6 +5,7 @@ No speed is asserted (the machine may be busy): only that every figure exists, i
 that the counts are right, and that the numbers printed agree with one another.
 """
 import importlib
+import itertools
 import json
 import math
 import os
@@ -196,28 +197,29 @@ def test_bad_input(args, message):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_times_the_stages_own_steps(framework, monkeypatch):
-    """The Worker calls train_step of the stage files (counted here), with the stage's optimizer."""
-    teacher_stage = importlib.import_module(f"{framework}_.train_teacher")
-    student_stage = importlib.import_module(f"{framework}_.train_student")
+    """The Worker calls the engine's train_step (counted here), with the engine's optimizer and the config
+    records the stages build (common.config.build_config)."""
+    engine = importlib.import_module(f"{framework}_.engine")
     calls = []
-    for stage, name in ((teacher_stage, "teacher"), (student_stage, "student")):
-        real = stage.train_step
-        monkeypatch.setattr(stage, "train_step", lambda *a, real=real, name=name: calls.append((name, a)) or real(*a))
-    real_optimizer = teacher_stage.make_optimizer
-    monkeypatch.setattr(teacher_stage, "make_optimizer", lambda *a: calls.append(("optimizer", a)) or real_optimizer(*a))
+    real_step, real_optimizer = engine.train_step, engine.make_optimizer
+    # train_one_epoch looks train_step up in the engine module too, so the loop's steps are counted as well
+    monkeypatch.setattr(engine, "train_step", lambda *a: calls.append(("step", a)) or real_step(*a))
+    monkeypatch.setattr(engine, "make_optimizer", lambda *a: calls.append(("optimizer", a)) or real_optimizer(*a))
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (512, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 512)
 
     worker = bench.Worker(framework, TEACHER, images, labels, {"zoo": False, "steps": 1})
-    assert calls == [("optimizer", (worker.model, worker.args))]
+    config = worker.configs["ce"]
+    assert calls == [("optimizer", (worker.model, config))]
+    assert (config.stage, config.method, config.lr, config.momentum) == ("teacher", "ce", 0.01, 0.9)
     assert worker.info()["measurements"] == ["train", "loop", "eval"]
     calls.clear()
     assert worker.first("train")["steps"] == 1 and positive(worker.repeat("train"))
-    assert [c[0] for c in calls] == ["teacher"] * 3  # the first call, a warm-up, one timed step
-    assert all(a[0] is worker.model and a[1] is worker.optimizer for _, a in calls)
+    assert [c[0] for c in calls] == ["step"] * 3  # the first call, a warm-up, one timed step
+    assert all(a[0] is worker.model and a[1] is None and a[2] is worker.optimizer for _, a in calls)
     calls.clear()
-    worker.first("loop")  # train_one_epoch of the stage, which calls the same train_step
-    assert [c[0] for c in calls] == ["teacher"]  # --quick: an epoch of one batch
+    worker.first("loop")  # the engine's train_one_epoch, which calls the same train_step
+    assert [c[0] for c in calls] == ["step"]  # --quick: an epoch of one batch
 
     worker = bench.Worker(framework, STUDENT, images, labels, {"zoo": False, "steps": 1})
     assert worker.info()["measurements"] == DEFAULT_MEASUREMENTS and worker.teacher_arch == TEACHER
@@ -225,19 +227,42 @@ def test_times_the_stages_own_steps(framework, monkeypatch):
         calls.clear()
         worker.first(method)
         worker.repeat(method)
-        assert [c[0] for c in calls] == ["student"] * 3, method
-        for _, (student, teacher, optimizer, *_, args) in calls:
+        assert [c[0] for c in calls] == ["step"] * 3, method
+        for _, (student, teacher, optimizer, _, _, config) in calls:
             assert student is worker.model and optimizer is worker.optimizer
-            assert (teacher is None, args.method) == ((True, "ce") if method == "train" else (False, method))
+            assert (teacher is None, config.method, config.stage) == (
+                (True, "ce", "student") if method == "train" else (False, method, "student"))
             assert teacher is None or teacher is worker.teacher
 
 
-def test_no_step_of_its_own():
-    """bench.py has no copy of a training step: no loss, no backward, no optimizer update of its own."""
-    with open(os.path.join(ROOT, "bench.py")) as f:
-        source = f.read()
-    for word in ("backward(", ".step(", "cross_entropy", "loss_terms", "zero_grad"):
-        assert word not in source, word
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_timed_step_is_the_engines_step(framework):
+    """One 'train' call, then one 'kd' call, of the Worker moves the student's weights exactly as the engine's
+    train_step does on a fresh copy with the same batch: bench times the real step, not a copy of its own."""
+    load = lambda name: importlib.import_module(f"{framework}_.{name}")
+    engine, models = load("engine"), load("models")
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (512, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 512)
+    worker = bench.Worker(framework, STUDENT, images, labels, {"zoo": False, "steps": 1})
+    x, y = next(worker.batches)
+    worker.batches = itertools.repeat((x, y))  # every call steps on this one batch
+    model, teacher = worker.build(STUDENT), worker.build(TEACHER).eval()  # seed 0, as the Worker's
+    optimizer = engine.make_optimizer(model, worker.configs["ce"])
+    before = models.get_state(worker.model)
+    assert all(np.array_equal(v, models.get_state(model)[k]) for k, v in before.items())
+    worker.model.train()
+    model.train()
+    for name, method, step_teacher in (("train", "ce", None), ("kd", "kd", teacher)):
+        worker.call(name)
+        engine.train_step(model, step_teacher, optimizer, x, y, worker.configs[method])
+        after, expected = models.get_state(worker.model), models.get_state(model)
+        assert any(not np.array_equal(after[k], before[k]) for k in before), name  # the step trained the model
+        for k in expected:
+            np.testing.assert_allclose(after[k], expected[k], rtol=1e-6, atol=1e-7, err_msg=f"{name}: {k}")
+        before = after
+
+
+def test_models_and_their_teachers():
     assert bench.DEFAULT_MODELS == ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4"] == MODELS[:4]
     assert bench.TEACHER_OF[STUDENT] == TEACHER and bench.TEACHER_OF["resnet8x4"] == "resnet32x4"
     assert TEACHER not in bench.TEACHER_OF  # a teacher times the teacher stage's step

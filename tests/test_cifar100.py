@@ -17,20 +17,24 @@ import torch
 import align
 from common.batches import augment, iterate_batches, normalise
 from common.checkpoint import ckpt_path, load_checkpoint, save_checkpoint
-from common.config import FRAMEWORKS, MODELS, PAIRS
+from common.config import FRAMEWORKS, MODELS, PAIRS, resolve
 from common.datasets import DATASETS, load_dataset
-from common.errors import CheckpointError, DataError
+from common.errors import CheckpointError, DataError, UserError
+from common.results import read_result
 from common.schedules import lr_at, warmup_factor
 import convert
-from conftest import ROOT, TINY100, run_script
-from jittor_ import test as jtest, train_student as jt_student
-from torch_ import models as tm, test as ttest, train_student as th_student
+from conftest import ROOT, TINY100, error_line, run_script
+from jittor_ import distillers as jt_distillers, engine as jt_engine
+from torch_ import distillers as th_distillers, engine as th_engine, models as tm
+
+METHODS = {"torch": th_distillers.METHODS, "jittor": jt_distillers.METHODS}
 
 TINY = ["--train-size", 64, "--batch-size", 32, "--epochs", 1]
 
 
 def error_of(proc):
-    assert proc.returncode != 0
+    """A user error: exit 2 and an "error: " message, no traceback (error_line: when it must be one line)."""
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     return proc.stderr
 
@@ -140,7 +144,7 @@ def test_pair_table_matches_mdistiller():
         assert dict(pair, teacher_model=None, model=None, lr=None, beta=None) == dict(
             teacher_model=None, model=None, lr=None, beta=None, dataset="cifar100", method="dkd", epochs=240,
             batch_size=64, milestones=[150, 180, 210], momentum=0.9, weight_decay=5e-4, alpha=1.0, temperature=4.0,
-            dkd_ce_weight=1.0, warmup=20, train_size=50000, val_size=0, val_on_test=True), name
+            ce_weight=1.0, warmup=20, train_size=50000, val_size=0, val_on_test=True), name
 
 
 def test_pair_schedule_is_mdistillers():
@@ -153,32 +157,39 @@ def test_pair_schedule_is_mdistillers():
         assert warmup_factor(epoch, pair["warmup"]) == pytest.approx(min(mdistiller_epoch / 20, 1.0))
 
 
-@pytest.mark.parametrize("student", [th_student, jt_student])
-def test_pair_flag_sets_everything_and_explicit_flags_win(student, capsys):
-    args = student.parse_args(["--pair", "vgg13_mv2", "--teacher", "t.pth"])
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_pair_flag_sets_everything_and_explicit_flags_win(fw):
+    """common.config.resolve, the one place of precedence, with each framework's method table."""
+    student = lambda **flags: resolve("student", flags, METHODS[fw], fw)
+    args = student(pair="vgg13_mv2", teacher="t.pth")
     assert (args.method, args.dataset, args.model, args.teacher_model) == ("dkd", "cifar100", "MobileNetV2", "vgg13")
     assert (args.epochs, args.batch_size, args.lr, args.milestones) == (240, 64, 0.01, [150, 180, 210])
     assert (args.beta, args.alpha, args.temperature, args.warmup, args.weight_decay) == (6.0, 1.0, 4.0, 20, 5e-4)
-    assert (args.train_size, args.val_size, args.val_on_test) == (50000, 0, True)
+    assert (args.train_size, args.val_size, args.val_on_test, args.ce_weight) == (50000, 0, True, 1.0)
     assert args.name == "cifar100/vgg13_mv2_s0"
-    args = student.parse_args(["--pair", "vgg13_mv2", "--teacher", "t.pth", "--epochs", "2", "--beta", "1",
-                               "--no-val-on-test", "--val-size", "100", "--teacher-model", "resnet8x4"])
+    args = student(pair="vgg13_mv2", teacher="t.pth", epochs=2, beta=1.0, val_on_test=False, val_size=100,
+                   teacher_model="resnet8x4")
     assert (args.epochs, args.beta, args.val_on_test, args.val_size, args.teacher_model) == (2, 1.0, False, 100, "resnet8x4")
     assert args.lr == 0.01  # the rest still from the pair
-    with pytest.raises(SystemExit):
-        student.parse_args(["--pair", "res99_res1", "--teacher", "t.pth"])
-    err = capsys.readouterr().err
-    assert "res99_res1" in err and all(name in err for name in EXPECTED_PAIRS)
-    with pytest.raises(SystemExit):
-        student.parse_args(["--pair", "res32x4_res8x4"])  # no teacher: say where one comes from
-    err = capsys.readouterr().err
-    assert "needs --teacher" in err and "resnet32x4_vanilla/ckpt_epoch_240.pth" in err
-    with pytest.raises(SystemExit):
-        student.parse_args([])
-    assert "--method" in capsys.readouterr().err
+    with pytest.raises(UserError, match="res99_res1.*" + ", ".join(EXPECTED_PAIRS)):
+        student(pair="res99_res1", teacher="t.pth")
+    with pytest.raises(UserError, match="needs --teacher.*resnet32x4_vanilla/ckpt_epoch_240.pth"):
+        student(pair="res32x4_res8x4")  # no teacher: say where one comes from
+    with pytest.raises(UserError, match=r"required: --method \(or --pair\)"):
+        student()
     # without --pair nothing changes: CIFAR-10, the original names
-    args = student.parse_args(["--method", "ce"])
+    args = student(method="ce")
     assert (args.dataset, args.val_on_test, args.name, args.model) == ("cifar10", False, "student_ce_s0", "cifar10simple")
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_pair_command_line_errors(fw):
+    """The same refusals from the command line: one line, exit 2, nothing trained."""
+    proc = run_script(fw, "train_student", "--pair", "res99_res1", "--teacher", "t.pth", check=False)
+    assert proc.returncode == 2 and "res99_res1" in proc.stderr and all(name in proc.stderr for name in EXPECTED_PAIRS)
+    proc = run_script(fw, "train_student", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "error: the following arguments are required: --method (or --pair)"
 
 
 # ------------------------------------------------------------------ end to end, both frameworks
@@ -227,6 +238,7 @@ def test_teacher_then_pair_student_then_test(fw, teachers100, tiny_data100, tmp_
     out = tmp_path / "test.json"
     proc = run_script(fw, "test", "--ckpt", ckpt_path("c100/pair", fw), "--data-dir", tiny_data100, "--json", out)
     metrics = json.loads(out.read_text())
+    assert read_result("c100/pair", fw)["test"] == metrics  # the run's record holds what --json copied
     assert metrics["dataset"] == "cifar100" and metrics["n"] == TINY100["test"] and len(metrics["per_class"]) == 100
     assert metrics["top1"] == pytest.approx(history["val/top1"])  # the pair validates on the test set
     assert "fine_99" in proc.stdout
@@ -271,9 +283,9 @@ def test_jittor_reads_mdistiller_files_without_torch(mdistiller_teacher, tiny_da
 
 
 # ------------------------------------------------------------------ wrong files: clear errors
-@pytest.mark.parametrize("test_mod", [ttest, jtest], ids=FRAMEWORKS)
-def test_wrong_files_are_clear_errors(test_mod, mdistiller_teacher, teachers100, tmp_path):
-    load = lambda path, arch="resnet8x4", dataset="cifar100": test_mod.load_model(str(path), "cpu", arch, dataset)
+@pytest.mark.parametrize("engine", [th_engine, jt_engine], ids=FRAMEWORKS)
+def test_wrong_files_are_clear_errors(engine, mdistiller_teacher, teachers100, tmp_path):
+    load = lambda path, arch="resnet8x4", dataset="cifar100": engine.load_model(str(path), "cpu", arch, dataset)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load(tmp_path / "nope.pth")
     garbage = tmp_path / "garbage.pth"
@@ -306,26 +318,26 @@ def test_wrong_files_are_clear_errors(test_mod, mdistiller_teacher, teachers100,
         load(teachers100["torch"], arch="vgg8")
 
 
-@pytest.mark.parametrize("test_mod", [ttest, jtest], ids=FRAMEWORKS)
-def test_class_mismatch_is_a_clear_error(test_mod, tmp_path):
+@pytest.mark.parametrize("engine", [th_engine, jt_engine], ids=FRAMEWORKS)
+def test_class_mismatch_is_a_clear_error(engine, tmp_path):
     state10 = tm.build_model("resnet8x4", num_classes=10).state_dict()
     torch.save({"model": state10, "epoch": 240}, tmp_path / "cifar10_teacher.pth")
     with pytest.raises(CheckpointError, match=r"10 classes \(CIFAR-10\), but this run uses CIFAR-100 \(100"):
-        test_mod.load_model(str(tmp_path / "cifar10_teacher.pth"), "cpu", "resnet8x4", "cifar100")
+        engine.load_model(str(tmp_path / "cifar10_teacher.pth"), "cpu", "resnet8x4", "cifar100")
     save_checkpoint(str(tmp_path / "c10.ckpt"), {  # a checkpoint from before --dataset: CIFAR-10
         "model": tm.get_state(tm.build_model("resnet8x4")), "optimizer": {}, "epoch": 0, "best_top1": 0.0,
         "config": {"name": "x"}, "framework": "torch", "arch": "resnet8x4"})
     with pytest.raises(CheckpointError, match=r"10 classes \(CIFAR-10\), but this run uses CIFAR-100"):
-        test_mod.load_model(str(tmp_path / "c10.ckpt"), "cpu", "resnet8x4", "cifar100")
+        engine.load_model(str(tmp_path / "c10.ckpt"), "cpu", "resnet8x4", "cifar100")
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_cifar10_teacher_for_a_cifar100_pair_fails_cleanly(fw, tiny_data100, tmp_path):
     torch.save({"model": tm.build_model("resnet8x4", num_classes=10).state_dict()}, tmp_path / "t10.pth")
-    err = error_of(run_script(fw, "train_student", "--pair", "res32x4_res8x4", "--teacher", tmp_path / "t10.pth",
-                              "--teacher-model", "resnet8x4", "--data-dir", tiny_data100, *TINY, check=False))
+    err = error_line(run_script(fw, "train_student", "--pair", "res32x4_res8x4", "--teacher", tmp_path / "t10.pth",
+                                "--teacher-model", "resnet8x4", "--data-dir", tiny_data100, *TINY, check=False))
     assert "10 classes (CIFAR-10), but this run uses CIFAR-100" in err
-    err = error_of(run_script(fw, "test", "--ckpt", tmp_path / "t10.pth", "--data-dir", tiny_data100, check=False))
+    err = error_line(run_script(fw, "test", "--ckpt", tmp_path / "t10.pth", "--data-dir", tiny_data100, check=False))
     assert "does not say which model it holds" in err and "--model" in err
 
 
@@ -335,8 +347,8 @@ def test_align_knows_every_pair():
         args = align.parse_args(["--pair", name])
         assert (args.stage, args.dataset, args.lr) == ("dkd", "cifar100", lr), name
         assert align.archs(args) == (student, teacher), name
-        hp = align.loss_args(args)
-        assert (hp.method, hp.beta, hp.temperature, hp.alpha, hp.dkd_ce_weight) == ("dkd", beta, 4.0, 1.0, 1.0), name
+        hp = align.stage_config(args)
+        assert (hp.method, hp.beta, hp.temperature, hp.alpha, hp.ce_weight) == ("dkd", beta, 4.0, 1.0, 1.0), name
     args = align.parse_args(["--pair", "vgg13_vgg8", "--stage", "teacher", "--lr", "0.1", "--dataset", "cifar10"])
     assert align.archs(args) == ("vgg13", None) and (args.lr, args.dataset) == (0.1, "cifar10")
 

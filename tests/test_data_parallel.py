@@ -26,8 +26,8 @@ from common.batches import iterate_batches
 from common.checkpoint import ckpt_path, load_checkpoint
 from common.config import FRAMEWORKS
 from common.distributed import batch_rows, eval_range, launcher_command
-from common.logs import run_dir
-from conftest import ROOT, run_script, write_tiny_cifar
+from common.results import read_result, run_dir
+from conftest import ROOT, write_tiny_cifar
 
 SMALL = ["--train-size", 256, "--val-size", 44, "--batch-size", 64]  # 4 steps per epoch, 32 images per rank
 
@@ -72,8 +72,10 @@ def weights(name, fw):
 
 
 def final(name, fw):
-    with open(os.path.join(run_dir(name, fw), "metrics.json")) as f:
-        return json.load(f)["final"]
+    """The last epoch's metrics in the run's record (which must have finished)."""
+    record = read_result(name, fw)
+    assert record["finished"], record
+    return record["final"]
 
 
 # ---------------------------------------------------------------- the shards (numpy, no launcher)
@@ -126,9 +128,9 @@ def as_rank(monkeypatch, launcher, rank, world):
 
 def test_torch_dropout_is_nn_dropout_in_one_process_and_its_rows_on_two(monkeypatch):
     import torch
-    from torch_ import models
+    from torch_ import parallel
     x = torch.randn(8, 100)
-    drop = models.Dropout(0.5).train()
+    drop = parallel.Dropout(0.5).train()
     torch.manual_seed(4)
     ours = drop(x)
     torch.manual_seed(4)
@@ -142,9 +144,9 @@ def test_torch_dropout_is_nn_dropout_in_one_process_and_its_rows_on_two(monkeypa
 
 def test_jittor_dropout_is_nn_dropout_in_one_process_and_its_rows_on_two(monkeypatch):
     import jittor as jt
-    from jittor_ import models
+    from jittor_ import parallel
     x = jt.array(np.random.default_rng(0).normal(size=(8, 100)).astype(np.float32))
-    drop = models.Dropout(0.5)
+    drop = parallel.Dropout(0.5)
     drop.train()
     jt.set_global_seed(4, different_seed_for_mpi=False)
     ours = drop(x).numpy()
@@ -161,15 +163,13 @@ def test_jittor_dropout_is_nn_dropout_in_one_process_and_its_rows_on_two(monkeyp
 
 # ---------------------------------------------------------------- the launched runs
 @pytest.fixture(scope="module")
-def dp_runs(tiny_data):
-    """Per framework: a one-process teacher, then the DKD student on 1 and 2 processes, and two runs
-    that change the number of processes at --resume (2 -> 1 and 1 -> 2)."""
+def dp_runs(tiny_data, teachers):
+    """Per framework: the DKD student of conftest's shared one-process teacher on 1 and 2 processes,
+    and two runs that change the number of processes at --resume (2 -> 1 and 1 -> 2)."""
     runs = {}
     for fw in FRAMEWORKS:
-        teacher = f"dp/teacher_{fw}"
-        run_script(fw, "train_teacher", "--data-dir", tiny_data, "--name", teacher, *SMALL, "--epochs", 1)
-        student = ["--method", "dkd", "--teacher", ckpt_path(teacher, fw), "--data-dir", tiny_data, *SMALL,
-                   "--warmup", 1]
+        teacher = teachers[fw]
+        student = ["--method", "dkd", "--teacher", teacher, "--data-dir", tiny_data, *SMALL, "--warmup", 1]
         out = {n: stage(fw, n, "train_student", *student, "--name", f"dp/student{n}_{fw}", "--epochs", 2).stdout
                for n in (1, 2)}
         for first, second in ((2, 1), (1, 2)):
@@ -197,7 +197,7 @@ def test_bn_free_student_on_two_processes_is_the_one_process_run(dp_runs, fw):
 def test_fitnet_regressor_on_two_processes_is_the_one_process_run(dp_runs, fw, tiny_data):
     """FitNet's regressor trains on 2 processes as on one: its gradient is all-reduced (torch: its own DDP
     wrapper; Jittor: the optimizer) and its BatchNorm normalises with the global batch (--sync-bn)."""
-    args = ["--method", "fitnet", "--teacher", ckpt_path(dp_runs[fw]["teacher"], fw), "--data-dir", tiny_data,
+    args = ["--method", "fitnet", "--teacher", dp_runs[fw]["teacher"], "--data-dir", tiny_data,
             *SMALL, "--epochs", 1, "--lr", 0.002]
     for n in (1, 2):
         stage(fw, n, "train_student", *args, "--name", f"dp/fitnet{n}_{fw}")
@@ -256,7 +256,7 @@ def test_sync_bn_teacher_on_two_processes_is_the_one_process_run(tiny_data, fw):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_evaluation_on_two_processes_counts_every_image_once(dp_runs, fw, tmp_path):
-    ckpt = ckpt_path(dp_runs[fw]["teacher"], fw)
+    ckpt = dp_runs[fw]["teacher"]
     for n_test in (999, 1):
         data = write_tiny_cifar(str(tmp_path / f"data{n_test}"), seed=1, test_size=n_test)
         results = []

@@ -1,7 +1,7 @@
-"""The steps of issue 14's distillers in both frameworks: R-Drop's loss against a float64 reference on the
-very passes the step ran, the teacher run once and the student twice, FitNet's and AT's weighted terms on the
-right features, test.py on a FitNet checkpoint, and one-line errors for settings that cannot work."""
-import argparse
+"""The distillers in both frameworks: the method tables agree, resolve()'s precedence and refusals, --resume's
+config check, R-Drop's loss against a float64 reference on the very passes the step ran, the teacher run once
+and the student twice, FitNet's and AT's weighted terms on the right features, test.py on a FitNet checkpoint,
+and one-line errors for settings that cannot work."""
 import json
 
 import numpy as np
@@ -10,15 +10,18 @@ import torch
 
 import jittor as jt
 from common.batches import epoch_seed
-from common.checkpoint import ckpt_path, load_checkpoint, save_checkpoint
-from common.config import FRAMEWORKS, STUDENT_DEFAULTS, TEACHER_DEFAULTS
+from common.checkpoint import ckpt_path, load_checkpoint, make_checkpoint, save_checkpoint
+from common.config import build_config, check_resume, FRAMEWORKS, resolve
+from common.errors import CheckpointError, UserError
+from common.results import read_result
 from conftest import error_line, run_script
-from jittor_ import models as jm, train_student as js, train_teacher as jtt
+from jittor_ import device as jd, distillers as jdist, engine as je, features as jf, models as jm
 from test_feature_losses import at_ref
-from torch_ import models as tm, train_student as ts, train_teacher as tt
+from torch_ import device as td, distillers as tdist, engine as te, features as tf, models as tm
 
-STAGES = {"torch": (tm, tt, ts, torch.from_numpy, lambda v: v.detach().numpy()),
-          "jittor": (jm, jtt, js, jt.array, lambda v: v.numpy())}
+METHODS = tdist.METHODS  # configs are framework-neutral records; test_method_tables_agree: jittor's is equal
+FW = {"torch": (tm, te, tf, td, tdist, torch.from_numpy, lambda v: v.detach().numpy()),
+      "jittor": (jm, je, jf, jd, jdist, jt.array, lambda v: v.numpy())}
 
 
 def batch(n=16, seed=0):
@@ -40,14 +43,142 @@ def sym_kl64(a, b):
     return (0.5 * ((np.exp(la) * (la - lb)).sum(1) + (np.exp(lb) * (lb - la)).sum(1))).mean()
 
 
-def args_for(method="ce", **kw):
-    """The stages' hyperparameters for one method (the original pair's feature choices)."""
-    d = dict(STUDENT_DEFAULTS if method != "teacher" else TEACHER_DEFAULTS, method=method, beta=1.0, hint_layer=1,
-             at_stages=[0, 1, 2])
-    d.update(kw)
-    return argparse.Namespace(**d)
+# ---------------------------------------------------------------- the method tables and resolve()
+def test_method_tables_agree():
+    """jittor_/distillers.py mirrors torch_/distillers.py: same methods in the same order, same defaults and flags."""
+    assert list(tdist.METHODS) == list(jdist.METHODS) == ["ce", "kd", "dkd", "fitnet", "at"]
+    for name, t in tdist.METHODS.items():
+        j = jdist.METHODS[name]
+        assert t.defaults == j.defaults and list(t.defaults) == list(j.defaults), name
+        assert (t.teacher, t.features) == (j.teacher, j.features) == (name != "ce", name in ("fitnet", "at")), name
+        assert callable(t.setup) and callable(j.setup) and t.setup.__name__ == j.setup.__name__, name
+        assert t.terms.__name__ == j.terms.__name__, name
 
 
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_method_setup_builds_fitnets_regressor_only(fw):
+    models, _, _, devices, distillers, _, _ = FW[fw]
+    device = devices.select_device("cpu")
+    student, teacher = models.build_model("cifar10simple", 0), models.build_model("cifar10quick", 1)
+    for name, method in distillers.METHODS.items():
+        extra = method.setup(build_config("student", distillers.METHODS, method=name), student, teacher, device)
+        if name == "fitnet":  # hint at feature 1: 32 channels at 8 px -> the teacher's 128 at 8 px, a 1x1 conv
+            assert list(extra) == ["regressor"] and tuple(extra["regressor"].conv.weight.shape) == (128, 32, 1, 1)
+        else:
+            assert extra == {}, name
+
+
+def test_unknown_or_missing_method_is_a_one_line_user_error():
+    with pytest.raises(UserError) as e:
+        resolve("student", {"method": "crd"}, METHODS)
+    assert "unknown method 'crd'" in str(e.value) and "ce, kd, dkd, fitnet, at" in str(e.value)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"^the following arguments are required: --method \(or --pair\)$"):
+        resolve("student", {}, METHODS)
+    with pytest.raises(UserError, match="cross-entropy only"):
+        resolve("teacher", {"method": "kd"}, METHODS)
+
+
+@pytest.mark.parametrize("method, flags, flag, owner", [
+    ("kd", {"at_p": 3.0}, "--at-p", "at"),
+    ("ce", {"temperature": 2.0}, "--temperature", "kd / dkd"),
+    ("dkd", {"hint_layer": 1}, "--hint-layer", "fitnet"),
+])
+def test_a_setting_of_another_method_is_refused(method, flags, flag, owner):
+    with pytest.raises(UserError) as e:
+        resolve("student", {"method": method, **flags}, METHODS)
+    assert str(e.value) == f"{flag} is a setting of --method {owner}, not of --method {method}"
+
+
+def student(**flags):
+    return build_config("student", METHODS, **flags)
+
+
+def test_precedence_explicit_pair_preset_method_stage():
+    """Each level beats the next, with values that only that level gives (common.config PRESETS, PAIRS, METHODS)."""
+    # stage default (warm-up 10) < method default (FitNet: 0) < preset (quick: 3) < explicit
+    assert student(method="kd").warmup == 10
+    assert student(method="fitnet").warmup == 0
+    assert student(method="fitnet", preset="quick").warmup == 3
+    assert student(method="fitnet", preset="quick", warmup=5).warmup == 5
+    # the method's CE weight over the stage's (none) and the other methods': kd 0.1, the others 1
+    assert [student(method=m).ce_weight for m in ("ce", "kd", "dkd", "fitnet", "at")] == [1.0, 0.1, 1.0, 1.0, 1.0]
+    assert student(method="kd", ce_weight=0.5).ce_weight == 0.5
+    # the preset beats the stage default: quick trains 30 epochs on 250 images in batches of 32
+    quick = student(method="kd", preset="quick")
+    assert (quick.epochs, quick.train_size, quick.batch_size, quick.milestones) == (30, 250, 32, [24])
+    plain = student(method="kd")
+    assert (plain.epochs, plain.train_size, plain.batch_size, plain.lr) == (40, 5000, 128, 0.01)
+    # the pair beats the preset (and the method): 240 epochs, batch 64, lr 0.05, warm-up 20; explicit beats the pair
+    run = student(pair="res32x4_res8x4", preset="quick", epochs=2)
+    assert (run.epochs, run.lr, run.batch_size, run.warmup, run.train_size, run.milestones) == (
+        2, 0.05, 64, 20, 50000, [150, 180, 210])
+    assert (run.method, run.model, run.teacher_model, run.dataset, run.beta) == (
+        "dkd", "resnet8x4", "resnet32x4", "cifar100", 8.0)
+    assert student(pair="res32x4_res8x4").warmup == 20  # the pair's DKD warm-up over the stage's 10
+    assert student(pair="res32x4_res8x4", method="fitnet").warmup == 0  # a DKD pair sets no FitNet weight
+    assert student(pair="res56_res20", beta=3.0).beta == 3.0  # explicit over the pair's 2
+    # the teacher stage has its own defaults and preset
+    assert build_config("teacher", METHODS).epochs == 30
+    assert build_config("teacher", METHODS, preset="quick").epochs == 2
+
+
+def test_a_pair_gives_its_own_methods_weights_only():
+    """The pairs are DKD's configs: with --method kd a pair still sets the data and schedule, but not DKD's
+    CE weight or warm-up (KD keeps its own 0.1 and the stage's warm-up)."""
+    kd = build_config("student", tdist.METHODS, pair="res32x4_res8x4", method="kd")
+    assert (kd.ce_weight, kd.warmup, kd.lr, kd.dataset, kd.model) == (0.1, 10, 0.05, "cifar100", "resnet8x4")
+    dkd = build_config("student", tdist.METHODS, pair="res32x4_res8x4")
+    assert (dkd.method, dkd.ce_weight, dkd.warmup, dkd.beta) == ("dkd", 1.0, 20, 8.0)
+
+
+def test_per_model_defaults_apply_only_when_no_level_sets_them():
+    assert student(method="dkd").beta == 1.0 and student(method="dkd", model="resnet8x4").beta == 8.0
+    assert student(pair="res56_res20").beta == 2.0  # the pair's beta, not resnet20's default 8
+    assert student(method="fitnet").hint_layer == 1 and student(method="fitnet", model="resnet8x4").hint_layer == 2
+    assert student(method="fitnet", hint_layer=0).hint_layer == 0
+
+
+# ---------------------------------------------------------------- --resume's config check
+def saved(config, epoch=0):
+    """A checkpoint dict as a stage saves it, as far as check_resume reads it."""
+    return {"config": dict(vars(config)), "epoch": epoch}
+
+
+@pytest.mark.parametrize("flags, flag", [
+    ({"sync_bn": False}, "--sync-bn"),  # not in the old RESUME_KEYS allow-list: silently mixed before
+    ({"ce_weight": 0.5}, "--ce-weight"),
+    ({"dropout": 0.2}, "--dropout"),
+    ({"temperature": 2.0}, "--temperature"),
+    ({"preset": "quick"}, "--batch-size"),  # --preset itself is free; what it changes is not (the first, sorted)
+])
+def test_resume_refuses_a_changed_setting_naming_its_flag(flags, flag):
+    ckpt = saved(student(method="kd"))
+    with pytest.raises(CheckpointError) as e:
+        check_resume(ckpt, student(method="kd", **flags), "run.ckpt")
+    assert f"was trained with {flag} " in str(e.value) and "\n" not in str(e.value)
+
+
+def test_resume_accepts_where_and_how_long():
+    ckpt = saved(student(method="kd"), epoch=4)
+    check_resume(ckpt, student(method="kd", epochs=50, name="other", data_dir="/elsewhere", device="cpu"), "run.ckpt")
+    with pytest.raises(CheckpointError, match="has trained 5 epochs already, more than --epochs 3"):
+        check_resume(ckpt, student(method="kd", epochs=3), "run.ckpt")
+
+
+def test_resume_refuses_a_setting_this_version_lacks_or_a_checkpoint_lacks():
+    config = student(method="kd")
+    ckpt = saved(config)
+    ckpt["config"]["kd_ce_weight"] = 0.1  # the flag before --ce-weight
+    with pytest.raises(CheckpointError, match=r"a setting this version does not have \(kd_ce_weight = 0.1\)"):
+        check_resume(ckpt, config, "old.ckpt")
+    ckpt = saved(config)
+    del ckpt["config"]["sync_bn"]  # a checkpoint from before --sync-bn
+    with pytest.raises(CheckpointError, match="--sync-bn no such setting"):
+        check_resume(ckpt, config, "old.ckpt")
+
+
+# ---------------------------------------------------------------- the steps
 def with_numpy_dropout(model, fw, seed):
     """The model's dropout drawing its masks from a numpy stream (align.py's), so the test can replay them."""
     import align
@@ -57,12 +188,13 @@ def with_numpy_dropout(model, fw, seed):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_rdrop_teacher_step_is_mean_ce_plus_alpha_symmetric_kl_of_its_two_passes(fw):
-    models, teacher_stage, _, array, numpy = STAGES[fw]
+    models, engine, _, _, _, array, numpy = FW[fw]
     x, y = batch()
+    config = build_config("teacher", METHODS, rdrop=5.0)
     model = with_numpy_dropout(models.build_model("cifar10quick", 3), fw, 0)
     model.train()
-    loss, logits, terms = teacher_stage.train_step(model, teacher_stage.make_optimizer(model, args_for("teacher")),
-                                                   array(x), array(y), 5.0)
+    loss, logits, terms = engine.train_step(model, None, engine.make_optimizer(model, config), array(x), array(y),
+                                            config)
     # the same two passes again, by hand: same weights, the same two masks
     again = with_numpy_dropout(models.build_model("cifar10quick", 3), fw, 0)
     again.train()
@@ -77,15 +209,16 @@ def test_rdrop_teacher_step_is_mean_ce_plus_alpha_symmetric_kl_of_its_two_passes
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_rdrop_passes_draw_different_masks_from_the_framework_rng(fw):
     """With the model's own dropout, the two passes of a step differ, and the step is a function of the seed."""
-    models, teacher_stage, _, array, numpy = STAGES[fw]
+    models, engine, _, _, _, array, numpy = FW[fw]
     x, y = batch()
+    config = build_config("teacher", METHODS, rdrop=5.0)
     results = []
     for _ in range(2):
         model = models.set_dropout(models.build_model("cifar10quick", 3), 0.3)
         model.train()
-        teacher_stage.set_seed(epoch_seed(3, 0))
-        loss, logits, terms = teacher_stage.train_step(model, teacher_stage.make_optimizer(model, args_for("teacher")),
-                                                       array(x), array(y), 5.0)
+        engine.set_seed(epoch_seed(3, 0))
+        loss, logits, terms = engine.train_step(model, None, engine.make_optimizer(model, config), array(x), array(y),
+                                                config)
         results.append((float(loss.item()), float(terms["rdrop"].item()), numpy(logits)))
     assert results[0][1] > 1e-4  # two masks: the KL is not 0
     assert results[0][0] == results[1][0] and np.array_equal(results[0][2], results[1][2])
@@ -101,48 +234,58 @@ def counting(model):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_student_rdrop_runs_the_teacher_once_and_the_student_twice(fw):
-    models, teacher_stage, student_stage, array, _ = STAGES[fw]
+    models, engine, _, _, _, array, _ = FW[fw]
     x, y = batch()
-    teacher, student = models.build_model("cifar10quick", 1), models.build_model("cifar10quick", 2)
+    teacher, student_model = models.build_model("cifar10quick", 1), models.build_model("cifar10quick", 2)
     teacher.eval()
-    student.train()
-    teacher_calls, student_calls = counting(teacher), counting(student)
-    hp = args_for("kd", rdrop=1.0)
-    loss, _, terms = student_stage.train_step(student, teacher, teacher_stage.make_optimizer(student, hp),
-                                              array(x), array(y), 1.0, hp)
+    student_model.train()
+    teacher_calls, student_calls = counting(teacher), counting(student_model)
+    config = student(method="kd", rdrop=1.0)
+    loss, _, terms = engine.train_step(student_model, teacher, engine.make_optimizer(student_model, config),
+                                       array(x), array(y), config)
     assert len(teacher_calls) == 1 and len(student_calls) == 2
     assert set(terms) == {"ce", "kd", "rdrop"} and float(terms["rdrop"].item()) > 0
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_fitnet_and_at_terms_weigh_the_right_features(fw):
-    """FitNet: 100 x MSE(regressor(student feature 1), teacher feature 1) + CE; AT: 1000 x attention loss over
-    the three stages + CE; both checked against float64 numpy on the features the forward gave."""
-    models, _, student_stage, array, numpy = STAGES[fw]
+@pytest.mark.parametrize("method", ["fitnet", "at"])
+def test_fitnet_and_at_steps_weigh_the_right_features(fw, method):
+    """The step's terms at distillation weight 0.5 (a warm-up epoch): FitNet 100 x MSE(regressor(student feature
+    1), teacher feature 1) + CE; AT 1000 x attention loss over the three stages + CE; both against float64 numpy
+    on the features of the same forward (cifar10simple has no BN or dropout, the teacher is in eval mode)."""
+    models, engine, features, _, _, array, numpy = FW[fw]
     x, y = batch(8)
-    teacher, student = models.build_model("cifar10quick", 1), models.build_model("cifar10simple", 2)
+    teacher, student_model = models.build_model("cifar10quick", 1), models.build_model("cifar10simple", 2)
     teacher.eval()
-    student.train()
-    out_s, out_t = models.forward_features(student, array(x)), models.forward_features(teacher, array(x))
-    regressor = models.build_regressor((32, 8, 8), (128, 8, 8), 0)
-    regressor.train()
+    student_model.train()
+    config = student(method=method)
+    out_s, out_t = features.forward_features(student_model, array(x)), features.forward_features(teacher, array(x))
+    feats_s, feats_t = [numpy(f) for f in out_s[1]["feats"]], [numpy(f) for f in out_t[1]["feats"]]
+    extra = {}
+    if method == "fitnet":
+        assert config.hint_layer == 1  # the second of the three stages
+        extra = {"regressor": models.build_regressor((32, 8, 8), (128, 8, 8), 0)}
+        extra["regressor"].train()
+        hint = numpy(extra["regressor"](out_s[1]["feats"][1])).astype(np.float64)  # before the step moves it
+        expected = 0.5 * 100 * ((hint - feats_t[1]) ** 2).mean()
+    else:
+        assert config.at_stages is None  # every stage of a model without a stem entry: 0, 1, 2
+        expected = 0.5 * 1000 * at_ref(feats_s, feats_t, 2)
     ce = ce64(numpy(out_s[0]), y)
-    fitnet = student_stage.loss_terms("fitnet", out_s, out_t, array(y), 1.0, args_for("fitnet"), regressor)
-    hint = numpy(regressor(out_s[1]["feats"][1])).astype(np.float64)
-    mse = ((hint - numpy(out_t[1]["feats"][1])) ** 2).mean()
-    assert abs(float(fitnet["fitnet"].item()) - 100 * mse) < 1e-5 * 100 * mse
-    assert abs(float(fitnet["ce"].item()) - ce) < 1e-5 * ce
-    at = student_stage.loss_terms("at", out_s, out_t, array(y), 0.5, args_for("at"))
-    expected = 0.5 * 1000 * at_ref([numpy(f) for f in out_s[1]["feats"]], [numpy(f) for f in out_t[1]["feats"]], 2)
-    assert abs(float(at["at"].item()) - expected) < 1e-4 * expected
+    loss, _, terms = engine.train_step(student_model, teacher, engine.make_optimizer(student_model, config, extra),
+                                       array(x), array(y), config, 0.5, extra)
+    assert set(terms) == {"ce", method}
+    assert abs(float(terms[method].item()) - expected) < 1e-4 * expected
+    assert abs(float(terms["ce"].item()) - ce) < 1e-5 * ce
+    assert float(loss.item()) == pytest.approx(ce + expected, rel=1e-5)
 
 
 @pytest.fixture(scope="module")
 def teacher_ckpt(tmp_path_factory):
     """A seeded CIFAR10Quick checkpoint (untrained): enough to start a student."""
     path = str(tmp_path_factory.mktemp("t") / "teacher.ckpt")
-    save_checkpoint(path, {"model": tm.get_state(tm.build_model("cifar10quick", 5)), "optimizer": {}, "epoch": 0,
-                           "best_top1": 0.0, "config": {}, "framework": "torch", "arch": "cifar10quick"})
+    save_checkpoint(path, make_checkpoint(tm.get_state(tm.build_model("cifar10quick", 5)),
+                                          vars(build_config("teacher", METHODS)), "torch", "cifar10quick", "cifar10"))
     return path
 
 
@@ -174,8 +317,15 @@ def test_fitnet_checkpoint_holds_the_regressor_and_test_reads_the_student(fw, te
     ckpt = load_checkpoint(ckpt_path(name, fw))
     assert ckpt["regressor"]["conv.weight"].shape == (128, 32, 1, 1)  # 1x1 conv, 32@8 -> 128@8
     assert not any(k.startswith("regressor") for k in ckpt["model"])
+    assert ckpt["config"]["method"] == "fitnet" and ckpt["config"]["hint_layer"] == 1
+    record = read_result(name, fw)  # the run's one result record
+    assert record["finished"] and record["epochs"] == 1 and record["config"]["method"] == "fitnet"
     for reader in FRAMEWORKS:  # the checkpoint is shared; the student alone is evaluated
         out = tmp_path / f"{reader}.json"
         run_script(reader, "test", "--ckpt", ckpt_path(name, fw), "--data-dir", tiny_data, "--json", out)
         result = json.loads(out.read_text())
         assert result["n"] == 70 and result["arch"] == "cifar10simple"
+        # and into the reader's record of the run: "test" for its own framework's checkpoint, else "test_from"
+        record = read_result(name, reader)
+        tested = record["test"] if reader == fw else record["test_from"][fw]
+        assert tested["n"] == 70 and tested["top1"] == result["top1"]

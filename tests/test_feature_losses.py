@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import jittor as jt
-from jittor_ import train_student as jt_student
-from torch_ import train_student as th_student
+from jittor_ import distillers as jt_distillers
+from torch_ import distillers as th_distillers
 
 
 # ------------------------------------------------------------------ float64 references
@@ -41,8 +41,8 @@ def rdrop_ref(a, b):
 
 # ------------------------------------------------------------------ framework calls
 CALLS = {
-    "torch": (th_student, torch.tensor, lambda v: float(v.item() if hasattr(v, "item") else v)),
-    "jittor": (jt_student, jt.array, lambda v: float(v.item() if hasattr(v, "item") else v)),
+    "torch": (th_distillers, torch.tensor, lambda v: float(v.item() if hasattr(v, "item") else v)),
+    "jittor": (jt_distillers, jt.array, lambda v: float(v.item() if hasattr(v, "item") else v)),
 }
 FEATS_T = [(8, 64, 16, 16), (8, 128, 8, 8), (8, 256, 4, 4)]  # CIFAR10Quick's three stages
 FEATS_S = [(8, 32, 16, 16), (8, 32, 8, 8), (8, 64, 4, 4)]  # CIFAR10Simple's
@@ -99,9 +99,9 @@ def test_at_loss_gradients_are_finite_and_agree_for_huge_activations():
     """At 1e20, |f|^2 overflows float32; the scaled map keeps the gradient finite, the same in both."""
     fs, ft = feats(FEATS_S[:1], 8, 1e20), feats(FEATS_T[:1], 9, 1e20)
     xs = torch.tensor(fs[0], requires_grad=True)
-    th_student.at_loss([xs], [torch.tensor(ft[0])], 2).backward()
+    th_distillers.at_loss([xs], [torch.tensor(ft[0])], 2).backward()
     js = jt.array(fs[0])
-    grad_jt = jt.grad(jt_student.at_loss([js], [jt.array(ft[0])], 2), js).numpy()
+    grad_jt = jt.grad(jt_distillers.at_loss([js], [jt.array(ft[0])], 2), js).numpy()
     grad_th = xs.grad.numpy()
     assert np.isfinite(grad_th).all() and np.isfinite(grad_jt).all() and np.abs(grad_th).max() > 0
     assert np.allclose(grad_jt, grad_th, rtol=1e-3, atol=1e-6 * np.abs(grad_th).max())

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from common.config import FRAMEWORKS
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from common.errors import CheckpointError
 from common.files import UMASK
 from conftest import ROOT, error_line, run_script
@@ -79,6 +79,16 @@ def run_tool(script, *args):
                           capture_output=True, text=True, timeout=600)
 
 
+
+
+@pytest.mark.parametrize("kind", ["ckpt", "pth", "pkl"])
+def test_the_one_reader_refuses(kind, hostile):
+    """common.checkpoint.read_checkpoint, which every entry point of both frameworks reads weights with."""
+    path, marker = hostile(kind)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(path, "cifar10quick")
+    assert not marker.exists(), f"the payload ran: {marker} exists"
+    assert str(e.value).startswith(f"{path}: refused: it pickles posix.system"), e.value
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import jittor as jt
-from jittor_ import train_student as jt_student
-from torch_ import train_student as th_student
+from jittor_ import distillers as jt_distillers
+from torch_ import distillers as th_distillers
 
 
 # ------------------------------------------------------------------ float64 reference
@@ -41,19 +41,19 @@ def dkd_ref(s, t, y, alpha, beta, T):
 
 # ------------------------------------------------------------------ framework calls
 def th_kd(s, t, T):
-    return th_student.kd_loss(torch.tensor(s), torch.tensor(t), T).item()
+    return th_distillers.kd_loss(torch.tensor(s), torch.tensor(t), T).item()
 
 
 def jt_kd(s, t, T):
-    return jt_student.kd_loss(jt.array(s), jt.array(t), T).item()
+    return jt_distillers.kd_loss(jt.array(s), jt.array(t), T).item()
 
 
 def th_dkd(s, t, y, a, b, T):
-    return th_student.dkd_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), a, b, T).item()
+    return th_distillers.dkd_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), a, b, T).item()
 
 
 def jt_dkd(s, t, y, a, b, T):
-    return jt_student.dkd_loss(jt.array(s), jt.array(t), jt.array(y), a, b, T).item()
+    return jt_distillers.dkd_loss(jt.array(s), jt.array(t), jt.array(y), a, b, T).item()
 
 
 def random_case(seed, n=64, c=10, scale=3.0):
@@ -103,10 +103,11 @@ def test_extreme_logits_finite_and_correct(case, T):
 def test_extreme_logits_give_finite_gradients(case):
     s, t, y = EXTREME[case]
     xs = torch.tensor(s, requires_grad=True)
-    (th_student.kd_loss(xs, torch.tensor(t), 4.0) + th_student.dkd_loss(xs, torch.tensor(t), torch.tensor(y), 1.0, 8.0, 4.0)).backward()
+    t_th, y_th = torch.tensor(t), torch.tensor(y)
+    (th_distillers.kd_loss(xs, t_th, 4.0) + th_distillers.dkd_loss(xs, t_th, y_th, 1.0, 8.0, 4.0)).backward()
     assert torch.isfinite(xs.grad).all()
-    js = jt.array(s)
-    loss = jt_student.kd_loss(js, jt.array(t), 4.0) + jt_student.dkd_loss(js, jt.array(t), jt.array(y), 1.0, 8.0, 4.0)
+    js, t_jt, y_jt = jt.array(s), jt.array(t), jt.array(y)
+    loss = jt_distillers.kd_loss(js, t_jt, 4.0) + jt_distillers.dkd_loss(js, t_jt, y_jt, 1.0, 8.0, 4.0)
     grad = jt.grad(loss, js).numpy()
     assert np.isfinite(grad).all()
     np.testing.assert_allclose(grad, xs.grad.numpy(), rtol=1e-4, atol=1e-6)
@@ -133,7 +134,7 @@ def test_minus_1000_mask_trick_is_wrong_for_large_logits():
     p_t2 = torch.softmax(zt - 1000.0 * gt, 1)
     log_p_s2 = torch.log_softmax(zs - 1000.0 * gt, 1)
     trick_nckd = (p_t2 * (torch.log(p_t2.clamp_min(1e-30)) - log_p_s2)).sum(1).mean().item()
-    ours = th_student.dkd_loss_terms(torch.tensor(s), torch.tensor(t), torch.tensor(y), T)["nckd"].item()
+    ours = th_distillers.dkd_loss_terms(torch.tensor(s), torch.tensor(t), torch.tensor(y), T)["nckd"].item()
     ref = dkd_ref(s, t, y, 0.0, 1.0, T)
     assert ours == pytest.approx(ref, rel=1e-5, abs=1e-3)
     assert abs(trick_nckd - ref) > 1.0
@@ -145,8 +146,8 @@ def test_each_dkd_term_matches_its_definition():
     s, t, y = random_case(5)
     ref_tckd, ref_nckd = dkd_ref(s, t, y, 1.0, 0.0, 4.0), dkd_ref(s, t, y, 0.0, 1.0, 4.0)
     assert ref_tckd > 0.01 and ref_nckd > 0.01 and abs(ref_tckd - ref_nckd) > 0.01  # a swap would show
-    th = th_student.dkd_loss_terms(torch.tensor(s), torch.tensor(t), torch.tensor(y), 4.0)
-    jt_terms = jt_student.dkd_loss_terms(jt.array(s), jt.array(t), jt.array(y), 4.0)
+    th = th_distillers.dkd_loss_terms(torch.tensor(s), torch.tensor(t), torch.tensor(y), 4.0)
+    jt_terms = jt_distillers.dkd_loss_terms(jt.array(s), jt.array(t), jt.array(y), 4.0)
     for terms in (th, jt_terms):
         assert terms["tckd"].item() == pytest.approx(ref_tckd, rel=1e-5)
         assert terms["nckd"].item() == pytest.approx(ref_nckd, rel=1e-5)

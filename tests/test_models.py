@@ -6,8 +6,8 @@ import torch
 from common.config import MODELS
 from common.errors import CheckpointError, UserError
 import jittor as jt
-from jittor_ import models as jm
-from torch_ import models as tm
+from jittor_ import models as jm, parallel as jp
+from torch_ import device as td, models as tm
 
 ARCHS = list(tm.ARCHS)
 
@@ -62,7 +62,7 @@ def test_eval_logits_agree(arch):
     n = num_classes(arch)
     x = rng.normal(size=(2, 3, 32, 32)).astype(np.float32)
     # torch in channels-last, as the stages run it
-    t = tm.to_device(tm.build_model(arch, seed=1, num_classes=n), torch.device("cpu"))
+    t = td.to_device(tm.build_model(arch, seed=1, num_classes=n), torch.device("cpu"))
     j = jm.build_model(arch, seed=1, num_classes=n)
     state = calibrated_state(arch, n, rng)  # non-trivial BN statistics, the same in both
     tm.load_state(t, state, "test")
@@ -81,7 +81,7 @@ def test_batchnorm_running_statistics_agree():
     """Jittor's stock BatchNorm stores the biased variance; our subclass stores torch's unbiased one."""
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(4, 3, 5, 5)) * 3 + 1).astype(np.float32)
-    tb, jb = torch.nn.BatchNorm2d(3), jm.BatchNorm2d(3)
+    tb, jb = torch.nn.BatchNorm2d(3), jp.BatchNorm2d(3)
     tb.train()
     jb.train()
     for _ in range(3):

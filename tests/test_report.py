@@ -1,13 +1,13 @@
-"""report.py on fake runs with known numbers: figures, table, README markers, sweep mode, errors."""
-import argparse
+"""report.py on fake runs with known numbers: figures, tables, README markers, sweep mode, errors."""
 import os
+import re
 
 import numpy as np
 import pytest
 
 from common.paths import LOG_DIR
-from common.files import write_json
-from common.logs import DIVERGED_FILE, EventWriter, run_dir, run_summary
+from common.logs import EventWriter
+from common.results import add_test, run_dir, training_result, write_result
 import report
 
 SEEDS = [0, 1]
@@ -30,22 +30,20 @@ def epoch_metrics(fw, seed, epoch, offset):
 
 
 def write_run(name, fw, seed, offset=0.0, test_top1=None, finished=True):
-    """One fake run folder as a training script and test.py leave it."""
-    folder = run_dir(name, fw)
-    writer = EventWriter(folder)
+    """One fake run folder as a training script and test.py leave it: event files, and the result
+    record (finished, then with test.py's metrics) through common.results. Returns the history."""
+    writer = EventWriter(run_dir(name, fw))
     history = []
     for epoch in range(EPOCHS):
         history.append(epoch_metrics(fw, seed, epoch, offset))
         writer.scalars(history[-1], epoch + 1)
     writer.close()
     if finished:
-        best = max(h["val/top1"] for h in history)
-        write_json(os.path.join(folder, "metrics.json"),
-                          run_summary(argparse.Namespace(name=name), fw, "stage", history, best))
+        write_result(training_result({"name": name}, fw, "stage", history, max(h["val/top1"] for h in history)))
     if test_top1 is not None:
-        write_json(os.path.join(folder, "test.json"), {"top1": test_top1, "top5": 99.0, "loss": 1.0,
-                                                              "per_class": [test_top1] * 10, "images_per_s": 1000.0,
-                                                              "n": 10000})
+        add_test(name, fw, fw, {"top1": test_top1, "top5": 99.0, "loss": 1.0, "per_class": [test_top1] * 10,
+                                "images_per_s": 1000.0, "n": 10000})
+    return history
 
 
 def fmt(values, digits=2):
@@ -83,6 +81,27 @@ def tables(block):
     return found
 
 
+def terminal_rows(out):
+    """{first cell: [cells]} of the plain ("simple") table in report.py's terminal output; the cells
+    are cut at the columns of the dashed line under the header, as they may hold single spaces."""
+    lines = out.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("---"))
+    spans = [m.span() for m in re.finditer(r"-+", lines[rule])]
+    rows = {}
+    for line in [lines[rule - 1]] + lines[rule + 1:]:
+        if not line.strip():
+            break
+        cells = [line[a:b].strip() for a, b in spans]
+        rows[cells[0]] = cells
+    return rows
+
+
+def assert_narrow(out):
+    """Everything report.py prints fits in 100 columns, and the wide tables stay in the report file."""
+    assert max(map(len, out.splitlines())) <= 100, out
+    assert "first epoch s" not in out and "best val top-1" not in out and "|" not in out, out
+
+
 def assert_png(path):
     assert os.path.getsize(path) > 5000
     with open(path, "rb") as f:
@@ -95,7 +114,7 @@ README = ("# Title\r\n\r\nText before, with ± and Δ.\n<!-- report:rep:start --
 
 @pytest.fixture(scope="module")
 def stage_runs():
-    """teacher: complete, with test.json; student_kd: jittor has no test.json and seed 1 jittor is unfinished."""
+    """teacher: complete and tested; student_kd: jittor untested, and seed 1 jittor unfinished (no record)."""
     for seed in SEEDS:
         for fw in report.FRAMEWORKS:
             write_run(f"rep/teacher_s{seed}", fw, seed, STAGE_OFFSET["teacher"], TEST_TOP1[fw, seed])
@@ -110,6 +129,11 @@ def test_stage_report(stage_runs, tmp_path, capsys):
     readme.write_bytes(README.encode("utf-8"))
     argv = ["--tag", stage_runs, "--doc", str(readme), "--img-dir", str(img)]
     block = report.main(argv)
+    out = capsys.readouterr().out
+    assert_narrow(out)  # two seeds, an unfinished run, a missing test: still one narrow table
+    assert terminal_rows(out)["teacher"] == ["teacher", "59.75 ± 2.47", "59.62 ± 3.36", "-0.12", "–"]
+    report_md = os.path.join(LOG_DIR, "rep", "report.md")
+    assert out.endswith(f"\nEvery table and figure: {report_md}\nThe tables also updated in {readme}\n")
 
     for stage in ("teacher", "student_kd"):
         assert_png(img / f"rep_{stage}.png")
@@ -129,7 +153,7 @@ def test_stage_report(stage_runs, tmp_path, capsys):
         if stage == "teacher":
             expected += [fmt(test["jittor"]), f"{np.mean(test['jittor']) - np.mean(test['torch']):+.2f}",
                          spread(test)]
-        else:  # no jittor test.json: the difference falls back to final val top-1, marked
+        else:  # jittor untested: the difference falls back to final val top-1, marked
             expected += ["–", f"{np.mean(final['jittor']) - np.mean(final['torch']):+.2f} (val)",
                          "–"]  # one finished jittor seed: no spread to compare with
         assert rows[stage] == expected
@@ -168,23 +192,36 @@ def test_stage_report(stage_runs, tmp_path, capsys):
     report.main(argv)  # running again changes nothing
     assert readme.read_bytes().decode("utf-8") == text
     assert "updated" in capsys.readouterr().out
+    assert "first epoch s jittor" in saved  # the wide tables are in the report file
 
 
-def test_readme_without_markers_is_left_alone(stage_runs, tmp_path, capsys):
+def test_a_doc_without_markers_is_an_error_and_left_alone(stage_runs, tmp_path, capsys):
+    """--doc names a page without the tag's markers: one error line before anything is written."""
     readme = tmp_path / "README.md"
     readme.write_text("# No markers here\n")
-    report.main(["--tag", stage_runs, "--doc", str(readme), "--img-dir", str(tmp_path / "img")])
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--tag", stage_runs, "--doc", str(readme), "--img-dir", str(tmp_path / "img")])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and readme.read_text() == "# No markers here\n"
+    assert "markers missing" in captured.err and "no file was changed" in captured.err
+    assert not (tmp_path / "img").exists() and captured.out == ""
+
+
+def test_a_tag_without_markers_says_nothing_about_them(stage_runs, tmp_path, capsys):
+    """The quick preset's case: no page holds the markers, which is normal, so nothing is said."""
+    assert report.marked_doc(stage_runs) is None
+    report.main(["--tag", stage_runs, "--img-dir", str(tmp_path / "img")])
     out = capsys.readouterr().out
-    assert readme.read_text() == "# No markers here\n"
-    assert "markers missing" in out and "no file was changed" in out and "| teacher " in out
+    assert "marker" not in out and "updated" not in out and "teacher" in out
+    assert out.rstrip().splitlines()[-1] == f"Every table and figure: {os.path.join(LOG_DIR, 'rep', 'report.md')}"
 
 
 def test_missing_or_empty_tag_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no runs for tag 'nope'.*does not exist"):
-        report.main(["--tag", "nope", "--doc", str(tmp_path / "README.md"), "--img-dir", str(tmp_path)])
+        report.main(["--tag", "nope", "--img-dir", str(tmp_path)])
     os.makedirs(os.path.join(LOG_DIR, "empty", "junk"), exist_ok=True)
     with pytest.raises(SystemExit, match="holds no runs"):
-        report.main(["--tag", "empty", "--doc", str(tmp_path / "README.md"), "--img-dir", str(tmp_path)])
+        report.main(["--tag", "empty", "--img-dir", str(tmp_path)])
 
 
 BETAS = ["0", "0.5", "1", "2"]
@@ -194,8 +231,8 @@ def sweep_top1(fw, seed, beta):
     return 60.0 + 2 * float(beta) + seed + (0.5 if fw == "jittor" else 0.0)
 
 
-def test_sweep_report(tmp_path):
-    """beta 2 in Jittor has no test.json: its cell is final val top-1, marked (val)."""
+def test_sweep_report(tmp_path, capsys):
+    """beta 2 in Jittor was not tested: its cell is final val top-1, marked (val)."""
     for beta in BETAS:
         for seed in SEEDS:
             for fw in report.FRAMEWORKS:
@@ -227,17 +264,21 @@ def test_sweep_report(tmp_path):
     assert text.endswith(expected_text[expected_text.index(end):])
     assert "old sweep" not in text and "old table" in text and block in text
     assert os.path.isfile(os.path.join(LOG_DIR, "sweep", "report_sweep.md"))
+    out = capsys.readouterr().out
+    assert_narrow(out)
+    assert terminal_rows(out)["0.5"] == ["0.5", "61.50 ± 0.71", "62.00 ± 0.71", "+0.50"]
+    assert terminal_rows(out)["2"][2] == "61.75 ± 3.89 (val)"  # final val 59 and 64.5, by hand
 
 
 def test_gain_over_the_ce_student_is_paired_by_seed(tmp_path):
-    """KD/DKD minus CE per framework, seed by seed; a seed without a CE test.json is left out."""
+    """KD/DKD minus CE per framework, seed by seed; a seed without a tested CE student is left out."""
     test = {("student_ce", 0): 50.0, ("student_ce", 1): 54.0, ("student_kd", 0): 53.0, ("student_kd", 1): 56.0,
             ("student_dkd", 0): 55.5}
     for (stage, seed), top1 in test.items():
         for fw in report.FRAMEWORKS:
             write_run(f"gain/{stage}_s{seed}", fw, seed, test_top1=top1 + (1.0 if fw == "jittor" else 0.0))
     write_run("gain/student_dkd_s1", "torch", 1, test_top1=60.0)  # torch only
-    block = report.main(["--tag", "gain", "--doc", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)])
+    block = report.main(["--tag", "gain", "--img-dir", str(tmp_path)])
     rows, gains = tables(block)[:2]
     assert gains["student_kd − student_ce"][1:] == ["+2.50 ± 0.71", "+2.50 ± 0.71"]  # gains 3 and 2
     assert gains["student_dkd − student_ce"][1:] == ["+5.75 ± 0.35", "+5.50"]  # torch 5.5, 6; jittor seed 0 only
@@ -250,7 +291,7 @@ def test_fitnet_and_at_rows_and_their_gains(tmp_path):
         for fw in report.FRAMEWORKS:
             for stage, top1 in (("student_ce", 50.0), ("student_fitnet", 48.0), ("student_at", 51.5)):
                 write_run(f"feat/{stage}_s{seed}", fw, seed, test_top1=top1 + seed)
-    block = report.main(["--tag", "feat", "--doc", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)])
+    block = report.main(["--tag", "feat", "--img-dir", str(tmp_path)])
     rows, gains = tables(block)[:2]
     assert list(rows)[1:] == ["student_ce", "student_fitnet", "student_at"]  # STAGES' order, after the header
     assert gains["student_fitnet − student_ce"][1:] == ["-2.00 ± 0.00", "-2.00 ± 0.00"]
@@ -265,8 +306,7 @@ def test_against_compares_each_stage_with_the_same_seed_of_another_tag(tmp_path)
             write_run(f"plain/{stage}_s1", fw, 1, test_top1=plain + 1)  # a seed the other tag lacks: left out
             write_run(f"rd/{stage}_s0", fw, 0, test_top1=rdrop)
         write_run("plain/student_dkd_s0", fw, 0, test_top1=66.0)  # a stage the other tag lacks: no row
-    block = report.main(["--tag", "rd", "--against", "plain", "--doc", str(tmp_path / "none.md"),
-                         "--img-dir", str(tmp_path)])
+    block = report.main(["--tag", "rd", "--against", "plain", "--img-dir", str(tmp_path)])
     assert "Test top-1 of rd against plain" in block
     against, = [t for t in tables(block) if "rd torch" in t.get("stage", [])]
     assert against["teacher"][1:4] == ["79.50", "78.00", "+1.50"]
@@ -275,12 +315,12 @@ def test_against_compares_each_stage_with_the_same_seed_of_another_tag(tmp_path)
 
 
 def write_diverged(name, fw, seed, epoch):
-    """A run whose loss became NaN at epoch: events up to then, diverged.json, no metrics.json or test.json."""
-    write_run(name, fw, seed, finished=False)
-    write_json(os.path.join(run_dir(name, fw), DIVERGED_FILE), {"epoch": epoch, "error": "nan"})
+    """A run whose loss became NaN at epoch: events, and a record saying diverged (not finished, not tested)."""
+    history = write_run(name, fw, seed, finished=False)[:epoch - 1]
+    write_result(training_result({"name": name}, fw, "stage", history, None, diverged={"epoch": epoch, "error": "nan"}))
 
 
-def test_diverged_runs_are_marked_and_left_out(tmp_path):
+def test_diverged_runs_are_marked_and_left_out(tmp_path, capsys):
     """A diverged run is a result: named with its epoch, never averaged in, never called unfinished."""
     for seed in SEEDS:
         for fw in report.FRAMEWORKS:
@@ -289,7 +329,7 @@ def test_diverged_runs_are_marked_and_left_out(tmp_path):
                 write_diverged(f"div/student_dkd_beta3_s{seed}", fw, seed, epoch=12 + seed)
             else:
                 write_run(f"div/student_dkd_beta3_s{seed}", fw, seed, test_top1=70.0)
-    block = report.main(["--tag", "div", "--sweep", "--doc", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)])
+    block = report.main(["--tag", "div", "--sweep", "--img-dir", str(tmp_path)])
     rows = table_rows(block)
     assert rows["3"] == ["3", "diverged in 2 of 2 seeds (epoch 12, 13)", "70.00 (1 of 2 seeds diverged: epoch 13)", "–"]
     assert rows["1"] == ["1", "65.50 ± 0.71", "65.50 ± 0.71", "+0.00"]
@@ -304,7 +344,7 @@ def test_diverged_runs_are_marked_and_left_out(tmp_path):
             else:
                 write_run(f"div2/teacher_s{seed}", fw, seed, test_top1=TEST_TOP1[fw, seed])
             write_diverged(f"div2/student_at_s{seed}", fw, seed, epoch=1)  # every run diverged: a row, no figure
-    block = report.main(["--tag", "div2", "--doc", str(tmp_path / "none.md"), "--img-dir", str(tmp_path)])
+    block = report.main(["--tag", "div2", "--img-dir", str(tmp_path)])
     top1, _ = tables(block)
     assert top1["student_at"][5:7] == ["diverged in 2 of 2 seeds (epoch 1, 1)"] * 2
     assert_png(tmp_path / "div2_teacher.png")
@@ -312,6 +352,34 @@ def test_diverged_runs_are_marked_and_left_out(tmp_path):
     assert top1["teacher"][2] == f"{VAL_TOP1['jittor', 0][-1]:.2f}"  # final val: seed 0 only
     assert top1["teacher"][6] == f"{TEST_TOP1['jittor', 0]:.2f} (1 of 2 seeds diverged: epoch 5)"
     assert top1["teacher"][7] == f"{TEST_TOP1['jittor', 0] - np.mean([58.0, 61.5]):+.2f}"
+    out = capsys.readouterr().out.split("Every table")[-2]  # the stage table's run, after the sweep's
+    assert_narrow(out)
+    narrow = terminal_rows(out)
+    assert narrow["teacher"][2] == "57.25; diverged (epoch 5)" and narrow["teacher"][3] == "-2.50"
+    assert narrow["student_at"][1:3] == ["diverged (epoch 1, 1)"] * 2
+
+
+def test_the_terminal_gets_one_narrow_table(tmp_path, capsys):
+    """stage, torch, Jittor, Δ, gain over CE: test top-1, "diverged" with its epoch; the numbers by hand."""
+    for stage, torch_top1, jittor_top1 in (("teacher", 75.0, 75.5), ("student_ce", 60.0, 61.0),
+                                           ("student_kd", 65.0, 64.0), ("student_dkd", None, 66.5)):
+        for fw, top1 in (("torch", torch_top1), ("jittor", jittor_top1)):
+            if top1 is None:
+                write_diverged(f"narrow/{stage}_s0", fw, 0, epoch=2)
+            else:
+                write_run(f"narrow/{stage}_s0", fw, 0, test_top1=top1)
+    report.main(["--tag", "narrow", "--img-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert_narrow(out)
+    assert terminal_rows(out) == {
+        "stage": ["stage", "torch", "Jittor", "Δ", "gain over CE (torch / Jittor)"],
+        "teacher": ["teacher", "75.00", "75.50", "+0.50", "–"],
+        "student_ce": ["student_ce", "60.00", "61.00", "+1.00", "–"],
+        "student_kd": ["student_kd", "65.00", "64.00", "-1.00", "+5.00 / +3.00"],  # 65 - 60, 64 - 61
+        "student_dkd": ["student_dkd", "diverged (epoch 2)", "66.50", "–", "– / +5.50"]}
+    assert "Test top-1 (%), 1 seed (0):" in out
+    with open(os.path.join(LOG_DIR, "narrow", "report.md"), encoding="utf-8") as f:
+        assert "first epoch s jittor" in f.read()
 
 
 def test_the_generated_blocks_are_found_in_their_docs_pages():

@@ -1,6 +1,8 @@
-"""The main job (run_all.py): both frameworks, table, --parallel, --resume and --teacher-from."""
+"""The main job (run_all.py): both frameworks, the narrow table, --parallel, --resume, --teacher-from,
+a diverged stage as a result and a failed one as the end."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -8,8 +10,8 @@ import pytest
 
 from common.checkpoint import ckpt_path, save_checkpoint
 from common.paths import IMG_DIR, LOG_DIR
-from common.logs import run_dir
-from conftest import ROOT
+from common.results import read_result, result_path
+from conftest import ROOT, run_script
 
 TINY = "--epochs 1 --train-size 200 --val-size 50 --batch-size 50"
 
@@ -23,62 +25,104 @@ def run_all(tiny_data, *args, check=True):
     return proc
 
 
-def summary(tag):
-    with open(os.path.join(LOG_DIR, tag, "summary.json")) as f:
-        return json.load(f)
+def finished_top1(name, fw):
+    """The test top-1 in the run's record, which must be finished and tested."""
+    record = read_result(name, fw)
+    assert record["finished"] and not record["diverged"], record
+    return record["test"]["top1"]
 
 
-def read_test_json(name, fw):
-    with open(os.path.join(run_dir(name, fw), "test.json")) as f:
-        return json.load(f)
+def top1_of_test_py(tiny_data, tmp_path, name, fw):
+    """test.py run on its own on the run's checkpoint, its metrics copied to a file of ours (--json)."""
+    out = tmp_path / f"{fw}_test.json"
+    run_script(fw, "test", "--ckpt", ckpt_path(name, fw), "--data-dir", tiny_data, "--json", out)
+    with open(out) as f:
+        return json.load(f)["top1"]
 
 
-def test_parallel_run_then_resume_then_teacher_from(tiny_data):
+def ending(stdout):
+    """What run_all prints once the stages are done: its header line, then report.py's lines."""
+    return stdout[stdout.rindex("\npreset "):]
+
+
+def narrow_rows(stdout):
+    """{first cell: line} of the narrow table at the end (report.py's plain table)."""
+    table = ending(stdout).split("\n\n")[2]
+    return {line.split()[0]: line for line in table.splitlines()[2:]}
+
+
+def test_parallel_run_then_resume_then_teacher_from(tiny_data, tmp_path):
     proc = run_all(tiny_data, "--tag", "ra", "--methods", "kd", "--parallel")
-    results = summary("ra")["results"]
-    assert set(results) == {"torch", "jittor"}
-    for fw in ("torch", "jittor"):
-        assert sorted(results[fw][0]) == ["kd", "teacher"]  # one seed: the teacher, then the student
-        for stage, name in (("teacher", "ra/teacher_s0"), ("kd", "ra/student_kd_s0")):  # test.py's numbers
-            assert results[fw][0][stage]["top1"] == read_test_json(name, fw)["top1"] and results[fw][0][stage]["wall"] > 0
     assert "in parallel with 1 CPU thread(s) each" in proc.stdout  # the 2 threads are split
-    # then the report: overlaid figures per stage, and the table (no page has "ra" markers: none changed)
+    tests = [line for line in proc.stdout.splitlines() if line.startswith("$ ") and "/test.py" in line]
+    assert len(tests) == 4 and not any("--json" in line for line in tests)  # the record is test.py's output
+    for fw in ("torch", "jittor"):
+        finished_top1("ra/teacher_s0", fw)
+        # the record's top-1 is the one test.py gives when run by hand on the student's checkpoint
+        top1 = finished_top1("ra/student_kd_s0", fw)
+        assert top1 == top1_of_test_py(tiny_data, tmp_path, "ra/student_kd_s0", fw)
+    assert not os.path.exists(os.path.join(LOG_DIR, "ra", "summary.json"))
+    # then the report: overlaid figures per stage; the terminal gets one narrow table, the rest a file
     for stage in ("teacher", "student_kd"):
         assert os.path.getsize(os.path.join(IMG_DIR, f"ra_{stage}.png")) > 5000
-    assert "| student_kd " in proc.stdout and "no README.md or docs/*.md holds its markers" in proc.stdout
-    assert "first epoch s jittor" in proc.stdout  # the time table keeps Jittor's compilation apart
+    end = ending(proc.stdout)
+    assert max(map(len, end.splitlines())) <= 100, end
+    assert set(narrow_rows(proc.stdout)) == {"teacher", "student_kd"}
+    assert "gain over CE" in end and "first epoch s" not in end
+    assert "marker" not in proc.stdout  # no page holds ra's markers: normal, nothing to say
+    report_md = os.path.join(LOG_DIR, "ra", "report.md")
+    assert end.rstrip().splitlines()[-1] == f"Every table and figure: {report_md}"
+    with open(report_md, encoding="utf-8") as f:
+        assert "first epoch s jittor" in f.read()  # the time table keeps Jittor's compilation apart
 
     # --resume: everything finished, so nothing is trained again and the table is the same
     again = run_all(tiny_data, "--tag", "ra", "--methods", "kd", "--resume")
     assert again.stdout.count("not run again") == 4
     assert "$ " not in again.stdout  # no stage command was started
-    top1 = lambda res: {fw: {stage: r["top1"] for stage, r in res[fw][0].items()} for fw in res}
-    assert top1(summary("ra")["results"]) == top1(results)
+    assert narrow_rows(again.stdout) == narrow_rows(proc.stdout)
 
-    # --resume with a stage's test.json gone: that stage is run again, continuing its checkpoint
-    os.remove(os.path.join(run_dir("ra/student_kd_s0", "torch"), "test.json"))
+    # --resume with a stage's record gone: that stage is run again, continuing its checkpoint
+    os.remove(result_path("ra/student_kd_s0", "torch"))
     partial = run_all(tiny_data, "--tag", "ra", "--methods", "kd", "--frameworks", "torch", "--resume")
     assert partial.stdout.count("not run again") == 1
     assert "train_student.py --method kd" in partial.stdout and "--resume" in partial.stdout
+    finished_top1("ra/student_kd_s0", "torch")
 
     # --teacher-from: the beta sweep reuses this run's teachers instead of training its own
     sweep = run_all(tiny_data, "--tag", "rb", "--teacher-from", "ra", "--beta-sweep", "0", "1", "--frameworks", "torch")
     assert "train_teacher.py" not in sweep.stdout
     assert ckpt_path("ra/teacher_s0", "torch") in sweep.stdout
-    assert sorted(summary("rb")["results"]["torch"][0]) == ["dkd beta=0", "dkd beta=1"]
+    for beta in ("0", "1"):
+        finished_top1(f"rb/student_dkd_beta{beta}_s0", "torch")
+    assert set(narrow_rows(sweep.stdout)) == {"0", "1"}
     assert os.path.isfile(os.path.join(IMG_DIR, "rb_beta_sweep.png"))  # the sweep's report
 
-    # a student that diverges is a result of the sweep, not the end of it: recorded, reported, not re-run
-    diverging = run_all(tiny_data, "--tag", "rd", "--teacher-from", "ra", "--beta-sweep", "999999", "0",
+
+def test_a_diverged_student_is_a_result_and_a_failed_stage_the_end(tiny_data):
+    """A student whose loss becomes NaN (exit 3) is a result of the sweep, not the end of it: the job
+    goes on, shows "diverged" and exits 0, and --resume does not run it again. A stage exiting 2 (a user
+    error) ends the job with an error."""
+    ra = "ra" if os.path.exists(ckpt_path("ra/teacher_s0", "torch")) else "rd_teacher"
+    if ra == "rd_teacher":  # this test run alone: a teacher of its own
+        run_all(tiny_data, "--tag", ra, "--methods", "ce", "--frameworks", "torch", "--no-report")
+    diverging = run_all(tiny_data, "--tag", "rd", "--teacher-from", ra, "--beta-sweep", "999999", "0",
                         "--frameworks", "torch")
-    assert "the training loss became nan" in diverging.stderr
-    records = summary("rd")["results"]["torch"][0]
-    assert records["dkd beta=999999"]["diverged"] >= 1
-    assert records["dkd beta=0"]["top1"] == read_test_json("rd/student_dkd_beta0_s0", "torch")["top1"]
-    assert "| 999999 | diverged (epoch" in diverging.stdout  # report.py's sweep table
-    again = run_all(tiny_data, "--tag", "rd", "--teacher-from", "ra", "--beta-sweep", "999999", "0",
+    assert diverging.returncode == 0
+    record = read_result("rd/student_dkd_beta999999_s0", "torch")
+    assert record["diverged"]["epoch"] >= 1 and not record["finished"] and not record["test"]
+    epoch = record["diverged"]["epoch"]
+    assert f"rd/student_dkd_beta999999_s0: diverged at epoch {epoch}, going on" in diverging.stdout
+    finished_top1("rd/student_dkd_beta0_s0", "torch")  # the stage after it ran and was tested
+    assert narrow_rows(diverging.stdout)["999999"].split()[1:4] == ["diverged", "(epoch", f"{epoch})"]
+    again = run_all(tiny_data, "--tag", "rd", "--teacher-from", ra, "--beta-sweep", "999999", "0",
                     "--frameworks", "torch", "--resume")
     assert "diverged earlier" in again.stdout and "$ " not in again.stdout
+
+    failing = run_all(tiny_data, "--tag", "re", "--teacher-from", ra, "--methods", "ce", "--frameworks", "torch",
+                      "--student-args", f"{TINY} --no-such-flag", check=False)
+    assert failing.returncode != 0 and "Traceback" not in failing.stderr, failing.stderr
+    assert "error: stage failed (exit 2)" in failing.stderr
+    assert read_result("re/student_ce_s0", "torch") is None and "Every table" not in failing.stdout
 
 
 def test_teacher_from_a_missing_run_is_a_clear_error(tiny_data):
@@ -110,7 +154,8 @@ def test_parallel_stops_both_frameworks_when_one_fails(tiny_data):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "jittor: --teacher-from rp_src: no teacher checkpoint" in proc.stderr  # both are reported
     assert "torch: " in proc.stderr and "because the other framework failed" in proc.stderr
-    assert not os.path.exists(os.path.join(run_dir("rp/student_dkd_s1", "torch"), "test.json"))
+    record = read_result("rp/student_dkd_s1", "torch")
+    assert not (record and record["test"])
 
 
 def test_nproc_runs_every_stage_on_the_launchers_with_the_one_process_results(tiny_data):
@@ -125,7 +170,58 @@ def test_nproc_runs_every_stage_on_the_launchers_with_the_one_process_results(ti
         assert ("torch.distributed.run --standalone --nproc_per_node=2" in line) == ("/torch_/" in line)
         assert line.startswith("$ mpirun -np 2") == ("/jittor_/" in line)
     for fw in ("torch", "jittor"):
-        student = [read_test_json(f"{tag}/student_ce_s0", fw) for tag in ("rn1", "rn2")]
+        student = [read_result(f"{tag}/student_ce_s0", fw)["test"] for tag in ("rn1", "rn2")]
         assert student[0]["top1"] == student[1]["top1"] and student[0]["per_class"] == student[1]["per_class"]
-        teacher = [read_test_json(f"{tag}/teacher_s0", fw) for tag in ("rn1", "rn2")]
+        teacher = [read_result(f"{tag}/teacher_s0", fw)["test"] for tag in ("rn1", "rn2")]
         assert teacher[0]["n"] == teacher[1]["n"] == 70 and abs(teacher[0]["top1"] - teacher[1]["top1"]) <= 100 / 70 + 1e-9
+
+
+FAKE_STAGE = """import os, sys
+sys.path.insert(0, {root!r})
+from common.results import add_test, training_result, write_result
+argv = sys.argv[1:]
+if "--ckpt" in argv:  # test.py: the fake checkpoint holds its run's name
+    with open(argv[argv.index("--ckpt") + 1]) as f:
+        add_test(f.read(), "torch", "torch", {{"top1": 12.5, "top5": 50.0, "images_per_s": 100.0}})
+    sys.exit(0)
+name, code = argv[argv.index("--name") + 1], int(os.environ["FAKE_EXIT"]) if "beta9_" in argv[argv.index("--name") + 1] else 0
+history = [dict(("time/" + part, 1.0) for part in ("data", "train", "eval"))]
+if code and os.environ["FAKE_RECORD"]:
+    write_result(training_result({{"name": name}}, "torch", "student", history, None, {{"epoch": 2, "error": "nan"}}))
+elif not code:
+    write_result(training_result({{"name": name}}, "torch", "student", history, 30.0))
+    os.makedirs(os.path.dirname(os.environ["CKPT"].format(name=name)), exist_ok=True)
+    with open(os.environ["CKPT"].format(name=name), "w") as f:
+        f.write(name)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("code, record, nproc, outcome", [
+    (3, True, 1, "diverged"), (1, True, 2, "diverged"), (1, True, 1, "stage failed (exit 1)"),
+    (3, False, 1, "does not say so"), (2, True, 1, "stage failed (exit 2)")])
+def test_exit_codes_of_a_stage(monkeypatch, tmp_path, code, record, nproc, outcome):
+    """Exit 3 with a record saying diverged is a result: the job goes on. Under a launcher (--nproc 2) so
+    is exit 1 with such a record (torchrun reports any failed rank as 1); otherwise exit 1 or 2 stops the
+    job, and so does exit 3 whose record does not say diverged. Fake stage scripts: run_all's part only."""
+    import run_all as job
+    script = tmp_path / "stage.py"
+    script.write_text(FAKE_STAGE.format(root=ROOT))
+    tag = f"rx{code}{record}{nproc}"
+    monkeypatch.setenv("FAKE_EXIT", str(code))
+    monkeypatch.setenv("FAKE_RECORD", "1" if record else "")
+    monkeypatch.setenv("CKPT", ckpt_path("{name}", "torch"))
+    monkeypatch.setattr(job, "stage_script", lambda framework, stage: str(script))
+    monkeypatch.setattr(job, "launcher_command", lambda framework, nproc: [sys.executable])
+    teacher = ckpt_path(f"{tag}_src/teacher_s0", "torch")  # only its existence counts
+    os.makedirs(os.path.dirname(teacher), exist_ok=True)
+    open(teacher, "w").close()
+    args = job.parse_args(["--tag", tag, "--teacher-from", f"{tag}_src", "--beta-sweep", "9", "0",
+                           "--frameworks", "torch", "--nproc", str(nproc)])
+    if outcome != "diverged":
+        with pytest.raises(job.StageFailed, match=re.escape(outcome)):
+            job.run_framework("torch", args, 0)
+        return
+    records = job.run_framework("torch", args, 0)
+    assert records["dkd beta=9"] == {"diverged": 2, "wall": None}
+    assert records["dkd beta=0"]["top1"] == 12.5 and records["dkd beta=0"]["seconds"]["train"] == 1.0

@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import FRAMEWORKS
-from common.checkpoint import CKPT_KEYS, ckpt_path, load_checkpoint
+from common.config import FRAMEWORKS, build_config
+from common.checkpoint import CKPT_KEYS, ckpt_path, load_checkpoint, make_checkpoint, save_checkpoint
 from common.datasets import load_cifar10
-from common.logs import read_scalars, run_dir
-from conftest import run_script
-from jittor_ import dataset as jt_dataset, models as jm, train_student as jt_student, train_teacher as jt_teacher
-from torch_ import dataset as th_dataset, models as tm, train_student as th_student, train_teacher as th_teacher
+from common.errors import DIVERGED_EXIT
+from common.logs import read_scalars
+from common.results import read_result, run_dir
+from conftest import SHARED_TEACHER_ARGS as TINY_TEACHER, SHARED_TEACHER_NAME, error_line, run_script
+from jittor_ import dataset as jt_dataset, distillers as jt_distillers, engine as jt_engine, models as jm
+from torch_ import dataset as th_dataset, distillers as th_distillers, engine as th_engine, models as tm
 
-TINY_TEACHER = ["--train-size", 200, "--val-size", 50, "--batch-size", 32, "--epochs", 2, "--milestones", 1]
 TINY_STUDENT = ["--train-size", 200, "--val-size", 50, "--batch-size", 32, "--epochs", 2, "--milestones", 1,
                 "--warmup", 1]
 
@@ -24,30 +25,28 @@ def ckpt(name, framework):
     return ckpt_path(name, framework)
 
 
-@pytest.fixture(scope="module")
-def teachers(tiny_data):
-    """A tiny teacher per framework, trained once for this module."""
-    for fw in FRAMEWORKS:
-        proc = run_script(fw, "train_teacher", "--data-dir", tiny_data, "--name", "t/teacher", *TINY_TEACHER)
-        assert f"[{fw} teacher] epoch 2/2" in proc.stdout  # per-epoch progress lines
-    return {fw: ckpt("t/teacher", fw) for fw in FRAMEWORKS}
-
-
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_teacher_run_writes_checkpoint_events_and_json(fw, teachers):
-    state = load_checkpoint(teachers[fw])
+def test_teacher_run_writes_checkpoint_events_and_result(fw, shared_teacher):
+    """The shared tiny teacher (conftest: 200/50 images, batches of 32, 2 epochs, lr x0.1 from epoch 1)."""
+    path, stdout = shared_teacher[fw]
+    assert f"[{fw} teacher] epoch 1/2" in stdout and f"[{fw} teacher] epoch 2/2" in stdout  # per-epoch lines
+    state = load_checkpoint(path)
     assert set(CKPT_KEYS) <= set(state) and state["framework"] == fw and state["epoch"] == 1
     assert state["arch"] == "cifar10quick" and len(state["history"]) == 2
-    run = run_dir("t/teacher", fw)
+    run = run_dir(SHARED_TEACHER_NAME, fw)
     scalars = read_scalars(run)
-    for tag in ("train/loss", "train/top1", "train/top5", "val/loss", "val/top1", "val/top5", "lr",
+    for tag in ("train/loss", "train/loss_ce", "train/top1", "train/top5", "val/loss", "val/top1", "val/top5", "lr",
                 "time/data", "time/train", "time/eval"):
         assert [s for s, _ in scalars[tag]] == [1, 2], tag
+    assert "distill_weight" not in scalars  # no teacher of its own: nothing to weigh
     assert scalars["lr"][1][1] == pytest.approx(0.001)  # milestone 1: lr x 0.1 from the second epoch
-    with open(os.path.join(run, "metrics.json")) as f:
-        summary = json.load(f)
-    assert summary["epochs"] == 2 and summary["seconds"]["train"] > 0
-    assert not [f for f in os.listdir(os.path.dirname(teachers[fw])) if f.endswith(".tmp")]
+    result = read_result(SHARED_TEACHER_NAME, fw)
+    assert result["finished"] and result["diverged"] is None and result["stage"] == "teacher"
+    assert result["epochs"] == 2 and result["seconds"]["train"] > 0 and result["framework"] == fw
+    assert result["final"]["val/top1"] == state["history"][-1]["val/top1"]
+    assert result["best_val_top1"] == state["best_top1"] and result["config"]["milestones"] == [1]
+    assert not [f for f in os.listdir(run) if f in ("metrics.json", "test.json", "diverged.json")]
+    assert not [f for f in os.listdir(os.path.dirname(path)) if f.endswith(".tmp")]
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -61,8 +60,10 @@ def test_student_methods_run_end_to_end(fw, method, teachers, tiny_data):
     tags = set(read_scalars(run_dir(name, fw)))
     expected = {"ce": {"train/loss_ce"}, "kd": {"train/loss_ce", "train/loss_kd"},
                 "dkd": {"train/loss_ce", "train/loss_tckd", "train/loss_nckd"}}[method]
-    assert expected <= tags and "distill_weight" in tags
+    assert expected <= tags and ("distill_weight" in tags) == (method != "ce")  # logged only with a teacher
     assert load_checkpoint(ckpt(name, fw))["arch"] == "cifar10simple"
+    result = read_result(name, fw)
+    assert result["finished"] and result["stage"] == f"student-{method}" and result["config"]["method"] == method
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -78,6 +79,10 @@ def test_test_script_on_saved_checkpoints_of_both_frameworks(fw, teachers, tiny_
         assert metrics["top1"] == pytest.approx(float(np.dot(metrics["per_class"], counts)) / 70, abs=1e-9)
         assert metrics["top5"] >= metrics["top1"] and len(metrics["per_class"]) == 10
         assert metrics["images_per_s"] > 0 and "top-1" in proc.stdout
+        # the same metrics in the teacher run's record in this framework's folder: "test" for its own
+        # checkpoint, "test_from"[other] for the other framework's
+        record = read_result(SHARED_TEACHER_NAME, fw)
+        assert (record["test"] if source == fw else record["test_from"][source]) == metrics
     a = json.loads((tmp_path / f"{fw}_torch.json").read_text())
     b = json.loads((tmp_path / f"{fw}_jittor.json").read_text())
     assert a["ckpt_framework"] == "torch" and b["ckpt_framework"] == "jittor"
@@ -101,49 +106,76 @@ def test_student_from_other_frameworks_teacher_and_init(fw, teachers, tiny_data)
     assert f"({other} checkpoint" in proc.stdout
 
 
-# ------------------------------------------------------------------ error paths: clear message, exit code 2
-def error_of(proc):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    return proc.stderr
-
-
+# ------------------------------------------------------------------ error paths: one clear line, exit code 2
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_missing_data_is_a_clear_error(fw, tmp_path):
-    err = error_of(run_script(fw, "train_teacher", "--data-dir", tmp_path, *TINY_TEACHER, check=False))
-    assert "CIFAR-10 not found" in err and str(tmp_path) in err
+    proc = run_script(fw, "train_teacher", "--data-dir", tmp_path, *TINY_TEACHER, check=False)
+    # exit 2, no traceback; the message has more lines by design: where to download, how to unpack
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: CIFAR-10 not found") and str(tmp_path) in proc.stderr
+    assert "tar -xzf cifar-10-python.tar.gz" in proc.stderr
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_bad_checkpoints_are_clear_errors(fw, teachers, tiny_data, tmp_path):
     base = ["--method", "kd", "--data-dir", tiny_data, "--name", "t/err", *TINY_STUDENT]
-    err = error_of(run_script(fw, "train_student", *base, "--teacher", tmp_path / "nope.ckpt", check=False))
+    err = error_line(run_script(fw, "train_student", *base, "--teacher", tmp_path / "nope.ckpt", check=False))
     assert "checkpoint not found" in err
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"\x00not a pickle")
-    err = error_of(run_script(fw, "train_student", *base, "--teacher", garbage, check=False))
+    err = error_line(run_script(fw, "train_student", *base, "--teacher", garbage, check=False))
     assert "not a readable checkpoint" in err
     raw = tmp_path / "raw_state_dict.ckpt"  # e.g. a bare state_dict, not this repo's checkpoint dict
     with open(raw, "wb") as f:
         pickle.dump({"conv1.weight": np.zeros(3)}, f)
-    err = error_of(run_script(fw, "train_student", *base, "--teacher", raw, check=False))
+    err = error_line(run_script(fw, "train_student", *base, "--teacher", raw, check=False))
     assert "not a checkpoint of this repo" in err
     # --init with the teacher's checkpoint for a student: wrong architecture
-    err = error_of(run_script(fw, "train_student", "--method", "ce", "--init", teachers[fw], "--data-dir", tiny_data,
-                              "--name", "t/err", *TINY_STUDENT, check=False))
+    err = error_line(run_script(fw, "train_student", "--method", "ce", "--init", teachers[fw], "--data-dir", tiny_data,
+                                "--name", "t/err", *TINY_STUDENT, check=False))
     assert "'cifar10quick'" in err and "'cifar10simple'" in err
-    err = error_of(run_script(fw, "train_teacher", "--resume", "--data-dir", tiny_data, "--name", "t/never-run",
-                              *TINY_TEACHER, check=False))
+    err = error_line(run_script(fw, "train_teacher", "--resume", "--data-dir", tiny_data, "--name", "t/never-run",
+                                *TINY_TEACHER, check=False))
     assert "checkpoint not found" in err
+
+
+def nan_teacher(path, tmp_path):
+    """The teacher's checkpoint rewritten with one weight set to NaN (what a diverged run leaves)."""
+    ckpt = load_checkpoint(path)
+    model = dict(ckpt["model"])
+    model["fc1.weight"] = model["fc1.weight"].copy()
+    model["fc1.weight"][0, 0] = np.nan
+    out = str(tmp_path / "nan_teacher.ckpt")
+    save_checkpoint(out, make_checkpoint(model, ckpt["config"], ckpt["framework"], ckpt["arch"], ckpt["dataset"],
+                                         epoch=ckpt["epoch"], best_top1=ckpt["best_top1"], history=ckpt["history"]))
+    return out
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_nan_weights_are_refused_for_training_and_a_warning_for_test(fw, teachers, tiny_data, tmp_path):
+    bad = nan_teacher(teachers[fw], tmp_path)
+    line = error_line(run_script(fw, "train_student", "--method", "kd", "--teacher", bad, "--data-dir", tiny_data,
+                                 "--name", "t/nan_teacher", *TINY_STUDENT, check=False))
+    assert line.startswith(f"error: --teacher {bad}: weights fc1.weight (1 of ") and "NaN or infinite" in line
+    line = error_line(run_script(fw, "train_teacher", "--init", bad, "--data-dir", tiny_data, "--name", "t/nan_init",
+                                 "--epochs", 1, check=False))
+    assert line.startswith(f"error: --init {bad}: weights fc1.weight (1 of ") and "NaN or infinite" in line
+    assert not os.path.exists(ckpt("t/nan_teacher", fw)) and not os.path.exists(ckpt("t/nan_init", fw))
+    # test.py evaluates what it is asked to, and says once that the numbers mean nothing
+    out = tmp_path / "nan.json"
+    proc = run_script(fw, "test", "--ckpt", bad, "--data-dir", tiny_data, "--json", out)
+    warnings = proc.stderr.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {bad}: weights fc1.weight"), proc.stderr
+    assert json.loads(out.read_text())["n"] == 70
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_bad_flags_are_clear_errors(fw, tiny_data):
-    proc = run_script(fw, "train_student", "--method", "dkd", "--data-dir", tiny_data, check=False)
-    assert proc.returncode == 2 and "needs a teacher" in proc.stderr and f"python {fw}_/train_teacher.py`" in proc.stderr
+    err = error_line(run_script(fw, "train_student", "--method", "dkd", "--data-dir", tiny_data, check=False))
+    assert "needs a teacher" in err and f"python {fw}_/train_teacher.py`" in err
     proc = run_script(fw, "train_teacher", "--model", "vgg99", check=False)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
-    err = error_of(run_script(fw, "train_teacher", "--data-dir", tiny_data, "--train-size", 100000, check=False))
+    err = error_line(run_script(fw, "train_teacher", "--data-dir", tiny_data, "--train-size", 100000, check=False))
     assert "train_size + val_size" in err
 
 
@@ -163,31 +195,25 @@ class Recorder:
         return getattr(self.model, name)
 
 
-class Args:
-    method, temperature, warmup, alpha, beta, dkd_ce_weight, kd_ce_weight, kd_weight = "dkd", 4.0, 1, 1.0, 2.0, 1.0, 0.1, 0.9
-    lr, momentum, weight_decay, rdrop = 0.01, 0.9, 5e-4, 0.0
-
-
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_teacher_is_frozen_and_sees_the_students_batch(fw, teachers, tiny_data):
     data = load_cifar10(tiny_data)
     x, y = data["train_x"][:128], data["train_y"][:128]
     if fw == "torch":
-        models, student_mod, teacher_mod, loader = tm, th_student, th_teacher, th_dataset.Loader(x, y, 32, True, 0, "cpu")
+        models, engine, methods, loader = tm, th_engine, th_distillers.METHODS, th_dataset.Loader(x, y, 32, True, 0, "cpu")
         device = torch.device("cpu")
-        teacher, _ = th_student.load_teacher(teachers[fw], device)
-        student = tm.build_model("cifar10simple")
     else:
-        models, student_mod, teacher_mod, loader = jm, jt_student, jt_teacher, jt_dataset.Loader(x, y, 32, True, 0, "cpu")
+        models, engine, methods, loader = jm, jt_engine, jt_distillers.METHODS, jt_dataset.Loader(x, y, 32, True, 0, "cpu")
         device = "cpu"
-        teacher, _ = jt_student.load_teacher(teachers[fw], device)
-        student = jm.build_model("cifar10simple")
+    teacher, _ = engine.load_teacher(teachers[fw], device)
+    student = models.build_model("cifar10simple")
+    config = build_config("student", methods, method="dkd", warmup=1)
     teacher.train()  # a stray train() before the epoch must not leak into distillation
     before = models.get_state(teacher)
     rec_t = Recorder(teacher, lambda v: v.numpy())
     rec_s = Recorder(student, lambda v: v.numpy())
-    optimizer = teacher_mod.make_optimizer(student, Args)
-    student_mod.train_one_epoch(rec_s, rec_t, loader, optimizer, 0, Args, device)
+    optimizer = engine.make_optimizer(student, config)
+    engine.train_one_epoch(rec_s, rec_t, loader, optimizer, 0, config, device, {}, "student-dkd")
     assert len(rec_t.inputs) == len(rec_s.inputs) == 4
     for a, b in zip(rec_t.inputs, rec_s.inputs):
         np.testing.assert_array_equal(a, b)  # same images, same augmentation, same order
@@ -203,9 +229,13 @@ def test_teacher_is_frozen_and_sees_the_students_batch(fw, teachers, tiny_data):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_divergence_stops_with_a_clear_error(fw, tiny_data):
-    err = error_of(run_script(fw, "train_teacher", "--data-dir", tiny_data, "--name", "t/diverge", *TINY_TEACHER[:-4],
-                              "--epochs", 1, "--lr", 1e6, check=False))
-    assert "training diverged" in err and "epoch 1" in err
+    """A NaN loss is a result, not a crash: its own exit code, one line, and a record saying where it stopped."""
+    line = error_line(run_script(fw, "train_teacher", "--data-dir", tiny_data, "--name", "t/diverge",
+                                 *TINY_TEACHER, "--lr", 1e6, check=False), code=DIVERGED_EXIT)
+    assert DIVERGED_EXIT == 3 and "training diverged" in line and "at epoch 1," in line
+    result = read_result("t/diverge", fw)
+    assert result["diverged"]["epoch"] == 1 and "training diverged" in result["diverged"]["error"]
+    assert not result["finished"] and result["epochs"] == 0 and result["stage"] == "teacher"
 
 
 def test_progress_bar_on_a_terminal_only(tiny_data):

@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.config import MODELS
+from common.config import build_config, MODELS
 from common.errors import UserError
 from common.weights import is_buffer
 import jittor as jt
-from jittor_ import models as jm
-from torch_ import models as tm
+from jittor_ import engine as je, models as jm
+from torch_ import dataset as tds, device as td, engine as te, models as tm
+from torch_.distillers import METHODS
 
 # Parameters (BN running statistics not counted) at 100 classes, measured from mdistiller's own
 # models: mdistiller/models/cifar/*.py at commit e8c5bb3, each built by its cifar_model_dict entry
@@ -85,25 +86,25 @@ def test_mdistiller_init_schemes():
 
 @pytest.mark.parametrize("arch", ["ShuffleV1", "MobileNetV2"])  # grouped 1x1 + channel shuffle; depthwise 3x3
 def test_train_step_agrees(arch):
-    """One SGD step in train mode: the same updated weights and BN running statistics in both frameworks."""
+    """One SGD step of the stages (engine.train_step) in train mode: the same updated weights and BN running
+    statistics in both frameworks."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 100, size=4)
-    t = tm.to_device(tm.build_model(arch, seed=2, num_classes=100), torch.device("cpu"))
+    t = td.to_device(tm.build_model(arch, seed=2, num_classes=100), torch.device("cpu"))
     j = jm.build_model(arch, seed=2, num_classes=100)
     before = tm.get_state(t)
     t.train()
     j.train()
-    t_opt = torch.optim.SGD(t.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    j_opt = jt.optim.SGD(j.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    loss_t = F.cross_entropy(t(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)), torch.from_numpy(y))
-    t_opt.zero_grad()
-    loss_t.backward()
-    t_opt.step()
-    loss_j = jt.nn.cross_entropy_loss(j(jt.array(x)), jt.array(y))
-    j_opt.zero_grad()
-    j_opt.backward(loss_j)
-    j_opt.step()
+    # the stages' own step (engine.train_step) with a teacher run's config at lr 0.1 (the record is
+    # framework-neutral; tests/test_distillers.py checks both METHODS tables agree)
+    config = build_config("teacher", METHODS, model=arch, dataset="cifar100", lr=0.1)
+    assert (config.method, config.momentum, config.weight_decay, config.rdrop) == ("ce", 0.9, 5e-4, 0.0)
+    loss_t, logits_t, _ = te.train_step(t, None, te.make_optimizer(t, config), tds.to_tensor(x, "cpu"),
+                                        torch.from_numpy(y), config)
+    loss_j, _, _ = je.train_step(j, None, je.make_optimizer(j, config), jt.array(x), jt.array(y), config)
+    # the step's loss is the plain cross-entropy of the logits it returns (CE weight 1 for a teacher)
+    assert loss_t.item() == pytest.approx(F.cross_entropy(logits_t.detach(), torch.from_numpy(y)).item(), rel=1e-6)
     np.testing.assert_allclose(loss_j.item(), loss_t.item(), rtol=1e-5)
     ts, js = tm.get_state(t), jm.get_state(j)
     for k in ts:  # every weight and running statistic moved, in both

@@ -40,7 +40,7 @@ class Loader:
 
 def to_tensor(array, device):
     tensor = torch.from_numpy(array).to(device)
-    # images in channels-last layout, like the model's weights (see models.to_device)
+    # images in channels-last layout, like the model's weights (see device.to_device)
     return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
 
 

@@ -12,8 +12,6 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common.distributed import batch_rows, launch  # noqa: E402
-from common.env import num_threads  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.foreign import match_state  # noqa: E402
 from common.weights import init_weights  # noqa: E402
@@ -21,48 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch_.parallel import all_reduce_sum_differentiable, world_size  # noqa: E402
-
-
-class BatchNorm2d(nn.BatchNorm2d):
-    """torch's BatchNorm, whose statistics are the ones we want (running_var updated with the unbiased
-    batch variance, momentum 0.1, eps 1e-5; Jittor's needs its own code for that), plus --sync-bn.
-
-    sync (set by set_sync_bn): in data-parallel training, normalise with the mean and variance of the
-    whole global batch, summed over the ranks in two passes, so N processes compute what one does.
-    torch's own SyncBatchNorm refuses CPU tensors; this one runs wherever the all-reduce does.
-    """
-
-    sync = False
-
-    def forward(self, x):
-        if not (self.training and self.sync and world_size() > 1):
-            return super().forward(x)
-        dims = [0, 2, 3]
-        n = x.shape[0] * x.shape[2] * x.shape[3] * world_size()  # equal slices on every rank
-        mean = all_reduce_sum_differentiable(x.sum(dim=dims)) / n
-        var = all_reduce_sum_differentiable(((x - mean[None, :, None, None]) ** 2).sum(dim=dims)) / n
-        with torch.no_grad():
-            self.running_mean += (mean - self.running_mean) * self.momentum
-            self.running_var += (var * n / max(n - 1, 1) - self.running_var) * self.momentum
-        scale = self.weight / torch.sqrt(var + self.eps)
-        shift = self.bias - mean * scale
-        return x * scale[None, :, None, None] + shift[None, :, None, None]
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout, with the mask drawn for the whole global batch: in data-parallel training each rank
-    draws the same global mask (same seed on every rank) and keeps its own rows, so N processes drop
-    exactly the units one process drops. In one process the mask is nn.Dropout's on CPU, bit for bit
-    (the same bernoulli_ draw on a tensor of the batch's shape)."""
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        here = launch()
-        noise = torch.empty((x.shape[0] * here.world_size, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        noise = noise.bernoulli_(1 - self.p)[batch_rows(len(noise), here.rank, here.world_size)]
-        return x * noise.div_(1 - self.p)
+from torch_.parallel import BatchNorm2d, Dropout  # noqa: E402  (the layers that are exact under data-parallel)
 
 
 class CIFAR10Quick(nn.Module):
@@ -627,65 +584,7 @@ def load_state(model, state, source):
                           strict=False)
 
 
-def set_sync_bn(model, sync):
-    """--sync-bn: in data-parallel training, every BatchNorm uses the statistics of the global batch."""
-    for module in model.modules():
-        if isinstance(module, BatchNorm2d):
-            module.sync = sync
-    return model
-
-
-# ---------------------------------------------------------------- features (FitNet, AT) and the hint regressor
-FEATURE_OPS = {None: lambda x: x, "relu": F.relu, "pool": lambda x: F.max_pool2d(x, 2),
-               "relu_pool": lambda x: F.max_pool2d(F.relu(x), 2)}  # what follows the hooked module in forward
-
-
-def submodule(net, name):
-    """The module at a dotted name ("blocks.1"), the same way in both frameworks."""
-    for part in name.split("."):
-        net = net[int(part)] if part.isdigit() else getattr(net, part)
-    return net
-
-
-def forward_features(model, images):
-    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}).
-
-    Forward hooks on the modules the class names in FEATURES (and on the input of its CLASSIFIER) read
-    them; they exist for this call only, so the plain forward is untouched. A hook keeps the first call's
-    output (a WRN calls some BNs twice). (torch: under DDP, on the wrapped model.)
-    """
-    net = getattr(model, "module", model)
-    seen = {}
-
-    def keep(name):
-        def hook(module, inputs, output):
-            seen.setdefault(name, output)
-        return hook
-
-    def keep_input(module, inputs):
-        seen.setdefault("pooled_feat", inputs[0])
-
-    handles = [submodule(net, name).register_forward_hook(keep(name)) for name, _ in net.FEATURES]
-    handles.append(submodule(net, net.CLASSIFIER).register_forward_pre_hook(keep_input))
-    try:
-        logits = model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-    feats = [FEATURE_OPS[op](seen[name]) for name, op in net.FEATURES]
-    return logits, {"feats": feats, "pooled_feat": seen["pooled_feat"]}
-
-
-def feature_shapes(model, image_shape=(3, 32, 32)):
-    """(C, H, W) of each of the model's feats, from one zero image in eval mode (changes no statistics)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        _, features = forward_features(model, torch.zeros((1, *image_shape), device=next(model.parameters()).device))
-    model.train(was_training)
-    return [tuple(f.shape[1:]) for f in features["feats"]]
-
-
+# ---------------------------------------------------------------- the hint regressor (FitNet)
 class ConvReg(nn.Module):
     """mdistiller's ConvReg, FitNet's hint regressor: the student's feature to the teacher's channels and size.
 
@@ -732,31 +631,3 @@ def set_dropout(model, p):
     for layer in layers:
         layer.p = p
     return model
-
-
-def to_device(model, device):
-    """Move the model to the device, in channels-last memory layout (NHWC).
-
-    Same values, different layout: oneDNN's CPU convolutions run faster on it (bench.py measured
-    +40-60% evaluation and +5-20% training images/s). Jittor keeps its own layout.
-    """
-    return model.to(device, memory_format=torch.channels_last)
-
-
-def select_device(choice):
-    """'auto' -> the GPU if torch finds one, else the CPU; asking for a missing GPU is an error."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but torch finds no CUDA GPU")
-    use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
-    torch.set_num_threads(num_threads())
-    if not use_cuda:
-        return torch.device("cpu")
-    device = torch.device("cuda", launch().local_rank % torch.cuda.device_count())  # one GPU per rank
-    torch.cuda.set_device(device)
-    return device
-
-
-def sync(device):
-    """Wait for queued GPU work, so a clock read after it measures the work itself."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()

@@ -4,17 +4,19 @@
 
 jittor_/parallel.py is the same file for Jittor's MPI mode (mpirun). Which samples a rank takes is
 common.distributed; this file holds the framework's part: the process group, the all-reduces and
-the wrapped model. In one process (no launcher) every function here leaves things as they were.
+the wrapped model, and the BatchNorm and Dropout layers that compute under N processes what one
+process computes. In one process (no launcher) every function here leaves things as they were.
 """
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common.distributed import check_launcher, die_with_launcher, launch, silence_other_ranks  # noqa: E402
+from common.distributed import batch_rows, check_launcher, die_with_launcher, launch, silence_other_ranks  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
 
 def setup(device):
@@ -89,3 +91,53 @@ def finish():
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- layers that compute one process's numbers under N
+class BatchNorm2d(nn.BatchNorm2d):
+    """torch's BatchNorm, whose statistics are the ones we want (running_var updated with the unbiased
+    batch variance, momentum 0.1, eps 1e-5; Jittor's needs its own code for that), plus --sync-bn.
+
+    sync (set by set_sync_bn): in data-parallel training, normalise with the mean and variance of the
+    whole global batch, summed over the ranks in two passes, so N processes compute what one does.
+    torch's own SyncBatchNorm refuses CPU tensors; this one runs wherever the all-reduce does.
+    """
+
+    sync = False
+
+    def forward(self, x):
+        if not (self.training and self.sync and world_size() > 1):
+            return super().forward(x)
+        dims = [0, 2, 3]
+        n = x.shape[0] * x.shape[2] * x.shape[3] * world_size()  # equal slices on every rank
+        mean = all_reduce_sum_differentiable(x.sum(dim=dims)) / n
+        var = all_reduce_sum_differentiable(((x - mean[None, :, None, None]) ** 2).sum(dim=dims)) / n
+        with torch.no_grad():
+            self.running_mean += (mean - self.running_mean) * self.momentum
+            self.running_var += (var * n / max(n - 1, 1) - self.running_var) * self.momentum
+        scale = self.weight / torch.sqrt(var + self.eps)
+        shift = self.bias - mean * scale
+        return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout, with the mask drawn for the whole global batch: in data-parallel training each rank
+    draws the same global mask (same seed on every rank) and keeps its own rows, so N processes drop
+    exactly the units one process drops. In one process the mask is nn.Dropout's on CPU, bit for bit
+    (the same bernoulli_ draw on a tensor of the batch's shape)."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        here = launch()
+        noise = torch.empty((x.shape[0] * here.world_size, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        noise = noise.bernoulli_(1 - self.p)[batch_rows(len(noise), here.rank, here.world_size)]
+        return x * noise.div_(1 - self.p)
+
+
+def set_sync_bn(model, sync):
+    """--sync-bn: in data-parallel training, every BatchNorm uses the statistics of the global batch."""
+    for module in model.modules():
+        if isinstance(module, BatchNorm2d):
+            module.sync = sync
+    return model

@@ -16,69 +16,18 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common.checkpoint import check_arch, check_dataset, ckpt_dataset, ckpt_num_classes, load_checkpoint  # noqa: E402
+from common.checkpoint import ckpt_dataset  # noqa: E402
 from common.config import add_data_dir, add_device, default_checkpoints, EVAL_BATCH_SIZE, MODELS  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
 from common.distributed import run_rank, is_main  # noqa: E402
-from common.errors import CheckpointError, die, UserError  # noqa: E402
+from common.errors import die, UserError  # noqa: E402
 from common.files import write_json  # noqa: E402
-from common.foreign import foreign_checkpoint, is_torch_file, numpy_state, torch_load_error, wrong_weights  # noqa: E402
-from common.logs import format_test_report, results_table, test_json_path  # noqa: E402
-from common.metrics import EvalAccumulator  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch_ import dataset, models, parallel  # noqa: E402
+from common.logs import format_test_report, results_table  # noqa: E402
+from common.results import add_test  # noqa: E402
+from common.weights import finite_weights_warning  # noqa: E402
+from torch_ import dataset, device as devices, engine, parallel  # noqa: E402
 
 FRAMEWORK = "torch"
-
-
-def evaluate(model, loader):
-    """Loss, top-1/top-5 and per-class accuracy over a whole split, sample-weighted."""
-    model.eval()
-    acc = EvalAccumulator(loader.num_classes)
-    with torch.no_grad():
-        for images, labels in loader.epoch(0):
-            logits = model(images)
-            loss_sum = F.cross_entropy(logits, labels, reduction="sum")
-            acc.add(logits.cpu().numpy(), labels.cpu().numpy(), loss_sum.item())
-    return acc.merged(parallel.all_reduce_sum).result()  # data-parallel: every rank's share, once each
-
-
-def read_torch_file(path):
-    """The weights in a torch file (.pth/.pt: mdistiller's teachers, torch.save(state_dict)) as numpy arrays."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
-    except Exception as e:  # weights_only refused a global (the file would run code), or not a torch file
-        raise torch_load_error(path, e) from None
-    return numpy_state(obj, path, lambda v: v.detach().cpu().numpy())
-
-
-def read_checkpoint(path, arch=None):
-    """A checkpoint of this repo (.ckpt, either framework), or a torch file (.pth/.pt) as one (arch needed)."""
-    if not is_torch_file(path):
-        return load_checkpoint(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    return foreign_checkpoint(read_torch_file(path), path, arch)
-
-
-def load_model(path, device, arch=None, dataset=None, arch_flag="--model"):
-    """Build the checkpoint's architecture for its number of classes and load its weights.
-
-    arch: the model of a torch file (which does not say), checked against a .ckpt's; dataset:
-    checked against the checkpoint's number of classes (a CIFAR-10 model cannot do CIFAR-100).
-    """
-    ckpt = read_checkpoint(path, arch)
-    if arch:
-        check_arch(ckpt, arch, path, arch_flag)
-    if dataset:
-        check_dataset(ckpt, dataset, path)
-    model = models.build_model(ckpt["arch"], num_classes=ckpt_num_classes(ckpt))
-    try:
-        models.load_state(model, ckpt["model"], path)
-    except CheckpointError as e:
-        raise wrong_weights(e, ckpt, path) from None
-    return models.to_device(model, device), ckpt
 
 
 def parse_args(argv=None):
@@ -93,33 +42,39 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="evaluation batch size")
     add_data_dir(parser)
     add_device(parser)
-    parser.add_argument("--json", default=None, help="where to write the metrics (default: beside the run's events)")
+    parser.add_argument("--json", default=None,
+                        help="also write the metrics to this file (they always go into the run's result record, "
+                             "log/<run>/<framework>/result.json)")
     return parser.parse_args(argv)
 
 
 def test_checkpoint(path, args, device):
-    """Evaluate one checkpoint on its test set; print the report, write test.json, return the metrics."""
-    model, ckpt = load_model(path, device, args.model, args.dataset)
+    """Evaluate one checkpoint on its test set; print the report, add it to the run's result record."""
+    model, ckpt = engine.load_model(path, device, args.model, args.dataset)
+    warning = finite_weights_warning(ckpt["model"], path)  # evaluated all the same: it is what was asked
+    if warning:
+        print(warning, file=sys.stderr)
     dataset_name = args.dataset or ckpt_dataset(ckpt)
     loader, classes = dataset.build_test_loader(args.data_dir, args.batch_size, device, dataset_name)
     start = time.perf_counter()
-    metrics = evaluate(model, loader)
-    models.sync(device)
+    metrics = engine.evaluate(model, loader)
+    devices.sync(device)
     seconds = time.perf_counter() - start
     metrics.update(images_per_s=metrics["n"] / seconds, seconds=seconds, framework=FRAMEWORK,
                    ckpt=os.path.abspath(path), ckpt_framework=ckpt["framework"], arch=ckpt["arch"],
                    dataset=dataset_name)
     print(format_test_report(metrics, classes))
-    json_path = args.json or test_json_path(ckpt, FRAMEWORK)
     if is_main():  # data-parallel: rank 0 writes
-        write_json(json_path, metrics)
-    print(f"wrote {os.path.relpath(json_path, ROOT)}")
+        record = add_test(ckpt["config"]["name"], FRAMEWORK, ckpt["framework"], metrics)
+        print(f"wrote {os.path.relpath(record, ROOT)}")
+        if args.json:
+            write_json(args.json, metrics)
     return metrics
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = models.select_device(args.device)
+    device = devices.select_device(args.device)
     try:
         parallel.setup(device)
         if args.ckpt:

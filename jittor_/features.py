@@ -1,0 +1,68 @@
+"""mdistiller's features of a model, in Jittor, read by forward hooks: what FitNet and AT compare.
+torch_/features.py is the same file in PyTorch, line for line. Each model class names its feature
+modules in FEATURES and its classifier in CLASSIFIER (models.py); the plain forward stays untouched.
+"""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from common.env import prepare_jittor  # noqa: E402
+prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
+import jittor as jt  # noqa: E402
+from jittor import nn  # noqa: E402
+
+
+FEATURE_OPS = {None: lambda x: x, "relu": nn.relu, "pool": lambda x: nn.max_pool2d(x, 2),
+               "relu_pool": lambda x: nn.max_pool2d(nn.relu(x), 2)}  # what follows the hooked module in forward
+
+
+def submodule(net, name):
+    """The module at a dotted name ("blocks.1"), the same way in both frameworks."""
+    for part in name.split("."):
+        net = net[int(part)] if part.isdigit() else getattr(net, part)
+    return net
+
+
+def forward_features(model, images):
+    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}).
+
+    Forward hooks on the modules the class names in FEATURES (and on the input of its CLASSIFIER) read
+    them; they exist for this call only, so the plain forward is untouched. A hook keeps the first call's
+    output (a WRN calls some BNs twice). (torch: under DDP, on the wrapped model.)
+    """
+    net = getattr(model, "module", model)
+    seen = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            seen.setdefault(name, output)
+        return hook
+
+    def keep_input(module, inputs):
+        seen.setdefault("pooled_feat", inputs[0])
+
+    hooked = [submodule(net, name) for name, _ in net.FEATURES]
+    for module, (name, _) in zip(hooked, net.FEATURES):
+        module.register_forward_hook(keep(name))  # Jittor: one hook per module, removed by name
+    classifier = submodule(net, net.CLASSIFIER)
+    classifier.register_pre_forward_hook(keep_input)
+    try:
+        logits = model(images)
+    finally:
+        for module in hooked:
+            module.remove_forward_hook()
+        classifier.remove_pre_forward_hook()
+    feats = [FEATURE_OPS[op](seen[name]) for name, op in net.FEATURES]
+    return logits, {"feats": feats, "pooled_feat": seen["pooled_feat"]}
+
+
+def feature_shapes(model, image_shape=(3, 32, 32)):
+    """(C, H, W) of each of the model's feats, from one zero image in eval mode (changes no statistics)."""
+    was_training = model.is_training()
+    model.eval()
+    with jt.no_grad():
+        _, features = forward_features(model, jt.zeros((1, *image_shape)))
+    if was_training:
+        model.train()
+    return [tuple(f.shape[1:]) for f in features["feats"]]
