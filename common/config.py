@@ -194,6 +194,14 @@ def check_method_flags(flags, method, methods, own):
                             f"not of --method {method}")
 
 
+def flag_text(key, value):
+    """A field as the flag that sets it: "--lr 0.01", "--sync-bn" / "--no-sync-bn" for a yes/no setting."""
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {value!r}"
+
+
 def build_config(stage, methods, **flags):
     """resolve() for code that builds a run without a command line (align.py, bench.py, the tests)."""
     return resolve(stage, flags, methods)
@@ -208,10 +216,9 @@ def check_resume(ckpt, config, path):
             raise CheckpointError(f"--resume: {path} was trained with a setting this version does not have "
                                   f"({key} = {saved[key]!r}); start afresh without --resume")
         if key not in saved or saved[key] != now[key]:
-            flag = "--" + key.replace("_", "-")
-            had = repr(saved[key]) if key in saved else "no such setting"
-            raise CheckpointError(f"--resume: {path} was trained with {flag} {had}, this run has {now[key]!r}; "
-                                  f"give the checkpoint's {flag} (and --preset), or start afresh without --resume")
+            had = flag_text(key, saved[key]) if key in saved else f"a version before {flag_text(key, None).split()[0]} existed"
+            raise CheckpointError(f"--resume: {path} was trained with {had}, this run has {flag_text(key, now[key])}; "
+                                  f"give the checkpoint's setting (and --preset), or start afresh without --resume")
     if ckpt["epoch"] + 1 > config.epochs:
         raise CheckpointError(f"--resume: {path} has trained {ckpt['epoch'] + 1} epochs already, more than "
                               f"--epochs {config.epochs}")

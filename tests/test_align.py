@@ -5,6 +5,8 @@ import align
 from common.checkpoint import make_checkpoint, save_checkpoint
 from torch_ import models as tm
 
+pytestmark = pytest.mark.slow  # every test here runs stages, launchers or a benchmark
+
 
 @pytest.mark.parametrize("stage", ["teacher", "kd", "dkd", "fitnet", "at", "rdrop"])
 def test_step_parity(stage, tiny_data):

@@ -20,6 +20,8 @@ from conftest import ROOT
 import bench
 from common.config import EVAL_BATCH_SIZE, FRAMEWORKS, MODELS
 
+pytestmark = pytest.mark.slow  # every test here runs stages, launchers or a benchmark
+
 STUDENT, TEACHER = "cifar10simple", "cifar10quick"  # a student runs the teacher forward and the KD / DKD steps
 DEFAULT_MEASUREMENTS = ["train", "loop", "teacher_fwd", "kd", "dkd", "eval"]
 ZOO_MODELS = ["cifar10simple", "resnet20"]  # a CIFAR-10 model (10 classes), a small CIFAR-100 one (100)

@@ -41,7 +41,7 @@ def card(tmp_path_factory):
         if check and proc.returncode != 0:
             raise AssertionError(f"{command} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc
-    sh.env = env
+    sh.env, sh.activate = env, activate
     return sh
 
 
@@ -77,18 +77,18 @@ def test_the_card_sequence(card):
             record = json.load(f)
         assert record["test"] is None and f"{record['test_from']['jittor']['top1']:.2f}" == r[3]
 
-    runs = tensorboard_runs(card.env)
+    runs = tensorboard_runs(card)
     assert {"teacher_s0/jittor", "student_dkd_s0/jittor"} <= set(runs)
 
 
-def tensorboard_runs(env):
-    """`tensorboard --logdir log` (the test's log folder), asked over HTTP for the runs it found."""
+def tensorboard_runs(card):
+    """`tensorboard --logdir log` (the test's log folder), asked over HTTP for the runs it found; the
+    card's environment (without a .venv, tensorboard is found beside this interpreter, as `python` is)."""
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    activate = f"source {ACTIVATE} && " if os.path.isfile(ACTIVATE) else ""
-    server = subprocess.Popen(["bash", "-c", f"{activate}exec tensorboard --logdir \"$KD_LOG_DIR\" --port {port}"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(["bash", "-c", f"{card.activate} && exec tensorboard --logdir \"$KD_LOG_DIR\" --port {port}"],
+                              cwd=ROOT, env=card.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
-from common.checkpoint import ckpt_path, save_checkpoint
+from common.checkpoint import ckpt_path, make_checkpoint, save_checkpoint
 from common.paths import IMG_DIR, LOG_DIR
 from common.results import read_result, result_path
 from conftest import ROOT, run_script
+
+pytestmark = pytest.mark.slow  # every test here runs stages, launchers or a benchmark
 
 TINY = "--epochs 1 --train-size 200 --val-size 50 --batch-size 50"
 
@@ -126,10 +128,12 @@ def test_a_diverged_student_is_a_result_and_a_failed_stage_the_end(tiny_data):
 
 
 def test_teacher_from_a_missing_run_is_a_clear_error(tiny_data):
-    proc = run_all(tiny_data, "--tag", "rc", "--teacher-from", "nosuchtag", check=False)
-    assert proc.returncode != 0
-    assert "--teacher-from nosuchtag: no teacher checkpoint" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    """In-process: run_all's own check, before any stage starts (no process to launch)."""
+    import run_all as job
+    with pytest.raises(SystemExit) as exit_:
+        job.main(["--data-dir", tiny_data, "--tag", "rc", "--teacher-from", "nosuchtag"])
+    assert str(exit_.value.code).startswith("error: ") and "--teacher-from nosuchtag: no teacher checkpoint" in str(
+        exit_.value.code)
 
 
 def test_seeds_default_per_preset():
@@ -146,9 +150,8 @@ def test_parallel_stops_both_frameworks_when_one_fails(tiny_data):
     """--parallel: jittor fails at once (its teacher is missing); torch must not train on for all its seeds."""
     from torch_ import models as tm
     save_checkpoint(ckpt_path("rp_src/teacher_s0", "torch"),  # a teacher for torch only
-                           {"model": tm.get_state(tm.build_model("cifar10quick", 0)), "optimizer": {}, "epoch": 0,
-                            "best_top1": 0.0, "config": {"name": "rp_src/teacher_s0"}, "framework": "torch",
-                            "arch": "cifar10quick"})
+                    make_checkpoint(tm.get_state(tm.build_model("cifar10quick", 0)), {"name": "rp_src/teacher_s0"},
+                                    "torch", "cifar10quick", "cifar10", epoch=0))
     proc = run_all(tiny_data, "--tag", "rp", "--teacher-from", "rp_src", "--parallel", "--seeds", "2",
                    "--methods", "kd", "dkd", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr

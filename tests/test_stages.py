@@ -49,14 +49,24 @@ def test_teacher_run_writes_checkpoint_events_and_result(fw, shared_teacher):
     assert not [f for f in os.listdir(os.path.dirname(path)) if f.endswith(".tmp")]
 
 
+@pytest.fixture(scope="module")
+def ce_students(tiny_data):
+    """The CE student (no teacher) per framework, trained once: a run checked below, and an --init."""
+    for fw in FRAMEWORKS:
+        run_script(fw, "train_student", "--method", "ce", "--data-dir", tiny_data, "--name", "t/student_ce",
+                   *TINY_STUDENT)
+    return {fw: ckpt("t/student_ce", fw) for fw in FRAMEWORKS}
+
+
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("method", ["ce", "kd", "dkd"])
-def test_student_methods_run_end_to_end(fw, method, teachers, tiny_data):
+def test_student_methods_run_end_to_end(fw, method, teachers, tiny_data, request):
     name = f"t/student_{method}"
-    args = ["--method", method, "--data-dir", tiny_data, "--name", name, *TINY_STUDENT]
-    if method != "ce":
-        args += ["--teacher", teachers[fw]]
-    run_script(fw, "train_student", *args)
+    if method == "ce":
+        request.getfixturevalue("ce_students")
+    else:
+        run_script(fw, "train_student", "--method", method, "--teacher", teachers[fw], "--data-dir", tiny_data,
+                   "--name", name, *TINY_STUDENT)
     tags = set(read_scalars(run_dir(name, fw)))
     expected = {"ce": {"train/loss_ce"}, "kd": {"train/loss_ce", "train/loss_kd"},
                 "dkd": {"train/loss_ce", "train/loss_tckd", "train/loss_nckd"}}[method]
@@ -98,12 +108,12 @@ def test_same_checkpoint_same_top1_in_both_frameworks(teachers, tiny_data, tmp_p
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_student_from_other_frameworks_teacher_and_init(fw, teachers, tiny_data):
+def test_student_from_other_frameworks_teacher_and_init(fw, teachers, ce_students, tiny_data):
     other = "jittor" if fw == "torch" else "torch"
-    run_script(other, "train_student", "--method", "ce", "--data-dir", tiny_data, "--name", "t/init", *TINY_STUDENT)
     proc = run_script(fw, "train_student", "--method", "kd", "--teacher", teachers[other], "--init",
-                      ckpt("t/init", other), "--data-dir", tiny_data, "--name", "t/cross", *TINY_STUDENT)
-    assert f"({other} checkpoint" in proc.stdout
+                      ce_students[other], "--data-dir", tiny_data, "--name", "t/cross", *TINY_STUDENT)
+    assert f"teacher cifar10quick from {teachers[other]} ({other} checkpoint" in proc.stdout
+    assert f"initial weights from {ce_students[other]} ({other} checkpoint)" in proc.stdout
 
 
 # ------------------------------------------------------------------ error paths: one clear line, exit code 2
@@ -146,7 +156,9 @@ def nan_teacher(path, tmp_path):
     model["fc1.weight"] = model["fc1.weight"].copy()
     model["fc1.weight"][0, 0] = np.nan
     out = str(tmp_path / "nan_teacher.ckpt")
-    save_checkpoint(out, make_checkpoint(model, ckpt["config"], ckpt["framework"], ckpt["arch"], ckpt["dataset"],
+    # a run name of its own: test.py adds its metrics to the record of the run the checkpoint names
+    config = dict(ckpt["config"], name="t/nan_weights")
+    save_checkpoint(out, make_checkpoint(model, config, ckpt["framework"], ckpt["arch"], ckpt["dataset"],
                                          epoch=ckpt["epoch"], best_top1=ckpt["best_top1"], history=ckpt["history"]))
     return out
 
@@ -166,7 +178,7 @@ def test_nan_weights_are_refused_for_training_and_a_warning_for_test(fw, teacher
     proc = run_script(fw, "test", "--ckpt", bad, "--data-dir", tiny_data, "--json", out)
     warnings = proc.stderr.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {bad}: weights fc1.weight"), proc.stderr
-    assert json.loads(out.read_text())["n"] == 70
+    assert json.loads(out.read_text())["n"] == 70 and read_result("t/nan_weights", fw)["test"]["n"] == 70
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
