@@ -1,4 +1,5 @@
 """Shared fixtures. Outputs (log/, ckpt/, img/) go to a temp folder; no download is ever tried."""
+import inspect
 import os
 import pickle
 import signal
@@ -137,3 +138,16 @@ def shared_teacher(tiny_data):
 def teachers(shared_teacher):
     """{framework: checkpoint path} of the shared tiny teacher."""
     return {fw: path for fw, (path, _) in shared_teacher.items()}
+
+
+SLOW_FIXTURES = {"shared_teacher", "teachers"}  # they train a teacher in a stage process
+
+
+def pytest_collection_modifyitems(items):
+    """make test-fast (-m "not slow") leaves out what launches a stage process: the modules marked slow, and
+    any test that calls run_script or needs a trained teacher (the one-line contract keeps its subprocess
+    check there; the edit loop checks the maths, formats and in-process error paths)."""
+    for item in items:
+        source = inspect.getsource(item.function) if hasattr(item, "function") else ""
+        if "run_script(" in source or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

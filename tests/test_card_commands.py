@@ -22,6 +22,8 @@ import pytest
 
 from conftest import ROOT, write_tiny_cifar
 
+pytestmark = pytest.mark.slow  # every test here launches stages (make test-fast leaves them out)
+
 SIZES = "--epochs 1 --train-size 200 --val-size 50 --batch-size 32"
 ACTIVATE = os.path.join(ROOT, ".venv", "bin", "activate")
 

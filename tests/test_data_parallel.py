@@ -29,6 +29,8 @@ from common.distributed import batch_rows, eval_range, launcher_command
 from common.results import read_result, run_dir
 from conftest import ROOT, write_tiny_cifar
 
+pytestmark = pytest.mark.slow  # every test here launches stages (make test-fast leaves them out)
+
 SMALL = ["--train-size", 256, "--val-size", 44, "--batch-size", 64]  # 4 steps per epoch, 32 images per rank
 
 
