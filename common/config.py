@@ -63,6 +63,12 @@ def at_stages(model, count):
     return list(range(0 if model in NO_STEM else 1, count))
 
 
+def run_at_stages(config, count):
+    """The stages a run's AT compares: --at-stages, else at_stages (it needs the feature count, known once the
+    models are built, so resolve() leaves the field None)."""
+    return config.at_stages or at_stages(config.model, count)
+
+
 PRESETS = {
     # make run: about 4 minutes on 2 CPU cores for both frameworks. A teacher on 8,000 images (~46%
     # top-1) and students on only 250 labelled images, trained longer: with so few labels the teacher's
@@ -190,13 +196,17 @@ def check_method_flags(flags, method, methods, own):
             continue
         owners = [name for name, m in methods.items() if key in m.defaults]
         if owners:
-            raise UserError(f"--{key.replace('_', '-')} is a setting of --method {' / '.join(owners)}, "
+            raise UserError(f"{flag_name(key)} is a setting of --method {' / '.join(owners)}, "
                             f"not of --method {method}")
+
+
+def flag_name(key):
+    return "--" + key.replace("_", "-")
 
 
 def flag_text(key, value):
     """A field as the flag that sets it: "--lr 0.01", "--sync-bn" / "--no-sync-bn" for a yes/no setting."""
-    flag = "--" + key.replace("_", "-")
+    flag = flag_name(key)
     if isinstance(value, bool):
         return flag if value else f"--no-{flag[2:]}"
     return f"{flag} {value!r}"
@@ -216,7 +226,7 @@ def check_resume(ckpt, config, path):
             raise CheckpointError(f"--resume: {path} was trained with a setting this version does not have "
                                   f"({key} = {saved[key]!r}); start afresh without --resume")
         if key not in saved or saved[key] != now[key]:
-            had = flag_text(key, saved[key]) if key in saved else f"a version before {flag_text(key, None).split()[0]} existed"
+            had = flag_text(key, saved[key]) if key in saved else f"a version before {flag_name(key)} existed"
             raise CheckpointError(f"--resume: {path} was trained with {had}, this run has {flag_text(key, now[key])}; "
                                   f"give the checkpoint's setting (and --preset), or start afresh without --resume")
     if ckpt["epoch"] + 1 > config.epochs:

@@ -13,7 +13,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common.config import at_stages  # noqa: E402
+from common.config import run_at_stages  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.env import prepare_jittor  # noqa: E402
 prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
@@ -182,7 +182,7 @@ def fitnet_terms(out, out_teacher, labels, config, w, extra):
 
 def at_terms(out, out_teacher, labels, config, w, extra):
     feats, feats_teacher = out[1]["feats"], out_teacher[1]["feats"]
-    stages = config.at_stages or at_stages(config.model, min(len(feats), len(feats_teacher)))
+    stages = run_at_stages(config, min(len(feats), len(feats_teacher)))
     at = at_loss([feats[i] for i in stages], [feats_teacher[i] for i in stages], config.at_p)
     return {**ce_terms(out, out_teacher, labels, config, w, extra), "at": w * config.at_weight * at}
 
@@ -213,7 +213,7 @@ def fitnet_setup(config, student, teacher, device):
 def at_setup(config, student, teacher, device):
     """Check --at-stages against both models' features (attention transfer pools by whole factors only)."""
     shapes_s, shapes_t, count = feature_counts(config, student, teacher)
-    for i in config.at_stages or at_stages(config.model, count):
+    for i in run_at_stages(config, count):
         if not 0 <= i < count:
             raise UserError(f"--at-stages: {i} is not a feature of both {config.model} and its teacher (0 to {count - 1})")
         small, large = sorted([shapes_s[i][1], shapes_t[i][1]])
