@@ -292,6 +292,32 @@ def add_common_args(parser, defaults):
     return parser
 
 
+def add_method_args(parser, methods):
+    """The distillation flags, made from the method table: --warmup and --ce-weight (every method), then each
+    method's own settings (Method.flags) once, a setting that several methods share (the temperature) once.
+    Defaults are None here too; resolve() takes each method's own from the table."""
+    def per_method(key):
+        values = {name: m.defaults[key] for name, m in methods.items() if m.defaults.get(key) is not None}
+        return ", ".join(f"{name} {value:g}" for name, value in values.items())
+
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"epochs of linear warm-up of the distillation weight (default "
+                             f"{STUDENT_DEFAULTS['warmup']}; per method: {per_method('warmup')})")
+    parser.add_argument("--ce-weight", type=float, default=None,
+                        help=f"weight of the cross-entropy term (default per method: {per_method('ce_weight')})")
+    settings = {}  # field -> (type, help, [methods])
+    for name, m in methods.items():
+        for key, (kind, text) in m.flags.items():
+            settings.setdefault(key, (kind, text, []))[2].append(name)
+    for key, (kind, text, owners) in settings.items():
+        defaults = {methods[name].defaults.get(key) for name in owners}
+        default = defaults.pop() if len(defaults) == 1 else per_method(key)
+        shown = "" if default is None else f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+        parser.add_argument(flag_name(key), type=kind[0] if isinstance(kind, list) else kind,
+                            nargs="+" if isinstance(kind, list) else None, default=None,
+                            help=f"{', '.join(owners)}: {text}{shown}")
+
+
 def add_data_dir(parser):
     """--data-dir, the same flag in every script."""
     parser.add_argument("--data-dir", default=DATA_DIR,

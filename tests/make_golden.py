@@ -1,5 +1,5 @@
 """Write tests/golden/losses.json: inputs and float64 values of every loss, from the references of
-test_losses.py and test_feature_losses.py, computed once and committed.
+test_losses.py, test_feature_losses.py and test_more_distillers.py, computed once and committed.
 
     python tests/make_golden.py      # only when a loss's definition changes on purpose; say why in the commit
 
@@ -37,6 +37,18 @@ def cases():
     yield "at two stages, pooled", "at", [fs, ft], {"p": 2.0}
     yield "at all-zero student feature", "at", [[np.zeros((2, 4, 4, 4), np.float32)], [ft[0]]], {"p": 2.0}
     yield "rdrop ordinary", "rdrop", [s, t], {}
+    # drawn after the cases above, whose inputs stay as they were
+    pooled_s, pooled_t = logits(4, 8, scale=1.0) + 0.3, logits(4, 12, scale=1.0) + 0.3
+    # KDSVD: singular values falling over the width, so that the top vectors are well defined in float32
+    spread = lambda *shape: (rng.normal(size=shape) * 0.6 ** np.arange(shape[-1]) + 0.5).astype(np.float32)
+    svd_s, svd_t = [spread(2, 3, 4, 4), spread(2, 4, 2, 2)], [spread(2, 5, 4, 4), spread(2, 6, 2, 2)]
+    yield "nst two stages, pooled", "nst", [fs, ft], {}
+    yield "nst all-zero student feature", "nst", [[np.zeros((2, 4, 4, 4), np.float32)], [ft[0]]], {}
+    yield "pkt ordinary", "pkt", [pooled_s, pooled_t], {}
+    yield "rkd ordinary", "rkd", [pooled_s, pooled_t], {"squared": False, "eps": 1e-12, "distance_weight": 25.0,
+                                                        "angle_weight": 50.0}
+    yield "sp last stage", "sp", [[fs[1]], [ft[0]]], {}
+    yield "kdsvd two stages k1", "kdsvd", [svd_s, svd_t], {"k": 1}
 
 
 def reference(loss, inputs, settings):
@@ -46,6 +58,7 @@ def reference(loss, inputs, settings):
     prepare_jittor()
     from test_feature_losses import at_ref, rdrop_ref
     from test_losses import dkd_ref, kd_ref
+    from test_more_distillers import kdsvd_ref, nst_ref, pkt_ref, rkd_ref, sp_ref
     if loss == "kd":
         return kd_ref(*inputs, settings["T"])
     if loss == "dkd":
@@ -54,6 +67,16 @@ def reference(loss, inputs, settings):
         return float(((np.float64(inputs[0]) - np.float64(inputs[1])) ** 2).mean())
     if loss == "at":
         return at_ref(*inputs, settings["p"])
+    if loss == "nst":
+        return nst_ref(*inputs)
+    if loss == "pkt":
+        return pkt_ref(*inputs)
+    if loss == "rkd":
+        return rkd_ref(*inputs, settings["squared"], settings["eps"], settings["distance_weight"], settings["angle_weight"])
+    if loss == "sp":
+        return sp_ref(*inputs)
+    if loss == "kdsvd":
+        return kdsvd_ref(*inputs, settings["k"])
     return rdrop_ref(*inputs)
 
 

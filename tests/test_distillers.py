@@ -3,6 +3,8 @@ config check, R-Drop's loss against a float64 reference on the very passes the s
 and the student twice, FitNet's and AT's weighted terms on the right features, test.py on a FitNet checkpoint,
 and one-line errors for settings that cannot work."""
 import json
+import os
+import runpy
 
 import numpy as np
 import pytest
@@ -11,11 +13,11 @@ import torch
 import jittor as jt
 from common.batches import epoch_seed
 from common.checkpoint import ckpt_path, load_checkpoint, make_checkpoint, save_checkpoint
-from common.config import build_config, check_resume, FRAMEWORKS, resolve
+from common.config import build_config, check_resume, flag_name, FRAMEWORKS, resolve
 from common.errors import CheckpointError, UserError
 from common.results import read_result
 from conftest import run_script
-from stage_runner import one_line_error
+from stage_runner import one_line_error, ROOT
 from jittor_ import device as jd, distillers as jdist, engine as je, features as jf, models as jm
 from test_feature_losses import at_ref
 from torch_ import device as td, distillers as tdist, engine as te, features as tf, models as tm
@@ -47,13 +49,29 @@ def sym_kl64(a, b):
 # ---------------------------------------------------------------- the method tables and resolve()
 def test_method_tables_agree():
     """jittor_/distillers.py mirrors torch_/distillers.py: same methods in the same order, same defaults and flags."""
-    assert list(tdist.METHODS) == list(jdist.METHODS) == ["ce", "kd", "dkd", "fitnet", "at"]
+    assert list(tdist.METHODS) == list(jdist.METHODS) == ["ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp",
+                                                          "kdsvd"]
     for name, t in tdist.METHODS.items():
         j = jdist.METHODS[name]
         assert t.defaults == j.defaults and list(t.defaults) == list(j.defaults), name
-        assert (t.teacher, t.features) == (j.teacher, j.features) == (name != "ce", name in ("fitnet", "at")), name
+        assert (t.teacher, t.features) == (j.teacher, j.features) == (name != "ce", name not in ("ce", "kd", "dkd")), name
         assert callable(t.setup) and callable(j.setup) and t.setup.__name__ == j.setup.__name__, name
         assert t.terms.__name__ == j.terms.__name__, name
+        assert t.flags == j.flags and list(t.flags) == list(j.flags), name
+
+
+def test_every_method_setting_is_a_flag_of_the_stage():
+    """Each field a method's defaults hold is a flag (made from Method.flags) and reaches its config field;
+    a flag with no default in the table would never be read."""
+    parse_flags = runpy.run_path(os.path.join(ROOT, "torch_", "train_student.py"), run_name="flags")["parse_flags"]
+    for name, m in METHODS.items():
+        own = set(m.defaults) - {"ce_weight", "warmup"}
+        assert set(m.flags) == own, name
+        for key, (kind, _) in m.flags.items():
+            value = [3, 1] if isinstance(kind, list) else kind(3)
+            argv = ["--method", name, flag_name(key), *map(str, value if isinstance(value, list) else [value])]
+            flags = parse_flags(argv)
+            assert flags[key] == value and getattr(resolve("student", flags, METHODS), key) == value, (name, key)
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -72,7 +90,7 @@ def test_method_setup_builds_fitnets_regressor_only(fw):
 def test_unknown_or_missing_method_is_a_one_line_user_error():
     with pytest.raises(UserError) as e:
         resolve("student", {"method": "crd"}, METHODS)
-    assert "unknown method 'crd'" in str(e.value) and "ce, kd, dkd, fitnet, at" in str(e.value)
+    assert "unknown method 'crd'" in str(e.value) and "ce, kd, dkd, fitnet, at, nst, pkt, rkd, sp, kdsvd" in str(e.value)
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match=r"^the following arguments are required: --method \(or --pair\)$"):
         resolve("student", {}, METHODS)

@@ -36,13 +36,24 @@ def framework_value(fw, loss, inputs, settings):
         out = module.fitnet_loss(*args)
     elif loss == "at":
         out = module.at_loss(*args, settings["p"])
+    elif loss == "nst":
+        out = module.nst_loss(*args)
+    elif loss == "pkt":
+        out = module.pkt_loss(*args)
+    elif loss == "rkd":
+        out = module.rkd_loss(*args, settings["squared"], settings["eps"], settings["distance_weight"],
+                              settings["angle_weight"])
+    elif loss == "sp":
+        out = module.sp_loss(*args)
+    elif loss == "kdsvd":
+        out = module.kdsvd_loss(*args, settings["k"])
     else:
         out = module.rdrop_loss(*args)
     return float(out.item())
 
 
 def test_the_golden_file_covers_every_loss():
-    assert {c["loss"] for c in CASES} == {"kd", "dkd", "fitnet", "at", "rdrop"}
+    assert {c["loss"] for c in CASES} == {"kd", "dkd", "fitnet", "at", "rdrop", "nst", "pkt", "rkd", "sp", "kdsvd"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

@@ -13,7 +13,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common.config import run_at_stages  # noqa: E402
+from common.config import DKD_BETA, DKD_BETA_DEFAULT, at_stages, run_at_stages  # noqa: E402
 from common.errors import UserError  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -139,6 +139,228 @@ def at_loss(feats_student, feats_teacher, p=2):
     return loss
 
 
+def unit_rows(x, dim):
+    """x / ||x|| along dim: mdistiller's F.normalize, zero staying zero.
+
+    x is first divided by its largest |value| along dim (the quotient does not change): the sum of squares
+    cannot overflow float32 (at 1e20) or underflow (at 1e-20, where F.normalize's floor of 1e-12 on the
+    norm would shrink the row instead of normalising it), and an all-zero row gets the gradient 0, not the
+    NaN of sqrt's at 0. The floors, 1e-15 on that divisor and 1e-24 on the sum of squares (only a zero row
+    reaches it), keep their product a normal float32: Jittor's fast-math kernels fuse x / m / sqrt(c) into
+    x / (m sqrt(c)), and with a floor of 1e-30 a zero row came out 0 / 0 = NaN there.
+    """
+    x = x / x.abs().max(dim=dim, keepdim=True).values.clamp(min=1e-15).detach()
+    return x / x.pow(2).sum(dim=dim, keepdim=True).clamp(min=1e-24).sqrt()
+
+
+def poly_kernel(a, b):
+    """NST's kernel (a_i . b_j)^2 between the rows of a and b (N x C x HW each), averaged over the C_a x C_b
+    pairs, then over the batch (mdistiller's poly_kernel(a, b).mean())."""
+    return (a @ b.transpose(1, 2)).pow(2).mean(dim=2).mean(dim=1).mean()
+
+
+def single_stage_nst_loss(f_s, f_t):
+    """NST at one stage: the squared MMD, with the kernel (a . b)^2, between the student's and the teacher's
+    channels, each channel's H x W map L2-normalised; the larger feature is pooled to the smaller's size
+    first (mdistiller's adaptive pooling, for sizes it divides). Any channel counts."""
+    size = min(f_s.shape[2], f_t.shape[2])
+    s = unit_rows(pool_to(f_s, size).reshape(f_s.shape[0], f_s.shape[1], -1), 2)
+    t = unit_rows(pool_to(f_t, size).reshape(f_t.shape[0], f_t.shape[1], -1), 2).detach()
+    return poly_kernel(t, t) + poly_kernel(s, s) - 2 * poly_kernel(s, t)
+
+
+def nst_loss(g_s, g_t):
+    """Neuron selectivity transfer (Huang & Wang 2017; mdistiller's NST): single_stage_nst_loss summed over
+    the stages given, mdistiller's feats[1:] (every feature after the stem). Each of the three kernel terms is
+    a mean over the batch and the channel pairs; the teacher's own term is a constant (detached)."""
+    loss = 0
+    for f_s, f_t in zip(g_s, g_t):
+        loss = loss + single_stage_nst_loss(f_s, f_t)
+    return loss
+
+
+def pkt_loss(f_s, f_t, eps=1e-7):
+    """Probabilistic knowledge transfer (Passalis & Tefas 2018; mdistiller's PKT, its cosine_similarity_loss)
+    on the pooled features (N x D, any D each): per model the cosine similarities between the samples of the
+    batch, mapped to [0, 1] by (c + 1) / 2 and normalised per row into a distribution; the loss is the mean
+    over the N x N entries of t log((t + eps) / (s + eps)), i.e. KL(teacher || student) per row, divided by N.
+
+    A row is divided by ||f|| + eps as mdistiller's, computed as (f / m) / (||f / m|| + eps / m) with m its
+    largest |value|: the same quotient, but ||f||^2 cannot overflow float32 (at 1e20). An all-zero row stays
+    zero (similarity 1/2 to every sample), so mdistiller's step that sets NaN to zero has nothing to do. The
+    value, a KL between two nearly uniform distributions, is float32-exact to about 2e-8 only (as mdistiller's).
+    """
+    def probabilities(f):
+        f = f.reshape(f.shape[0], -1)
+        m = f.abs().max(dim=1, keepdim=True).values.clamp(min=1e-15).detach()
+        f = f / m
+        f = f / (f.pow(2).sum(dim=1, keepdim=True).clamp(min=1e-24).sqrt() + eps / m)
+        similarity = (f @ f.transpose(0, 1) + 1.0) / 2.0
+        return similarity / similarity.sum(dim=1, keepdim=True)
+
+    s, t = probabilities(f_s), probabilities(f_t).detach()
+    return (t * ((t + eps) / (s + eps)).log()).mean(dim=1).mean()
+
+
+RKD_SQUARED, RKD_EPS = False, 1e-12  # mdistiller's CFG.RKD.PDIST: plain (not squared) distances, and their floor
+
+
+def smooth_l1(a, b):
+    """F.smooth_l1_loss's term per element (beta 1): (a - b)^2 / 2 where |a - b| < 1, else |a - b| - 1/2."""
+    x = (a - b).abs()
+    return torch.where(x < 1, 0.5 * x.pow(2), x - 0.5)
+
+
+def rkd_relations(e, squared, eps):
+    """RKD's relations among the N rows of e (N x D): the pairwise distances (squared: their squares), the
+    diagonal 0, divided by their mean over the N (N - 1) pairs (mdistiller's _pdist, then d / d[d > 0].mean():
+    its floor keeps every pair > 0); and the cosines of the angles between e_j - e_i and e_k - e_i (N x N x N).
+
+    Both come from the differences e_j - e_i, not from |a|^2 + |b|^2 - 2 a.b as mdistiller's _pdist, which
+    cancels in float32 for nearby rows, and from e / m, m its largest |value| (at least sqrt(eps)): both
+    relations are free of scale, and the squares overflow float32 at 1e20. The floor eps of the squared
+    distance is scaled alike (eps / m^2, at least 1e-30: sqrt's gradient stays finite on the diagonal). A
+    batch of one has no pair: distances 0 (mdistiller's mean of no pair is NaN). The angles' unit vectors are
+    unit_rows': e_j = e_i gives the zero vector, as mdistiller's F.normalize.
+    """
+    n = e.shape[0]
+    m = e.abs().max().clamp(min=eps ** 0.5).detach()
+    diff = (e / m).unsqueeze(0) - (e / m).unsqueeze(1)  # [i, j] = e_j - e_i, mdistiller's sd
+    d = torch.maximum(diff.pow(2).sum(dim=2), ((eps ** 0.5 / m) ** 2).clamp(min=1e-30))
+    if not squared:
+        d = d.sqrt()
+    d = d * (1 - torch.eye(n, dtype=d.dtype, device=d.device))
+    d = d / (d.sum(dim=1).sum() / max(n * (n - 1), 1)).clamp(min=1e-30)
+    u = unit_rows(diff, 2)
+    return d, u @ u.transpose(1, 2)
+
+
+def rkd_loss(f_s, f_t, squared=False, eps=1e-12, distance_weight=25, angle_weight=50):
+    """Relational knowledge distillation (Park et al. 2019; mdistiller's RKD) on the pooled features (N x D,
+    any D each): distance_weight x the smooth-L1 loss between the two models' normalised pairwise distances,
+    a mean over the N x N pairs (the diagonal's zeros included), + angle_weight x the smooth-L1 loss between
+    their angles' cosines, a mean over the N x N x N triples (rkd_relations), as mdistiller's
+    F.smooth_l1_loss. eps > 0."""
+    d_s, a_s = rkd_relations(f_s.reshape(f_s.shape[0], -1), squared, eps)
+    d_t, a_t = rkd_relations(f_t.reshape(f_t.shape[0], -1).detach(), squared, eps)
+    loss_d = smooth_l1(d_s, d_t).mean(dim=1).mean()
+    loss_a = smooth_l1(a_s, a_t).mean(dim=2).mean(dim=1).mean()
+    return distance_weight * loss_d + angle_weight * loss_a
+
+
+def similarity_loss(f_s, f_t):
+    """SP at one stage (mdistiller's similarity_loss): the batch's N x N Gram matrices of the flattened features
+    (any shapes, the same N), each row L2-normalised, and the squared Frobenius distance between the two,
+    divided by N^2. Each feature is first divided by its largest |value| in the batch (the row-normalised
+    Gram matrix does not change; f f^T overflows float32 at 1e20)."""
+    def gram(f):
+        f = f.reshape(f.shape[0], -1)
+        f = f / f.abs().max().clamp(min=1e-15).detach()
+        return unit_rows(f @ f.transpose(0, 1), 1)
+
+    n = f_s.shape[0]
+    return (gram(f_t).detach() - gram(f_s)).pow(2).sum(dim=1).sum() / (n * n)
+
+
+def sp_loss(g_s, g_t):
+    """Similarity-preserving distillation (Tung & Mori 2019; mdistiller's SP): similarity_loss summed over the
+    stages given, mdistiller's [feats[-1]] (the last stage only)."""
+    loss = 0
+    for f_s, f_t in zip(g_s, g_t):
+        loss = loss + similarity_loss(f_s, f_t)
+    return loss
+
+
+def svd_backward(x, v, grad_v):
+    """The gradient of a loss through V alone, x = U S V^T (N x M x W, M >= W, V square): U S (F o (V^T G -
+    G^T V)) V^T with G its gradient at V and F_ij = 1 / (s_j^2 - s_i^2), 0 on the diagonal (Townsend 2016,
+    "Differentiating the singular value decomposition"); U S = x V. F is 0 where two singular values agree to
+    1e-6 of the largest s^2: there V is not unique and the exact gradient infinite (torch's own backward
+    gives NaN for an all-zero feature)."""
+    xv = x @ v
+    s2 = xv.pow(2).sum(dim=1)  # s_j^2, N x W
+    gap = s2.unsqueeze(1) - s2.unsqueeze(2)  # [i, j] = s_j^2 - s_i^2
+    close = gap.abs() <= 1e-6 * s2.max(dim=1, keepdim=True).values.unsqueeze(2)
+    f = torch.where(close, torch.zeros_like(gap), 1 / torch.where(close, torch.ones_like(gap), gap))
+    k = v.transpose(1, 2) @ grad_v
+    return xv @ (f * (k - k.transpose(1, 2))) @ v.transpose(1, 2)
+
+
+class RightSingularVectors(torch.autograd.Function):
+    """V of x = U S V^T (N x M x W, M >= W): the right singular vectors as columns, by falling singular value,
+    each column's sign such that its largest |entry| is positive. LAPACK's (torch.linalg.svd's, numpy's) signs
+    are arbitrary and differ between the two frameworks, and KDSVD's value depends on the teacher's; the
+    backward is svd_backward, the same in both frameworks."""
+    @staticmethod
+    def forward(ctx, x):
+        v = torch.linalg.svd(x, full_matrices=False)[2].transpose(1, 2)
+        v = v * v.gather(1, v.abs().argmax(dim=1, keepdim=True)).sign()
+        ctx.save_for_backward(x, v)
+        return v
+
+    @staticmethod
+    def backward(ctx, grad_v):
+        return svd_backward(*ctx.saved_tensors, grad_v)
+
+
+def svd(feat, n):
+    """mdistiller's svd(feat, n) of KDSVD: an N x C x H x W feature, each sample viewed as a (C H) x W matrix
+    (mdistiller's view; the original TensorFlow code's NHWC view takes H W x C), its top n right singular
+    vectors (W x n; mdistiller normalises them again, a no-op) and its top n singular values, L2-normalised.
+
+    The matrix is divided by its largest |value| first: neither output changes, and the SVD is then of
+    ordinary numbers at 1e20 or 1e-20. An all-zero feature has singular values 0 (normalised: 0).
+    """
+    x = feat.reshape(feat.shape[0], feat.shape[1] * feat.shape[2], feat.shape[3])
+    x = x / x.abs().reshape(x.shape[0], -1).max(dim=1).values.clamp(min=1e-15).reshape(-1, 1, 1).detach()
+    v = RightSingularVectors.apply(x)[:, :, :n]
+    s = (x @ v).pow(2).sum(dim=1).sqrt()  # |x v_i| = s_i; no gradient is taken through it (the teacher's only)
+    return unit_rows(s, 1), v
+
+
+def align_rsv(a, b):
+    """mdistiller's align_rsv: for each of b's columns (the teacher's singular vectors, N x W x k), the column
+    of a (the student's, N x W x k') of largest |cosine|, times the cosine's sign: N x W x k. The choice is a
+    constant (no gradient), as mdistiller's where/sign."""
+    cosine = a.transpose(1, 2) @ b
+    best = cosine.abs().max(dim=1, keepdim=True).values
+    mask = torch.where(cosine.abs() == best, (cosine > 0).float() - (cosine < 0).float(), torch.zeros_like(cosine))
+    return a @ mask.detach()
+
+
+def kdsvd_loss(g_s, g_t, k):
+    """Self-supervised KD with SVD (Lee et al. 2018; mdistiller's KDSVD) over the stages given, mdistiller's
+    feats[1:]: per stage the teacher's top k right singular vectors and the student's top k + 3 (at most W),
+    the student's aligned to the teacher's (align_rsv), both scaled by the teacher's normalised singular
+    values; between consecutive stages the RBF exp(-(v_i - v'_j)^2 / 8) of every pair of entries (rows i, j,
+    per vector), and the loss is the squared difference of the student's and the teacher's RBFs, summed over
+    all of them and averaged over the batch, summed over the stage pairs. Student and teacher need the same
+    W at each stage. mdistiller also sets non-finite SVD outputs and loss entries to 0; here none arise.
+
+    The singular vectors' signs (RightSingularVectors): the student's cancel in align_rsv, the teacher's do
+    not (negating one stage's teacher vector changes the value), so they follow a fixed rule (largest |entry|
+    positive) instead of LAPACK's arbitrary choice. The two frameworks' own SVDs: torch.linalg.svd and
+    jt.linalg.svd (numpy.linalg.svd inside a numpy_code op) both return U, S and V^T (not torch.svd's V),
+    singular values falling, but on the same float32 input their vectors' signs differed (two of five in one
+    sample); jt.linalg.svd's gradient through V^T is wrong (off by 1.5 against finite differences where the
+    gradient is about 1) and on a GPU it needs CuPy. So both files take V from RightSingularVectors: LAPACK
+    (torch's on the tensor's device; numpy's on the host in Jittor), the sign rule, and one hand-written
+    backward (svd_backward), checked against finite differences in float64.
+    """
+    loss, previous = 0, None
+    for f_s, f_t in zip(g_s, g_t):
+        s_t, v_t = svd(f_t.detach(), k)
+        _, v_s = svd(f_s, min(k + 3, f_s.shape[3]))
+        v_s = align_rsv(v_s, v_t) * s_t.unsqueeze(1)
+        v_t = v_t * s_t.unsqueeze(1)
+        if previous is not None:
+            rbf_s = (-(v_s.unsqueeze(2) - previous[0].unsqueeze(1)).pow(2) / 8).exp()
+            rbf_t = (-(v_t.unsqueeze(2) - previous[1].unsqueeze(1)).pow(2) / 8).exp()
+            loss = loss + (rbf_s - rbf_t).pow(2).sum(dim=3).sum(dim=2).sum(dim=1).mean()
+        previous = v_s, v_t
+    return loss
+
+
 def rdrop_loss(logits_a, logits_b):
     """R-Drop's regulariser: the symmetric KL between two passes' predictions, (KL(a||b) + KL(b||a)) / 2,
     batch mean (alpha multiplies it); zero when the two passes agree."""
@@ -185,6 +407,40 @@ def at_terms(out, out_teacher, labels, config, w, extra):
     return {**ce_terms(out, out_teacher, labels, config, w, extra), "at": w * config.at_weight * at}
 
 
+def after_stem(config, out, out_teacher):
+    """mdistiller's feats[1:] of the student and the teacher, every feature after the stem: all of them for the
+    models without a stem entry (common.config.NO_STEM), as AT's default stages."""
+    feats, feats_teacher = out[1]["feats"], out_teacher[1]["feats"]
+    stages = at_stages(config.model, min(len(feats), len(feats_teacher)))
+    return [feats[i] for i in stages], [feats_teacher[i] for i in stages]
+
+
+def nst_terms(out, out_teacher, labels, config, w, extra):
+    nst = nst_loss(*after_stem(config, out, out_teacher))
+    return {**ce_terms(out, out_teacher, labels, config, w, extra), "nst": w * config.nst_weight * nst}
+
+
+def pkt_terms(out, out_teacher, labels, config, w, extra):
+    pkt = pkt_loss(out[1]["pooled_feat"], out_teacher[1]["pooled_feat"])
+    return {**ce_terms(out, out_teacher, labels, config, w, extra), "pkt": w * config.pkt_weight * pkt}
+
+
+def rkd_terms(out, out_teacher, labels, config, w, extra):
+    rkd = rkd_loss(out[1]["pooled_feat"], out_teacher[1]["pooled_feat"], RKD_SQUARED, RKD_EPS,
+                   config.rkd_distance_weight, config.rkd_angle_weight)
+    return {**ce_terms(out, out_teacher, labels, config, w, extra), "rkd": w * rkd}
+
+
+def sp_terms(out, out_teacher, labels, config, w, extra):
+    sp = sp_loss([out[1]["feats"][-1]], [out_teacher[1]["feats"][-1]])  # mdistiller's feats[-1]: the last stage
+    return {**ce_terms(out, out_teacher, labels, config, w, extra), "sp": w * config.sp_weight * sp}
+
+
+def kdsvd_terms(out, out_teacher, labels, config, w, extra):
+    kdsvd = kdsvd_loss(*after_stem(config, out, out_teacher), config.kdsvd_k)
+    return {**ce_terms(out, out_teacher, labels, config, w, extra), "kdsvd": w * config.kdsvd_weight * kdsvd}
+
+
 # ---------------------------------------------------------------- what a method builds or checks before training
 def no_setup(config, student, teacher, device):
     return {}
@@ -221,22 +477,89 @@ def at_setup(config, student, teacher, device):
     return {}
 
 
+def nst_setup(config, student, teacher, device):
+    """NST compares every feature after the stem, pooling the larger to the smaller by whole factors only."""
+    shapes_s, shapes_t, count = feature_counts(config, student, teacher)
+    for i in at_stages(config.model, count):
+        small, large = sorted([shapes_s[i][1], shapes_t[i][1]])
+        if large % small:
+            raise UserError(f"--method nst: feature {i} is {shapes_s[i][1]} px in the student and {shapes_t[i][1]} px "
+                            f"in the teacher; NST pools by whole factors only")
+    return {}
+
+
+def batch_setup(config, student, teacher, device):
+    """PKT, RKD and SP relate the samples of a batch to each other: a batch of one has nothing to relate."""
+    if config.batch_size < 2:
+        raise UserError(f"--method {config.method} relates the samples of a batch to each other: "
+                        f"--batch-size {config.batch_size} is too small (2 or more)")
+    return {}
+
+
+def kdsvd_setup(config, student, teacher, device):
+    """KDSVD takes the top k right singular vectors (over the width) of every feature after the stem, the
+    student's aligned to the teacher's: both need the same width there, and k at most that width."""
+    shapes_s, shapes_t, count = feature_counts(config, student, teacher)
+    if config.kdsvd_k < 1:
+        raise UserError(f"--kdsvd-k {config.kdsvd_k}: KDSVD compares at least one singular vector")
+    for i in at_stages(config.model, count):
+        (c_s, h_s, w_s), (c_t, h_t, w_t) = shapes_s[i], shapes_t[i]
+        if w_s != w_t:
+            raise UserError(f"--method kdsvd: feature {i} is {w_s} px wide in the student and {w_t} px in the teacher; "
+                            f"KDSVD aligns singular vectors over the width, which must agree")
+        if config.kdsvd_k > min(c_s * h_s, c_t * h_t, w_t):
+            raise UserError(f"--kdsvd-k {config.kdsvd_k}: feature {i} has only {min(c_s * h_s, c_t * h_t, w_t)} "
+                            f"singular vectors (a {c_t} x {h_t} x {w_t} feature is a {c_t * h_t} x {w_t} matrix)")
+    return {}
+
+
 # ---------------------------------------------------------------- the method table
 # terms: (out, out_teacher, labels, config, w, extra) -> {name: weighted term}, summed into the loss.
 # teacher: needs a teacher. features: reads features, not only logits (the others run the plain forward).
 # setup: (config, student, teacher, device) -> {key: module trained with the student}, after its checks.
 # defaults: the method's own weights, the CE weight and any stage default it changes (common.config.resolve);
 # None: per student model (common.config.PER_MODEL_DEFAULTS) or, for at_stages, every stage after the stem.
-Method = collections.namedtuple("Method", "terms teacher features setup defaults")
+# flags: the method's own settings as command-line flags, {field: (type, help)} ([int]: one or more ints);
+# common.config.add_method_args makes --field-name from each, so a new method's flags need no stage edit.
+Method = collections.namedtuple("Method", "terms teacher features setup defaults flags")
 METHODS = {
-    "ce": Method(ce_terms, False, False, no_setup, dict(ce_weight=1.0)),
+    "ce": Method(ce_terms, False, False, no_setup, dict(ce_weight=1.0), {}),
     # mdistiller's CIFAR weights: KD = 0.1 CE + 0.9 KD at T 4
-    "kd": Method(kd_terms, True, False, no_setup, dict(ce_weight=0.1, kd_weight=0.9, temperature=4.0)),
+    "kd": Method(kd_terms, True, False, no_setup, dict(ce_weight=0.1, kd_weight=0.9, temperature=4.0),
+                 dict(kd_weight=(float, "weight of the KD term"), temperature=(float, "the temperature T"))),
     # DKD = 1.0 CE + alpha TCKD + beta NCKD at T 4; beta per student model (common.config.DKD_BETA)
-    "dkd": Method(dkd_terms, True, False, no_setup, dict(ce_weight=1.0, alpha=1.0, beta=None, temperature=4.0)),
+    "dkd": Method(dkd_terms, True, False, no_setup, dict(ce_weight=1.0, alpha=1.0, beta=None, temperature=4.0),
+                  dict(alpha=(float, "weight of TCKD"),
+                       beta=(float, f"weight of NCKD (default per student model: {DKD_BETA}, else {DKD_BETA_DEFAULT:g})"),
+                       temperature=(float, "the temperature T"))),
     # mdistiller/engine/cfg.py: FitNet CE 1 + 100 x hint at the second stage, AT CE 1 + 1000 x attention (p 2) on
     # feats[1:]; neither warms its distillation weight up
     "fitnet": Method(fitnet_terms, True, True, fitnet_setup,
-                     dict(ce_weight=1.0, fitnet_weight=100.0, hint_layer=None, warmup=0)),
-    "at": Method(at_terms, True, True, at_setup, dict(ce_weight=1.0, at_weight=1000.0, at_p=2.0, at_stages=None, warmup=0)),
+                     dict(ce_weight=1.0, fitnet_weight=100.0, hint_layer=None, warmup=0),
+                     dict(fitnet_weight=(float, "weight of the hint loss"),
+                          hint_layer=(int, "index of the student's and teacher's feature the hint compares (default: 2 "
+                                           "as mdistiller, the second stage; 1 for cifar10simple/cifar10quick, whose "
+                                           "feats have no stem)"))),
+    "at": Method(at_terms, True, True, at_setup, dict(ce_weight=1.0, at_weight=1000.0, at_p=2.0, at_stages=None, warmup=0),
+                 dict(at_weight=(float, "weight of the attention loss"), at_p=(float, "the power p of |f|^p"),
+                      at_stages=([int], "the features compared (default: all after the stem, as mdistiller's "
+                                        "feats[1:]; all three for cifar10simple/cifar10quick)"))),
+    # mdistiller/engine/cfg.py (CIFAR), CE 1 each, no warm-up: NST 50 x NST on feats[1:] (NST.LOSS.FEAT_WEIGHT);
+    # PKT 30000 x PKT on the pooled feature (PKT.LOSS.FEAT_WEIGHT); RKD 1 x (25 x distance + 50 x angle) on the
+    # pooled feature (RKD.LOSS.FEAT_WEIGHT, RKD.DISTANCE_WEIGHT, RKD.ANGLE_WEIGHT; RKD.PDIST: RKD_SQUARED, RKD_EPS);
+    # SP 3000 x SP on feats[-1] (SP.LOSS.FEAT_WEIGHT); KDSVD 1 x KDSVD with k 1 on feats[1:] (KDSVD.LOSS.FEAT_WEIGHT,
+    # KDSVD.K)
+    "nst": Method(nst_terms, True, True, nst_setup, dict(ce_weight=1.0, nst_weight=50.0, warmup=0),
+                  dict(nst_weight=(float, "weight of the NST loss (the squared MMD of the channels' maps)"))),
+    "pkt": Method(pkt_terms, True, True, batch_setup, dict(ce_weight=1.0, pkt_weight=30000.0, warmup=0),
+                  dict(pkt_weight=(float, "weight of the PKT loss (KL of the batch's cosine similarities)"))),
+    "rkd": Method(rkd_terms, True, True, batch_setup,
+                  dict(ce_weight=1.0, rkd_distance_weight=25.0, rkd_angle_weight=50.0, warmup=0),
+                  dict(rkd_distance_weight=(float, "weight of RKD's distance loss"),
+                       rkd_angle_weight=(float, "weight of RKD's angle loss"))),
+    "sp": Method(sp_terms, True, True, batch_setup, dict(ce_weight=1.0, sp_weight=3000.0, warmup=0),
+                 dict(sp_weight=(float, "weight of the SP loss (the batch's normalised Gram matrices)"))),
+    "kdsvd": Method(kdsvd_terms, True, True, kdsvd_setup, dict(ce_weight=1.0, kdsvd_weight=1.0, kdsvd_k=1, warmup=0),
+                    dict(kdsvd_weight=(float, "weight of the KDSVD loss"),
+                         kdsvd_k=(int, "the teacher's singular vectors compared per feature (the student's: k + 3)"))),
 }

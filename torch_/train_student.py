@@ -23,7 +23,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common.config import DKD_BETA, DKD_BETA_DEFAULT, MODELS, PAIRS, STUDENT_DEFAULTS, add_common_args, resolve  # noqa: E402
+from common.config import MODELS, PAIRS, STUDENT_DEFAULTS, add_common_args, add_method_args, resolve  # noqa: E402
 from common.distributed import run_rank  # noqa: E402
 from common.errors import die, DIVERGED_EXIT, DivergedError, UserError  # noqa: E402
 from torch_ import device as devices, engine, parallel  # noqa: E402
@@ -34,7 +34,6 @@ FRAMEWORK = "torch"
 
 def parse_flags(argv=None):
     """The flags given on the command line ({dest: value}); common.config.resolve fills in the rest."""
-    m = {name: method.defaults for name, method in METHODS.items()}
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", choices=list(METHODS), default=None,
                         help="ce only, Hinton KD, DKD, FitNets' hint or attention transfer (required unless --pair sets it)")
@@ -46,29 +45,7 @@ def parse_flags(argv=None):
     parser.add_argument("--pair", choices=list(PAIRS), default=None,
                         help="a CIFAR-100 pair of the DKD paper with mdistiller's settings (explicit flags override)")
     add_common_args(parser, STUDENT_DEFAULTS)
-    parser.add_argument("--warmup", type=int, default=None,
-                        help=f"epochs of linear warm-up of the distillation weight (default {STUDENT_DEFAULTS['warmup']}; "
-                             f"fitnet and at: 0, as mdistiller's)")
-    parser.add_argument("--ce-weight", type=float, default=None,
-                        help="weight of the cross-entropy term (default per method: " +
-                             ", ".join(f"{name} {d['ce_weight']:g}" for name, d in m.items()) + ")")
-    parser.add_argument("--temperature", type=float, default=None,
-                        help=f"KD and DKD: the temperature T (default {m['kd']['temperature']:g})")
-    parser.add_argument("--kd-weight", type=float, default=None, help=f"KD: weight of the KD term (default {m['kd']['kd_weight']:g})")
-    parser.add_argument("--alpha", type=float, default=None, help=f"DKD: weight of TCKD (default {m['dkd']['alpha']:g})")
-    parser.add_argument("--beta", type=float, default=None,
-                        help=f"DKD: weight of NCKD (default per student model: {DKD_BETA}, else {DKD_BETA_DEFAULT:g})")
-    parser.add_argument("--hint-layer", type=int, default=None,
-                        help="FitNet: index of the student's and teacher's feature the hint compares (default: 2 as "
-                             "mdistiller, the second stage; 1 for cifar10simple/cifar10quick, whose feats have no stem)")
-    parser.add_argument("--fitnet-weight", type=float, default=None,
-                        help=f"FitNet: weight of the hint loss (default {m['fitnet']['fitnet_weight']:g})")
-    parser.add_argument("--at-weight", type=float, default=None,
-                        help=f"AT: weight of the attention loss (default {m['at']['at_weight']:g})")
-    parser.add_argument("--at-p", type=float, default=None, help=f"AT: the power p of |f|^p (default {m['at']['at_p']:g})")
-    parser.add_argument("--at-stages", type=int, nargs="+", default=None,
-                        help="AT: the features compared (default: all after the stem, as mdistiller's feats[1:]; "
-                             "all three for cifar10simple/cifar10quick)")
+    add_method_args(parser, METHODS)
     return vars(parser.parse_args(argv))
 
 
