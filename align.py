@@ -5,6 +5,8 @@
     python align.py --stage dkd --steps 50
     python align.py --stage fitnet --steps 50      # FitNet: student + regressor, teacher features
     python align.py --stage at --steps 50          # attention transfer
+    python align.py --stage vid --steps 50         # VID: student + regressors and variances, teacher features
+    python align.py --stage kdsvd --steps 50       # any method of the table: nst, pkt, rkd, sp, kdsvd, vid too
     python align.py --stage rdrop --steps 50       # R-Drop on the teacher (alpha 5, dropout 0.3)
     python align.py --pair res32x4_res8x4 --steps 50  # DKD with a CIFAR-100 pair's models and settings
     python align.py --compare-ckpt ckpt/full/teacher_s0_torch.ckpt   # same weights, same predictions?
@@ -20,6 +22,9 @@ is reported; a loss that becomes NaN or infinite fails.
 
 --stage at runs at lr 0.001 unless --lr is given: at 0.01 the BN-free student blows up within
 9 steps under mdistiller's weight 1000, in both frameworks alike (loss 1e17 at step 9, NaN at 10).
+So do nst, pkt and sp under mdistiller's weights (50, 30000, 3000), measured with --jitter 1e-3, both
+frameworks alike: NST loss 2621 at step 7, 7e22 at step 9, NaN at 10; PKT 1.6e5 at step 6, NaN at 8;
+SP 7.9e10 at step 6, NaN at 7. They run at lr 0.001 too (STAGE_LR); rkd, kdsvd and vid stay at 0.01.
 
 One intended difference: dropout masks come from each framework's own RNG, so the teacher's
 dropout is switched off (p=0) here, except for --stage rdrop, whose two passes need it: there both
@@ -54,18 +59,18 @@ import torch  # before jittor: Jittor's advice when both share a process
 
 prepare_jittor()
 import jittor as jt  # noqa: E402
-from jittor_ import engine as je, models as jm  # noqa: E402
-from torch_ import dataset as tds, device as td, engine as te, features as tf, models as tm  # noqa: E402
+from jittor_ import distillers as jdist, engine as je, models as jm  # noqa: E402
+from torch_ import dataset as tds, device as td, engine as te, models as tm  # noqa: E402
 from torch_.distillers import METHODS  # noqa: E402  (the same table as jittor_'s: tests/test_distillers.py)
 
-STAGES = {"teacher": ("cifar10quick", None), "kd": ("cifar10simple", "cifar10quick"),
-          "dkd": ("cifar10simple", "cifar10quick"), "fitnet": ("cifar10simple", "cifar10quick"),
-          "at": ("cifar10simple", "cifar10quick"),
+# every method of the table with a teacher: the CIFAR10Simple student of the CIFAR10Quick teacher
+STAGES = {"teacher": ("cifar10quick", None),
+          **{name: ("cifar10simple", "cifar10quick") for name, method in METHODS.items() if method.teacher},
           "rdrop": ("cifar10quick", None)}  # --pair: the pair's student and teacher instead (not for rdrop)
 RDROP = dict(rdrop=5.0, dropout=0.3)  # the R-Drop reproduction's alpha and dropout
 STEP1_TOL, LATE_TOL = 1e-5, 1e-3
 YARDSTICK_FACTOR = 2.0  # over 50 steps: at most twice torch's own float32-vs-float64 drift (module docstring)
-STAGE_LR = {"at": 0.001}  # the default lr of a stage when not 0.01 (module docstring)
+STAGE_LR = {"at": 0.001, "nst": 0.001, "pkt": 0.001, "sp": 0.001}  # a stage's default lr when not 0.01 (docstring)
 
 
 def without_dropout(model):
@@ -138,9 +143,10 @@ def stage_config(args):
     the step runs at distillation weight 1 (no warm-up)."""
     arch, teacher_arch = archs(args)
     if args.stage in ("teacher", "rdrop"):
-        return build_config("teacher", METHODS, model=arch, lr=args.lr, **(RDROP if args.stage == "rdrop" else {}))
+        return build_config("teacher", METHODS, model=arch, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
+                            **(RDROP if args.stage == "rdrop" else {}))
     return build_config("student", METHODS, method=args.stage, pair=args.pair, model=arch, teacher_model=teacher_arch,
-                        lr=args.lr)
+                        lr=args.lr, seed=args.seed, batch_size=args.batch_size)
 
 
 def torch_step(model, teacher, optimizer, x, y, hp, extra):
@@ -203,11 +209,10 @@ def run_parity(args):
     if args.stage == "rdrop":  # the same masks in both frameworks (and in the float64 yardstick)
         model_t.dropout = SharedDropoutTorch(hp.dropout, np.random.default_rng([args.seed, 7]))
         model_j.dropout = SharedDropoutJittor(hp.dropout, np.random.default_rng([args.seed, 7]))
-    if METHODS[hp.method].features:
-        shapes_s, shapes_t = tf.feature_shapes(model_t), tf.feature_shapes(teacher_t)
-        if args.stage == "fitnet":  # the regressor, seeded alike in both frameworks
-            extra_t = {"regressor": tm.build_regressor(shapes_s[hp.hint_layer], shapes_t[hp.hint_layer], args.seed)}
-            extra_j = {"regressor": jm.build_regressor(shapes_s[hp.hint_layer], shapes_t[hp.hint_layer], args.seed)}
+    if teacher_arch:  # the method's own checks and the modules it trains with the student (FitNet's regressor,
+        # VID's), built by its setup in each framework from hp.seed: the same initial weights in both
+        extra_t = METHODS[hp.method].setup(hp, model_t, teacher_t, torch.device("cpu"))
+        extra_j = jdist.METHODS[hp.method].setup(hp, model_j, teacher_j, "cpu")
     model_64 = copy.deepcopy(model_t).double() if args.float64 else None
     extra_64 = {k: copy.deepcopy(m).double() for k, m in extra_t.items()}
     opt_t, opt_j = te.make_optimizer(model_t, hp, extra_t), je.make_optimizer(model_j, hp, extra_j)
@@ -289,7 +294,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--train-size", type=int, default=5000, help="images the batches are drawn from")
     parser.add_argument("--lr", type=float, default=None,
-                        help="SGD learning rate (default 0.01, 0.001 for --stage at; the pair's with --pair)")
+                        help=f"SGD learning rate (default 0.01; per stage: "
+                             f"{', '.join(f'{k} {v:g}' for k, v in STAGE_LR.items())}; the pair's with --pair)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batches")
     parser.add_argument("--jitter", type=float, default=0.0,
                         help="std of identical noise added to every batch in both frameworks (breaks max-pool ties)")

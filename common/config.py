@@ -292,6 +292,18 @@ def add_common_args(parser, defaults):
     return parser
 
 
+def method_list(methods, indent=4):
+    """The method table as text, one line per method, its name and title (train_student.py's docstring)."""
+    width = max(map(len, methods))
+    return "\n".join(f"{' ' * indent}{name:<{width}}  {m.title}" for name, m in methods.items())
+
+
+def method_help(methods):
+    """--method's help, made from the method table: every method's name and title."""
+    return "the distillation method (required unless --pair sets it): " + "; ".join(
+        f"{name}, {m.title}" for name, m in methods.items())
+
+
 def add_method_args(parser, methods):
     """The distillation flags, made from the method table: --warmup and --ce-weight (every method), then each
     method's own settings (Method.flags) once, a setting that several methods share (the temperature) once.

@@ -1,10 +1,10 @@
 """The distillers, in Jittor: every loss as a pure function, and the method table. torch_/distillers.py
 is the same file in PyTorch, line for line.
 
-A method is one entry of METHODS (mdistiller's one distiller per entry): the function that makes its
-named loss terms from one forward pass, whether it reads features, the modules it trains with the
-student (FitNet's regressor), and its default weights (common.config.resolve applies them). Adding a
-method is one entry plus its loss function. The losses are pure functions, importable without side
+A method is one entry of METHODS (mdistiller's one distiller per entry): a one-line title, the function
+that makes its named loss terms from one forward pass, whether it reads features, the modules it trains
+with the student (FitNet's regressor, VID's regressors and variances), and its default weights
+(common.config.resolve applies them). Adding a method is one entry plus its loss function. The losses are pure functions, importable without side
 effects: tests check them against float64 references written from the papers' definitions.
 """
 import collections
@@ -16,6 +16,7 @@ sys.path.insert(0, ROOT)
 from common.config import DKD_BETA, DKD_BETA_DEFAULT, at_stages, run_at_stages  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.env import prepare_jittor  # noqa: E402
+from common.weights import init_weights  # noqa: E402
 prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
@@ -363,6 +364,30 @@ def kdsvd_loss(g_s, g_t, k):
     return loss
 
 
+def softplus(x):
+    """log(1 + exp(x)), as max(x, 0) + log(1 + exp(-|x|)): exp(x) overflows float32 above 88, exp(-|x|) never
+    (mdistiller's torch.log(1.0 + torch.exp(log_scale)) is inf there). The two where()s give the gradient
+    sigmoid(x) everywhere, 1/2 at 0 too (clamp and abs would give 1 there). Float32-exact to about 6e-8 absolute
+    (the rounding of 1 + exp(-|x|)), as mdistiller's: the variance has the floor eps above it anyway."""
+    positive = x > 0
+    return jt.ternary(positive, x, jt.zeros_like(x)) + (1 + jt.ternary(positive, -x, x).exp()).log()
+
+
+def vid_loss(regressor, log_scale, f_s, f_t, eps=1e-5):
+    """Variational information distillation at one stage (Ahn et al. 2019; mdistiller's vid_loss): the larger
+    feature pooled to the smaller's size (mdistiller's adaptive pooling, for sizes it divides); the regressor's
+    output from the student's feature is the mean of a Gaussian over the teacher's, with one variance per
+    teacher channel, softplus(log_scale) + eps; the loss is its negative log-likelihood less the constant,
+    0.5 ((mean - f_t)^2 / variance + log variance), averaged over space, then channels, then the batch (as
+    fitnet_loss: one float32 mean over all of it is less exact in Jittor). Any batch size, a batch of one too; an
+    all-zero student feature gives the bias-free regressor's output 0."""
+    size = min(f_s.shape[2], f_t.shape[2])
+    mean = regressor(pool_to(f_s, size))
+    variance = (softplus(log_scale) + eps).reshape(1, -1, 1, 1)
+    nll = 0.5 * ((mean - pool_to(f_t, size)) ** 2 / variance + variance.log())
+    return nll.mean(dims=[2, 3]).mean(dim=1).mean()
+
+
 def rdrop_loss(logits_a, logits_b):
     """R-Drop's regulariser: the symmetric KL between two passes' predictions, (KL(a||b) + KL(b||a)) / 2,
     batch mean (alpha multiplies it); zero when the two passes agree."""
@@ -443,6 +468,11 @@ def kdsvd_terms(out, out_teacher, labels, config, w, extra):
     return {**ce_terms(out, out_teacher, labels, config, w, extra), "kdsvd": w * config.kdsvd_weight * kdsvd}
 
 
+def vid_terms(out, out_teacher, labels, config, w, extra):
+    vid = extra["vid"](*after_stem(config, out, out_teacher))  # VIDModules: vid_loss summed over the stages
+    return {**ce_terms(out, out_teacher, labels, config, w, extra), "vid": w * config.vid_weight * vid}
+
+
 # ---------------------------------------------------------------- what a method builds or checks before training
 def no_setup(config, student, teacher, device):
     return {}
@@ -479,14 +509,19 @@ def at_setup(config, student, teacher, device):
     return {}
 
 
+def check_whole_factors(name, shapes_s, shapes_t, stages):
+    """NST and VID pool the larger of each pair of features to the smaller's size, by whole factors only."""
+    for i in stages:
+        small, large = sorted([shapes_s[i][1], shapes_t[i][1]])
+        if large % small:
+            raise UserError(f"--method {name.lower()}: feature {i} is {shapes_s[i][1]} px in the student and "
+                            f"{shapes_t[i][1]} px in the teacher; {name} pools by whole factors only")
+
+
 def nst_setup(config, student, teacher, device):
     """NST compares every feature after the stem, pooling the larger to the smaller by whole factors only."""
     shapes_s, shapes_t, count = feature_counts(config, student, teacher)
-    for i in at_stages(config.model, count):
-        small, large = sorted([shapes_s[i][1], shapes_t[i][1]])
-        if large % small:
-            raise UserError(f"--method nst: feature {i} is {shapes_s[i][1]} px in the student and {shapes_t[i][1]} px "
-                            f"in the teacher; NST pools by whole factors only")
+    check_whole_factors("NST", shapes_s, shapes_t, at_stages(config.model, count))
     return {}
 
 
@@ -515,6 +550,74 @@ def kdsvd_setup(config, student, teacher, device):
     return {}
 
 
+def conv1x1(in_channels, out_channels):
+    """mdistiller's conv1x1 of VID: a 1x1 convolution without bias."""
+    return nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+
+class VIDStage(nn.Module):
+    """VID's module of one stage (mdistiller's VID.init_vid_modules): the regressor conv1x1-ReLU-conv1x1-ReLU-conv1x1
+    (no biases; the teacher's channels in the middle, as mdistiller's) from the student's channels to the teacher's,
+    and the log-scale of its variance, one per teacher channel."""
+
+    def __init__(self, channels_s, channels_t):
+        super().__init__()
+        self.regressor = nn.Sequential(conv1x1(channels_s, channels_t), nn.ReLU(), conv1x1(channels_t, channels_t),
+                                       nn.ReLU(), conv1x1(channels_t, channels_t))
+        self.log_scale = jt.zeros(channels_t)
+
+
+class VIDModules(nn.Module):
+    """VID's modules trained with the student, a VIDStage per stage compared. mdistiller keeps its log-scales in a
+    plain list, outside the optimizer, so they never train there; here they do, as in the paper and its authors'
+    code. The forward is the VID loss summed over the stages (vid_loss): the engine calls the modules it trains
+    with the student, so that a data-parallel wrapper sees the call."""
+
+    def __init__(self, channels_s, channels_t, eps):
+        super().__init__()
+        self.eps = eps
+        self.stages = nn.ModuleList([VIDStage(s, t) for s, t in zip(channels_s, channels_t)])
+
+    def execute(self, g_s, g_t):
+        loss = 0
+        for stage, f_s, f_t in zip(self.stages, g_s, g_t):
+            loss = loss + vid_loss(stage.regressor, stage.log_scale, f_s, f_t, self.eps)
+        return loss
+
+
+def build_vid(shapes_s, shapes_t, init_pred_var, eps, seed):
+    """VIDModules for the (C, H, W) shapes of the features compared, with every initial value set here, the same
+    in both frameworks (their default initialisers differ): the convs torch's default U(+-1/sqrt(fan_in)) drawn in
+    numpy, stage by stage, from a stream of their own ([seed, 2]; FitNet's regressor draws from [seed, 1]), and every
+    log-scale the inverse softplus of init_pred_var - eps, so that the initial variance softplus(log_scale) + eps is
+    init_pred_var (mdistiller's INIT_PRED_VAR): mdistiller's log(exp(v) - 1), written v + log(1 - exp(-v)) (exp(v)
+    overflows float64 above v = 709)."""
+    vid = VIDModules([s[0] for s in shapes_s], [t[0] for t in shapes_t], eps)
+    shapes = models.state_shapes(vid)
+    order = sorted((k for k in shapes if not k.endswith(".log_scale")),
+                   key=lambda k: [int(p) if p.isdigit() else p for p in k.split(".")])  # the same in both frameworks
+    state = init_weights({k: shapes[k] for k in order}, [seed, 2], "uniform")
+    v = init_pred_var - eps
+    state.update({k: np.full(shape, v + np.log(-np.expm1(-v))) for k, shape in shapes.items() if k.endswith(".log_scale")})
+    models.load_state(vid, state, f"init(vid, seed={seed})")
+    return vid
+
+
+def vid_setup(config, student, teacher, device):
+    """VID's regressors and log-scales (build_vid, seeded) on every feature after the stem, mdistiller's feats[1:];
+    the larger feature of each pair is pooled to the smaller's size by whole factors only."""
+    if not config.vid_init_pred_var > config.vid_eps > 0:
+        raise UserError(f"--vid-init-pred-var {config.vid_init_pred_var:g} --vid-eps {config.vid_eps:g}: VID's "
+                        f"initial variance must exceed its floor eps, and eps be positive")
+    shapes_s, shapes_t, count = feature_counts(config, student, teacher)
+    stages = at_stages(config.model, count)
+    check_whole_factors("VID", shapes_s, shapes_t, stages)
+    vid = build_vid([shapes_s[i] for i in stages], [shapes_t[i] for i in stages], config.vid_init_pred_var,
+                    config.vid_eps, config.seed)
+    print(f"VID on features {stages}: {len(stages)} regressors, {sum(p.numel() for p in vid.parameters())} weights")
+    return {"vid": devices.to_device(vid, device)}
+
+
 # ---------------------------------------------------------------- the method table
 # terms: (out, out_teacher, labels, config, w, extra) -> {name: weighted term}, summed into the loss.
 # teacher: needs a teacher. features: reads features, not only logits (the others run the plain forward).
@@ -523,26 +626,32 @@ def kdsvd_setup(config, student, teacher, device):
 # None: per student model (common.config.PER_MODEL_DEFAULTS) or, for at_stages, every stage after the stem.
 # flags: the method's own settings as command-line flags, {field: (type, help)} ([int]: one or more ints);
 # common.config.add_method_args makes --field-name from each, so a new method's flags need no stage edit.
-Method = collections.namedtuple("Method", "terms teacher features setup defaults flags")
+# title: one line saying what the method is (the --method help and train_student.py's list are made from it).
+Method = collections.namedtuple("Method", "title terms teacher features setup defaults flags")
 METHODS = {
-    "ce": Method(ce_terms, False, False, no_setup, dict(ce_weight=1.0), {}),
+    "ce": Method("cross-entropy with the labels only, no teacher",
+                 ce_terms, False, False, no_setup, dict(ce_weight=1.0), {}),
     # mdistiller's CIFAR weights: KD = 0.1 CE + 0.9 KD at T 4
-    "kd": Method(kd_terms, True, False, no_setup, dict(ce_weight=0.1, kd_weight=0.9, temperature=4.0),
+    "kd": Method("Hinton KD: KL of the temperature-softened predictions (Hinton et al. 2015)",
+                 kd_terms, True, False, no_setup, dict(ce_weight=0.1, kd_weight=0.9, temperature=4.0),
                  dict(kd_weight=(float, "weight of the KD term"), temperature=(float, "the temperature T"))),
     # DKD = 1.0 CE + alpha TCKD + beta NCKD at T 4; beta per student model (common.config.DKD_BETA)
-    "dkd": Method(dkd_terms, True, False, no_setup, dict(ce_weight=1.0, alpha=1.0, beta=None, temperature=4.0),
+    "dkd": Method("Decoupled KD: target-class and non-target-class KL, weighted apart (Zhao et al. 2022)",
+                  dkd_terms, True, False, no_setup, dict(ce_weight=1.0, alpha=1.0, beta=None, temperature=4.0),
                   dict(alpha=(float, "weight of TCKD"),
                        beta=(float, f"weight of NCKD (default per student model: {DKD_BETA}, else {DKD_BETA_DEFAULT:g})"),
                        temperature=(float, "the temperature T"))),
     # mdistiller/engine/cfg.py: FitNet CE 1 + 100 x hint at the second stage, AT CE 1 + 1000 x attention (p 2) on
     # feats[1:]; neither warms its distillation weight up
-    "fitnet": Method(fitnet_terms, True, True, fitnet_setup,
+    "fitnet": Method("FitNets' hint: MSE of a regressed student feature against the teacher's (Romero et al. 2015)",
+                     fitnet_terms, True, True, fitnet_setup,
                      dict(ce_weight=1.0, fitnet_weight=100.0, hint_layer=None, warmup=0),
                      dict(fitnet_weight=(float, "weight of the hint loss"),
                           hint_layer=(int, "index of the student's and teacher's feature the hint compares (default: 2 "
                                            "as mdistiller, the second stage; 1 for cifar10simple/cifar10quick, whose "
                                            "feats have no stem)"))),
-    "at": Method(at_terms, True, True, at_setup, dict(ce_weight=1.0, at_weight=1000.0, at_p=2.0, at_stages=None, warmup=0),
+    "at": Method("attention transfer: the stages' spatial attention maps (Zagoruyko & Komodakis 2017)",
+                 at_terms, True, True, at_setup, dict(ce_weight=1.0, at_weight=1000.0, at_p=2.0, at_stages=None, warmup=0),
                  dict(at_weight=(float, "weight of the attention loss"), at_p=(float, "the power p of |f|^p"),
                       at_stages=([int], "the features compared (default: all after the stem, as mdistiller's "
                                         "feats[1:]; all three for cifar10simple/cifar10quick)"))),
@@ -551,17 +660,30 @@ METHODS = {
     # pooled feature (RKD.LOSS.FEAT_WEIGHT, RKD.DISTANCE_WEIGHT, RKD.ANGLE_WEIGHT; RKD.PDIST: RKD_SQUARED, RKD_EPS);
     # SP 3000 x SP on feats[-1] (SP.LOSS.FEAT_WEIGHT); KDSVD 1 x KDSVD with k 1 on feats[1:] (KDSVD.LOSS.FEAT_WEIGHT,
     # KDSVD.K)
-    "nst": Method(nst_terms, True, True, nst_setup, dict(ce_weight=1.0, nst_weight=50.0, warmup=0),
+    "nst": Method("neuron selectivity transfer: MMD of the channels' activation maps (Huang & Wang 2017)",
+                  nst_terms, True, True, nst_setup, dict(ce_weight=1.0, nst_weight=50.0, warmup=0),
                   dict(nst_weight=(float, "weight of the NST loss (the squared MMD of the channels' maps)"))),
-    "pkt": Method(pkt_terms, True, True, batch_setup, dict(ce_weight=1.0, pkt_weight=30000.0, warmup=0),
+    "pkt": Method("probabilistic knowledge transfer: KL of the batch's cosine similarities (Passalis & Tefas 2018)",
+                  pkt_terms, True, True, batch_setup, dict(ce_weight=1.0, pkt_weight=30000.0, warmup=0),
                   dict(pkt_weight=(float, "weight of the PKT loss (KL of the batch's cosine similarities)"))),
-    "rkd": Method(rkd_terms, True, True, batch_setup,
+    "rkd": Method("relational KD: distances and angles among the batch's samples (Park et al. 2019)",
+                  rkd_terms, True, True, batch_setup,
                   dict(ce_weight=1.0, rkd_distance_weight=25.0, rkd_angle_weight=50.0, warmup=0),
                   dict(rkd_distance_weight=(float, "weight of RKD's distance loss"),
                        rkd_angle_weight=(float, "weight of RKD's angle loss"))),
-    "sp": Method(sp_terms, True, True, batch_setup, dict(ce_weight=1.0, sp_weight=3000.0, warmup=0),
+    "sp": Method("similarity-preserving KD: the batch's normalised Gram matrices (Tung & Mori 2019)",
+                 sp_terms, True, True, batch_setup, dict(ce_weight=1.0, sp_weight=3000.0, warmup=0),
                  dict(sp_weight=(float, "weight of the SP loss (the batch's normalised Gram matrices)"))),
-    "kdsvd": Method(kdsvd_terms, True, True, kdsvd_setup, dict(ce_weight=1.0, kdsvd_weight=1.0, kdsvd_k=1, warmup=0),
+    "kdsvd": Method("KD with SVD: RBF relations of consecutive stages' singular vectors (Lee et al. 2018)",
+                    kdsvd_terms, True, True, kdsvd_setup, dict(ce_weight=1.0, kdsvd_weight=1.0, kdsvd_k=1, warmup=0),
                     dict(kdsvd_weight=(float, "weight of the KDSVD loss"),
                          kdsvd_k=(int, "the teacher's singular vectors compared per feature (the student's: k + 3)"))),
+    # mdistiller/engine/cfg.py: VID CE 1 (VID.LOSS.CE_WEIGHT) + 1 x VID (VID.LOSS.FEAT_WEIGHT) on feats[1:], initial
+    # variance 5 (VID.INIT_PRED_VAR) over a floor of 1e-5 (VID.EPS), no warm-up
+    "vid": Method("variational information distillation: Gaussian likelihood of the teacher's features (Ahn et al. 2019)",
+                  vid_terms, True, True, vid_setup,
+                  dict(ce_weight=1.0, vid_weight=1.0, vid_init_pred_var=5.0, vid_eps=1e-5, warmup=0),
+                  dict(vid_weight=(float, "weight of the VID loss (the negative log-likelihood)"),
+                       vid_init_pred_var=(float, "the initial variance of the regressors' Gaussians"),
+                       vid_eps=(float, "the floor added to each variance"))),
 }

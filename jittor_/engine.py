@@ -37,7 +37,7 @@ FRAMEWORK = "jittor"
 
 # ---------------------------------------------------------------- the optimizer and its saved state
 def named_parameters(model, extra=None):
-    """(name, parameter) of the model, then of the modules trained with it (FitNet's regressor), their names
+    """(name, parameter) of the model, then of the modules trained with it (FitNet's regressor, VID's), their names
     prefixed with their key ("regressor.conv.weight"): what the optimizer trains and its state is saved under."""
     return list(model.named_parameters()) + [(f"{key}.{name}", p) for key, module in (extra or {}).items()
                                              for name, p in module.named_parameters()]
@@ -90,7 +90,7 @@ def train_step(model, teacher, optimizer, images, labels, config, distill_weight
 
     The loss is the sum of the method's named terms (distillers.METHODS); with --rdrop the model runs twice
     (two dropout masks): every term is the mean over the two passes, plus rdrop x the symmetric KL between
-    them. extra: the modules trained with the model (FitNet's regressor).
+    them. extra: the modules trained with the model (FitNet's regressor, VID's regressors and variances).
     """
     method = METHODS[config.method]
     out_teacher = None
@@ -160,6 +160,16 @@ def parallel_note(config):
             f"BatchNorm statistics {'of the global batch' if config.sync_bn else 'per process'})")
 
 
+def save_run(path, config, model, optimizer, extra, epoch, best_top1, history, teacher_digest):
+    """The run's checkpoint after an epoch: the model's weights, the optimizer's state (momentum buffers by name, the
+    extra modules' included), every module of extra under its key, the history; resume() reads all of it back."""
+    save_checkpoint(path, make_checkpoint(
+        models.get_state(model), vars(config), FRAMEWORK, config.model, config.dataset,
+        optimizer=get_optimizer_state(model, optimizer, extra),
+        extra={key: models.get_state(module) for key, module in extra.items()},
+        epoch=epoch, best_top1=best_top1, history=history, teacher_digest=teacher_digest))
+
+
 def resume(path, config, model, optimizer, extra, teacher_digest):
     """--resume: the checkpoint's weights, optimizer state and history, after checking that it was trained
     with this very config (common.config.check_resume) and teacher. Returns (start epoch, best, history)."""
@@ -183,8 +193,8 @@ def resume(path, config, model, optimizer, extra, teacher_digest):
 def fit(config, label, model, device, teacher=None, extra=None, teacher_digest=None):
     """Resume or start, then per epoch: set lr, train, evaluate, checkpoint, log; the result record at the end.
 
-    extra: {key: module} trained with the model but not part of it (FitNet's regressor): in the optimizer,
-    saved in the checkpoint under key, restored by --resume, never evaluated.
+    extra: {key: module} trained with the model but not part of it (a method's setup: FitNet's regressor, VID's):
+    in the optimizer, saved in the checkpoint under key (save_run), restored by --resume, never evaluated.
 
     Data-parallel (torchrun / mpirun): every rank runs this loop on its rows of each global batch;
     rank 0 alone writes the checkpoint, the events and the result (the others print nothing).
@@ -232,11 +242,7 @@ def fit(config, label, model, device, teacher=None, extra=None, teacher_digest=N
         history.append(metrics)
         if not is_main():
             continue
-        save_checkpoint(path, make_checkpoint(
-            models.get_state(model), vars(config), FRAMEWORK, config.model, config.dataset,
-            optimizer=get_optimizer_state(model, optimizer, extra),
-            extra={key: models.get_state(module) for key, module in extra.items()},
-            epoch=epoch, best_top1=best_top1, history=history, teacher_digest=teacher_digest))
+        save_run(path, config, model, optimizer, extra, epoch, best_top1, history, teacher_digest)
         writer.scalars(metrics, epoch + 1)
         writer.flush()
         print(epoch_line(FRAMEWORK, label, epoch, config.epochs, metrics), flush=True)

@@ -49,6 +49,16 @@ def cases():
                                                         "angle_weight": 50.0}
     yield "sp last stage", "sp", [[fs[1]], [ft[0]]], {}
     yield "kdsvd two stages k1", "kdsvd", [svd_s, svd_t], {"k": 1}
+    # VID, drawn after the cases above: one stage's features, its regressor's three 1x1 kernels (fixed numbers, stored
+    # with the case) and log-scales; the student pooled 8 -> 4 px, then the teacher pooled 4 -> 2 px with log-scales
+    # at +-100 (the variance 100 + eps, and eps alone)
+    kernels = lambda c_s, c_t: [(rng.normal(size=(c_t, c_in, 1, 1)) / np.sqrt(c_in)).astype(np.float32)
+                                for c_in in (c_s, c_t, c_t)]
+    vid_s, vid_t, vid_w = logits(2, 4, 8, 8, scale=1.0), logits(2, 6, 4, 4, scale=1.0), kernels(4, 6)
+    yield "vid student pooled", "vid", [vid_s, vid_t, *vid_w, logits(6, scale=1.0) + 1.0], {"eps": 1e-5}
+    vid_s, vid_w, vid_scale = logits(3, 5, 2, 2, scale=1.0), kernels(5, 4), logits(4, scale=1.0) + 1.0
+    vid_scale[:2] = [100.0, -100.0]
+    yield "vid teacher pooled, log-scales +-100", "vid", [vid_s, logits(3, 4, 4, 4, scale=1.0), *vid_w, vid_scale], {"eps": 1e-5}
 
 
 def reference(loss, inputs, settings):
@@ -58,7 +68,7 @@ def reference(loss, inputs, settings):
     prepare_jittor()
     from test_feature_losses import at_ref, rdrop_ref
     from test_losses import dkd_ref, kd_ref
-    from test_more_distillers import kdsvd_ref, nst_ref, pkt_ref, rkd_ref, sp_ref
+    from test_more_distillers import kdsvd_ref, nst_ref, pkt_ref, rkd_ref, sp_ref, vid_ref
     if loss == "kd":
         return kd_ref(*inputs, settings["T"])
     if loss == "dkd":
@@ -77,6 +87,8 @@ def reference(loss, inputs, settings):
         return sp_ref(*inputs)
     if loss == "kdsvd":
         return kdsvd_ref(*inputs, settings["k"])
+    if loss == "vid":  # f_s, f_t, the regressor's three kernels, the log-scales
+        return vid_ref(inputs[2:5], inputs[5], inputs[0], inputs[1], settings["eps"])
     return rdrop_ref(*inputs)
 
 

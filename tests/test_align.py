@@ -8,15 +8,14 @@ from torch_ import models as tm
 pytestmark = pytest.mark.slow  # every test here runs stages, launchers or a benchmark
 
 
-@pytest.mark.parametrize("stage", ["teacher", "kd", "dkd", "fitnet", "at", "rdrop"])
+@pytest.mark.parametrize("stage", list(align.STAGES))  # every method of the table with a teacher, teacher, rdrop
 def test_step_parity(stage, tiny_data):
-    base = ["--stage", stage, "--batch-size", "32", "--train-size", "200", "--data-dir", tiny_data]
-    row = align.run_parity(align.parse_args(base + ["--steps", "1", "--no-float64"]))[0]
-    assert row["rel_loss"] < align.STEP1_TOL  # step 1: same weights, same batch, same maths
-    assert row["logits"] < 1e-4
-    # later steps: judged as align.py judges them (align.verdict: step 1 below STEP1_TOL, then below LATE_TOL
-    # or within YARDSTICK_FACTOR x torch's own float32-vs-float64 drift), on a short run
-    rows = align.run_parity(align.parse_args(base + ["--steps", "6", "--jitter", "1e-3"]))
+    """One short align.py run per stage (its tiny noise removes max-pool ties, as align.py --jitter does), judged
+    as align.py judges it (align.verdict: step 1 below STEP1_TOL, then below LATE_TOL or within
+    YARDSTICK_FACTOR x torch's own float32-vs-float64 drift)."""
+    rows = align.run_parity(align.parse_args(["--stage", stage, "--batch-size", "32", "--train-size", "200",
+                                              "--data-dir", tiny_data, "--steps", "4", "--jitter", "1e-3"]))
+    assert rows[0]["rel_loss"] < align.STEP1_TOL and rows[0]["logits"] < 1e-4  # same weights, batch and maths
     ok, message = align.verdict(rows)
     assert ok and f"{align.YARDSTICK_FACTOR:g} x torch's own drift" in message, message
 

@@ -1,7 +1,8 @@
 """The distillers in both frameworks: the method tables agree, resolve()'s precedence and refusals, --resume's
 config check, R-Drop's loss against a float64 reference on the very passes the step ran, the teacher run once
-and the student twice, FitNet's and AT's weighted terms on the right features, test.py on a FitNet checkpoint,
-and one-line errors for settings that cannot work."""
+and the student twice, FitNet's and AT's weighted terms on the right features, every method's modules (FitNet's
+regressor, VID's) saved and restored exactly, test.py on a FitNet checkpoint, the help made from the table, and
+one-line errors for settings that cannot work."""
 import json
 import os
 import runpy
@@ -50,9 +51,10 @@ def sym_kl64(a, b):
 def test_method_tables_agree():
     """jittor_/distillers.py mirrors torch_/distillers.py: same methods in the same order, same defaults and flags."""
     assert list(tdist.METHODS) == list(jdist.METHODS) == ["ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp",
-                                                          "kdsvd"]
+                                                          "kdsvd", "vid"]
     for name, t in tdist.METHODS.items():
         j = jdist.METHODS[name]
+        assert t.title == j.title and t.title and "\n" not in t.title, name
         assert t.defaults == j.defaults and list(t.defaults) == list(j.defaults), name
         assert (t.teacher, t.features) == (j.teacher, j.features) == (name != "ce", name not in ("ce", "kd", "dkd")), name
         assert callable(t.setup) and callable(j.setup) and t.setup.__name__ == j.setup.__name__, name
@@ -75,7 +77,22 @@ def test_every_method_setting_is_a_flag_of_the_stage():
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_method_setup_builds_fitnets_regressor_only(fw):
+def test_method_help_and_docstring_are_made_from_the_table(fw, capsys):
+    """train_student.py's --method help and its docstring's method list name every method of the table with its
+    title: a new method appears in both without an edit there."""
+    stage = runpy.run_path(os.path.join(ROOT, f"{fw}_", "train_student.py"), run_name="flags")
+    with pytest.raises(SystemExit):
+        stage["parse_flags"](["--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    doc = stage["__doc__"]
+    assert "{methods}" not in doc
+    for name, method in FW[fw][4].METHODS.items():
+        assert f"{name}, {method.title}" in shown, name
+        assert any(line.split(None, 1) == [name, method.title] for line in doc.splitlines()), name
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_method_setup_builds_the_modules_of_fitnet_and_vid_only(fw):
     models, _, _, devices, distillers, _, _ = FW[fw]
     device = devices.select_device("cpu")
     student, teacher = models.build_model("cifar10simple", 0), models.build_model("cifar10quick", 1)
@@ -83,14 +100,79 @@ def test_method_setup_builds_fitnets_regressor_only(fw):
         extra = method.setup(build_config("student", distillers.METHODS, method=name), student, teacher, device)
         if name == "fitnet":  # hint at feature 1: 32 channels at 8 px -> the teacher's 128 at 8 px, a 1x1 conv
             assert list(extra) == ["regressor"] and tuple(extra["regressor"].conv.weight.shape) == (128, 32, 1, 1)
+        elif name == "vid":  # a regressor and a log-scale per feature: 32 -> 64, 32 -> 128, 64 -> 256 channels
+            assert list(extra) == ["vid"] and [tuple(stage.log_scale.shape) for stage in extra["vid"].stages] == [
+                (64,), (128,), (256,)]
         else:
             assert extra == {}, name
+
+
+def methods_with_modules():
+    """The methods whose setup returns modules trained with the student (FitNet's regressor, VID's), found by running
+    every setup of the table on the default models (torch's; test_method_tables_agree: Jittor's are the same)."""
+    student, teacher = tm.build_model("cifar10simple", 0), tm.build_model("cifar10quick", 1)
+    return [name for name, method in METHODS.items()
+            if method.setup(build_config("student", METHODS, method=name), student, teacher, td.select_device("cpu"))]
+
+
+def test_the_methods_with_modules_are_found():
+    assert methods_with_modules() == ["fitnet", "vid"]
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("method", methods_with_modules())
+def test_modules_trained_with_the_student_are_saved_and_restored_exactly(fw, method, tmp_path):
+    """Every method whose setup returns modules (driven by the table, so a new one is covered): 2 engine steps, the
+    engine's checkpoint (engine.save_run), then a fresh student and a fresh setup restored by engine.resume (what
+    --resume runs): the modules' weights, the student's and every momentum buffer equal the trained ones bit for bit,
+    and the next step gives the same loss."""
+    models, engine, _, devices, distillers, array, _ = FW[fw]
+    device = devices.select_device("cpu")
+    config = build_config("student", distillers.METHODS, method=method, name=f"modules_{method}")
+    teacher = models.build_model("cifar10quick", 1)
+    teacher.eval()
+
+    def fresh():
+        student_model = engine.build(config, device)
+        extra = distillers.METHODS[method].setup(config, student_model, teacher, device)
+        return student_model, extra, engine.make_optimizer(student_model, config, extra)
+
+    def step(run, seed):
+        student_model, extra, optimizer = run
+        student_model.train()
+        for module in extra.values():
+            module.train()
+        x, y = batch(8, seed)
+        return float(engine.train_step(student_model, teacher, optimizer, array(x), array(y), config, 1.0,
+                                       extra)[0].item())
+
+    trained = fresh()
+    for seed in (0, 1):
+        step(trained, seed)
+    path = str(tmp_path / "run.ckpt")
+    engine.save_run(path, config, trained[0], trained[2], trained[1], 0, 12.5, [], "teacher-digest")
+    ckpt = load_checkpoint(path)
+    assert set(trained[1]) <= set(ckpt) and not any(k.startswith(tuple(trained[1])) for k in ckpt["model"])
+    restored = fresh()
+    before = {key: models.get_state(module) for key, module in restored[1].items()}
+    assert any(not np.array_equal(before[key][k], v) for key, module in trained[1].items()
+               for k, v in models.get_state(module).items())  # the steps moved the modules: the test can tell
+    assert engine.resume(path, config, restored[0], restored[2], restored[1], "teacher-digest") == (1, 12.5, [])
+    pairs = [(trained[0], restored[0])] + [(trained[1][key], restored[1][key]) for key in trained[1]]
+    for a, b in pairs:
+        state_a, state_b = models.get_state(a), models.get_state(b)
+        assert list(state_a) == list(state_b) and all(np.array_equal(state_a[k], state_b[k]) for k in state_a)
+    momentum_a = engine.get_optimizer_state(trained[0], trained[2], trained[1])
+    momentum_b = engine.get_optimizer_state(restored[0], restored[2], restored[1])
+    assert set(momentum_a) == set(momentum_b) and all(np.array_equal(momentum_a[k], momentum_b[k]) for k in momentum_a)
+    assert any(k.startswith(f"{key}.") for key in trained[1] for k in momentum_a)  # the modules' own buffers too
+    assert step(restored, 2) == pytest.approx(step(trained, 2), rel=1e-6)
 
 
 def test_unknown_or_missing_method_is_a_one_line_user_error():
     with pytest.raises(UserError) as e:
         resolve("student", {"method": "crd"}, METHODS)
-    assert "unknown method 'crd'" in str(e.value) and "ce, kd, dkd, fitnet, at, nst, pkt, rkd, sp, kdsvd" in str(e.value)
+    assert "unknown method 'crd'" in str(e.value) and "ce, kd, dkd, fitnet, at, nst, pkt, rkd, sp, kdsvd, vid" in str(e.value)
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match=r"^the following arguments are required: --method \(or --pair\)$"):
         resolve("student", {}, METHODS)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import jittor as jt
-from jittor_ import distillers as jt_distillers
+from jittor_ import distillers as jt_distillers, models as jt_models
 from make_golden import GOLDEN, reference
-from torch_ import distillers as th_distillers
+from torch_ import distillers as th_distillers, models as th_models
 
 with open(GOLDEN) as f:
     CASES = json.load(f)
@@ -47,13 +47,19 @@ def framework_value(fw, loss, inputs, settings):
         out = module.sp_loss(*args)
     elif loss == "kdsvd":
         out = module.kdsvd_loss(*args, settings["k"])
+    elif loss == "vid":  # f_s, f_t, then the regressor's three kernels and the log-scales into a VIDStage
+        stage = module.VIDStage(inputs[2].shape[1], inputs[2].shape[0])
+        models = {th_distillers: th_models, jt_distillers: jt_models}[module]
+        models.load_state(stage, {"regressor.0.weight": inputs[2], "regressor.2.weight": inputs[3],
+                                  "regressor.4.weight": inputs[4], "log_scale": inputs[5]}, "golden")
+        out = module.vid_loss(stage.regressor, stage.log_scale, args[0], args[1], settings["eps"])
     else:
         out = module.rdrop_loss(*args)
     return float(out.item())
 
 
 def test_the_golden_file_covers_every_loss():
-    assert {c["loss"] for c in CASES} == {"kd", "dkd", "fitnet", "at", "rdrop", "nst", "pkt", "rkd", "sp", "kdsvd"}
+    assert {c["loss"] for c in CASES} == {"kd", "dkd", "fitnet", "at", "rdrop", "nst", "pkt", "rkd", "sp", "kdsvd", "vid"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

@@ -1,8 +1,9 @@
-"""NST, PKT, RKD, SP and KDSVD (mdistiller's distillers) in both frameworks: each loss against a float64 numpy
-reference written here from the papers' and mdistiller's definitions, on ordinary inputs, a batch of 2,
+"""NST, PKT, RKD, SP, KDSVD and VID (mdistiller's distillers) in both frameworks: each loss against a float64 numpy
+reference written here from the papers' and mdistiller's definitions, on ordinary inputs, a batch of 2 (VID: of 1),
 different sizes between student and teacher, all-zero features and huge or tiny activations; gradients of
 torch and Jittor on the same inputs (and KDSVD's hand-written SVD backward against finite differences); the
-setup checks; and one training step of each method through the engine in both frameworks."""
+setup checks (VID's modules seeded alike in both frameworks); and one training step of each method through the
+engine in both frameworks."""
 import numpy as np
 import pytest
 import torch
@@ -131,6 +132,21 @@ def kdsvd_ref(g_s, g_t, k, flip_student=None, flip_teacher=None):
     return total
 
 
+def vid_ref(weights, log_scale, f_s, f_t, eps=1e-5):
+    """Ahn et al.'s VID at one stage as mdistiller's vid_loss: the larger feature average-pooled to the smaller's
+    size; the regressor conv1x1-ReLU-conv1x1-ReLU-conv1x1 (weights: its three C_out x C_in x 1 x 1 kernels, no
+    biases) predicts the teacher's feature from the student's as a Gaussian mean with the variance
+    log(1 + exp(log_scale)) + eps per teacher channel; the mean over batch, channels and positions of
+    0.5 ((mean - f_t)^2 / variance + log variance)."""
+    size = min(f_s.shape[2], f_t.shape[2])
+    h, t = block_mean64(f_s, size), block_mean64(f_t, size)
+    for i, w in enumerate(weights):
+        h = np.einsum("oi,nihw->nohw", f64(w)[:, :, 0, 0], h)
+        h = np.maximum(h, 0.0) if i < len(weights) - 1 else h
+    variance = (np.logaddexp(0.0, f64(log_scale)) + eps)[None, :, None, None]
+    return (0.5 * ((h - t) ** 2 / variance + np.log(variance))).mean()
+
+
 # ------------------------------------------------------------------ framework calls
 MODULES = {"torch": (tdist, torch.tensor), "jittor": (jdist, jt.array)}
 
@@ -195,7 +211,8 @@ def rel(a, b):
 # PKT is a KL between two nearly uniform distributions of cosines: the float32 rounding of the cosines
 # bounds it to about 2e-8 absolute, as in mdistiller's float32. RKD is 0 for a batch of 2 (one distance, one
 # angle per sample) and comes out ~1e-12.
-TOL = {"nst": (1e-5, 1e-9), "pkt": (1e-5, 5e-8), "rkd": (1e-5, 1e-10), "sp": (3e-5, 1e-9), "kdsvd": (3e-5, 1e-9)}
+TOL = {"nst": (1e-5, 1e-9), "pkt": (1e-5, 5e-8), "rkd": (1e-5, 1e-10), "sp": (3e-5, 1e-9), "kdsvd": (3e-5, 1e-9),
+       "vid": (1e-5, 1e-9)}
 
 
 def close(loss, got, expected):
@@ -319,6 +336,109 @@ def test_kdsvd_backward_matches_finite_differences():
     assert torch.autograd.gradcheck(lambda *g: tdist.kdsvd_loss(list(g), g_t, 1), g_s, eps=1e-6, atol=1e-7)
 
 
+# ------------------------------------------------------------------ VID: a loss with learned modules
+VID_FW = {"torch": (tdist, tm, torch.tensor), "jittor": (jdist, jm, jt.array)}
+
+
+def vid_inputs(seed, n=8, size_s=4, size_t=4, c_s=8, c_t=12):
+    """A student and a teacher feature, the regressor's three 1x1 kernels (about unit gain) and log-scales of
+    assorted variances (softplus of 1 +- 1)."""
+    rng = np.random.default_rng(seed)
+    f_s = rng.standard_normal((n, c_s, size_s, size_s)).astype(np.float32)
+    f_t = rng.standard_normal((n, c_t, size_t, size_t)).astype(np.float32)
+    weights = [(rng.standard_normal(shape) / np.sqrt(shape[1])).astype(np.float32)
+               for shape in [(c_t, c_s, 1, 1), (c_t, c_t, 1, 1), (c_t, c_t, 1, 1)]]
+    return weights, (rng.standard_normal(c_t) + 1.0).astype(np.float32), f_s, f_t
+
+
+def vid_stage(fw, weights, log_scale):
+    """The framework's VIDStage (one stage's regressor and log-scale) holding the given values."""
+    distillers, models, _ = VID_FW[fw]
+    stage = distillers.VIDStage(weights[0].shape[1], weights[0].shape[0])
+    models.load_state(stage, {"regressor.0.weight": weights[0], "regressor.2.weight": weights[1],
+                              "regressor.4.weight": weights[2], "log_scale": log_scale}, "test values")
+    return stage
+
+
+def vid_value(fw, weights, log_scale, f_s, f_t, eps=1e-5):
+    distillers, _, tensor = VID_FW[fw]
+    stage = vid_stage(fw, weights, log_scale)
+    return float(distillers.vid_loss(stage.regressor, stage.log_scale, tensor(f_s), tensor(f_t), eps).item())
+
+
+def vid_case(case):
+    """(weights, log_scale, f_s, f_t) of each case of test_vid_matches_float64."""
+    sizes = {"student larger": (8, 4), "teacher larger": (2, 8)}.get(case, (4, 4))
+    weights, log_scale, f_s, f_t = vid_inputs(70, 1 if case == "batch of one" else 8, *sizes)
+    if case in ("zero student", "both zero"):
+        f_s = np.zeros_like(f_s)
+    if case == "both zero":
+        f_t = np.zeros_like(f_t)
+    if case == "extreme log-scales":  # softplus(100) = 100 (mdistiller's log(1 + exp(100)) is inf in float32);
+        log_scale[:2] = [100.0, -100.0]  # softplus(-100) ~ 4e-44: the variance is eps
+    return weights, log_scale, f_s, f_t
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("case", ["ordinary", "batch of one", "student larger", "teacher larger", "zero student",
+                                  "both zero", "extreme log-scales"])
+def test_vid_matches_float64(fw, case):
+    """vid_loss against vid_ref given the same regressor weights and log-scales: ordinary, a batch of one, the
+    student's or the teacher's feature pooled (8 -> 4 px, 8 -> 2 px), all-zero features (the bias-free regressor
+    predicts 0) and log-scales at +-100."""
+    weights, log_scale, f_s, f_t = vid_case(case)
+    got, expected = vid_value(fw, weights, log_scale, f_s, f_t), vid_ref(weights, log_scale, f_s, f_t)
+    assert close("vid", got, expected) and expected > 0, (got, expected)
+
+
+def test_vid_eps_is_the_variances_floor():
+    weights, log_scale, f_s, f_t = vid_inputs(71)
+    for fw in FRAMEWORKS:
+        assert close("vid", vid_value(fw, weights, log_scale, f_s, f_t, 0.5), vid_ref(weights, log_scale, f_s, f_t, 0.5))
+
+
+def vid_grads(fw, weights, log_scale, f_s, f_t):
+    """The gradients of vid_loss with respect to the student's feature, then the stage's weights by name."""
+    distillers, _, tensor = VID_FW[fw]
+    stage = vid_stage(fw, weights, log_scale)
+    params = [p for _, p in sorted(stage.named_parameters(), key=lambda item: item[0])]
+    if fw == "torch":
+        x = torch.tensor(f_s, requires_grad=True)
+        distillers.vid_loss(stage.regressor, stage.log_scale, x, tensor(f_t)).backward()
+        return [x.grad.numpy()] + [p.grad.numpy() for p in params]
+    x = jt.array(f_s)
+    loss = distillers.vid_loss(stage.regressor, stage.log_scale, x, tensor(f_t))
+    return [g.numpy() for g in jt.grad(loss, [x] + params)]
+
+
+@pytest.mark.parametrize("case", ["ordinary", "student larger", "teacher larger", "zero student",
+                                  "extreme log-scales"])
+def test_vid_gradients_agree_between_the_frameworks(case):
+    """Gradients for the student's feature, the regressor's three kernels and the log-scales, torch against Jittor."""
+    inputs = vid_case(case)
+    g_t, g_j = vid_grads("torch", *inputs), vid_grads("jittor", *inputs)
+    assert len(g_t) == len(g_j) == 5
+    for a, b in zip(g_t, g_j):
+        assert a.shape == b.shape and np.isfinite(a).all() and np.isfinite(b).all()
+        top = np.abs(a).max()
+        assert np.abs(a - b).max() <= 1e-4 * top + 1e-12, (np.abs(a - b).max(), top)
+    assert np.abs(g_t[1]).max() > 0  # the log-scales learn (named "log_scale", first of the stage's weights)
+
+
+def test_vid_backward_matches_finite_differences():
+    """torch's gradient of vid_loss in float64 (feature, log-scales and kernels) against central differences."""
+    weights, log_scale, f_s, f_t = vid_inputs(72, 2, 4, 2, 3, 5)
+    target = torch.tensor(f64(f_t))
+
+    def loss(f, scale, w0, w2, w4):
+        conv = torch.nn.functional.conv2d
+        regressor = lambda x: conv(torch.relu(conv(torch.relu(conv(x, w0)), w2)), w4)
+        return tdist.vid_loss(regressor, scale, f, target, 1e-5)
+
+    inputs = [torch.tensor(f64(a), requires_grad=True) for a in (f_s, log_scale, *weights)]
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-7)
+
+
 # ------------------------------------------------------------------ setup checks and steps
 FW = {"torch": (tm, te, td, tdist, torch.from_numpy), "jittor": (jm, je, jd, jdist, jt.array)}
 
@@ -345,6 +465,51 @@ def test_setups_refuse_what_cannot_work(fw):
                                           wide, teacher, device)
 
 
+def test_vid_setup_builds_its_modules_seeded_alike_in_both_frameworks():
+    """cifar10quick teacher -> cifar10simple student: one regressor and log-scale per feature (no stem entry: all
+    three), conv1x1 student -> teacher channels, then teacher -> teacher twice; every weight the same number in torch
+    and Jittor (drawn in numpy, not by the frameworks' own initialisers), convs U(+-1/sqrt(fan_in)), initial
+    variance softplus(log_scale) + eps = 5 (mdistiller's INIT_PRED_VAR); another seed, other convs."""
+    states = {}
+    for fw in FRAMEWORKS:
+        models, _, devices, distillers, _ = FW[fw]
+        student, teacher = models.build_model("cifar10simple", 0), models.build_model("cifar10quick", 1)
+        setup = lambda **flags: distillers.METHODS["vid"].setup(
+            build_config("student", distillers.METHODS, method="vid", **flags), student, teacher,
+            devices.select_device("cpu"))
+        extra = setup()
+        assert list(extra) == ["vid"]
+        states[fw] = models.get_state(extra["vid"])
+        other = models.get_state(setup(seed=1)["vid"])
+        assert not np.array_equal(other["stages.0.regressor.0.weight"], states[fw]["stages.0.regressor.0.weight"])
+    state = states["torch"]
+    assert set(state) == set(states["jittor"]) and all(np.array_equal(state[k], states["jittor"][k]) for k in state)
+    for i, (c_s, c_t) in enumerate([(32, 64), (32, 128), (64, 256)]):
+        shapes = [state[f"stages.{i}.regressor.{j}.weight"].shape for j in (0, 2, 4)]
+        assert shapes == [(c_t, c_s, 1, 1), (c_t, c_t, 1, 1), (c_t, c_t, 1, 1)]
+        for j, fan_in in zip((0, 2, 4), (c_s, c_t, c_t)):
+            w = state[f"stages.{i}.regressor.{j}.weight"]
+            assert np.abs(w).max() <= 1 / np.sqrt(fan_in) and w.std() > 0.5 / np.sqrt(3 * fan_in)
+        variance = np.logaddexp(0.0, f64(state[f"stages.{i}.log_scale"])) + 1e-5
+        assert state[f"stages.{i}.log_scale"].shape == (c_t,) and np.abs(variance - 5.0).max() < 1e-6
+    assert len(state) == 12  # nothing else: 3 stages x (3 kernels + log-scale), no biases
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_vid_setup_refuses_what_cannot_work(fw):
+    models, _, devices, distillers, _ = FW[fw]
+    student, teacher = models.build_model("cifar10simple", 0), models.build_model("cifar10quick", 1)
+    setup = lambda **flags: distillers.METHODS["vid"].setup(
+        build_config("student", distillers.METHODS, method="vid", **flags), student, teacher, devices.select_device("cpu"))
+    with pytest.raises(UserError, match=r"^--vid-init-pred-var 1e-06 --vid-eps 1e-05: VID's initial variance must"):
+        setup(vid_init_pred_var=1e-6)
+    with pytest.raises(UserError, match="eps be positive"):
+        setup(vid_eps=0.0)
+    with pytest.raises(UserError, match="^--method vid: feature 0 is 6 px in the student and 4 px in the teacher; VID "
+                                        "pools by whole factors only$"):
+        distillers.check_whole_factors("VID", [(8, 6, 6)], [(8, 4, 4)], [0])
+
+
 def batch(n, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, n)
@@ -367,20 +532,24 @@ def one_step(fw, method, student_model, teacher_model, n):
     pooled = [numpy(out[1]["pooled_feat"]) for out in (out_s, out_t)]
     stages = at_stages(student_model, len(feats[0]))  # mdistiller's feats[1:]
     after_stem = [[f[i] for i in stages] for f in feats]
+    state = models.get_state(extra["vid"]) if method == "vid" else None  # the initial weights the step uses
+    vid = lambda: sum(vid_ref([state[f"stages.{k}.regressor.{j}.weight"] for j in (0, 2, 4)],
+                              state[f"stages.{k}.log_scale"], fs, ft, config.vid_eps)
+                      for k, (fs, ft) in enumerate(zip(*after_stem)))
     expected = {"nst": lambda: nst_ref(*after_stem), "pkt": lambda: pkt_ref(*pooled), "rkd": lambda: rkd_ref(*pooled),
                 "sp": lambda: sp_ref([feats[0][-1]], [feats[1][-1]]),
-                "kdsvd": lambda: kdsvd_ref(*after_stem, config.kdsvd_k)}[method]()
+                "kdsvd": lambda: kdsvd_ref(*after_stem, config.kdsvd_k), "vid": vid}[method]()
     loss, _, terms = engine.train_step(student, teacher, engine.make_optimizer(student, config, extra),
                                        array(x), array(y), config, 1.0, extra)
     return float(loss.item()), {k: float(v.item()) for k, v in terms.items()}, expected
 
 
-WEIGHT = {"nst": 50.0, "pkt": 30000.0, "rkd": 1.0, "sp": 3000.0, "kdsvd": 1.0}  # mdistiller's CIFAR weights
+WEIGHT = {"nst": 50.0, "pkt": 30000.0, "rkd": 1.0, "sp": 3000.0, "kdsvd": 1.0, "vid": 1.0}  # mdistiller's CIFAR weights
 
 
-@pytest.mark.parametrize("method", NEW)
+@pytest.mark.parametrize("method", NEW + ["vid"])
 def test_one_step_of_each_method_in_both_frameworks(method):
-    """cifar10quick teacher -> cifar10simple student (no stem entry: NST and KDSVD take all three features):
+    """cifar10quick teacher -> cifar10simple student (no stem entry: NST, KDSVD and VID take all three features):
     the step's term is mdistiller's weight x the float64 loss on the features of the same forward, finite in
     both frameworks."""
     for fw in FRAMEWORKS:
@@ -391,7 +560,7 @@ def test_one_step_of_each_method_in_both_frameworks(method):
 
 
 @pytest.mark.slow  # a ResNet pair in both frameworks
-@pytest.mark.parametrize("method", NEW)
+@pytest.mark.parametrize("method", NEW + ["vid"])
 def test_one_step_with_zoo_models(method):
     """resnet32x4 teacher -> resnet8x4 student (mdistiller's CIFAR-100 pair): feats[1:] after the stem."""
     for fw in FRAMEWORKS:
