@@ -22,10 +22,10 @@ run: setup
 	$(PY) run_all.py $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n 2 --no-loadscope-reorder --durations=15 tests
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n 2 --no-loadscope-reorder -m "not slow" tests
 
 # real CIFAR-10 smoke (CI runs it when ../shared/data/build_cifar10.py exists)
 smoke: setup

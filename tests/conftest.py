@@ -1,5 +1,6 @@
 """Shared fixtures. Outputs (log/, ckpt/, img/) go to a temp folder; no download is ever tried."""
 import inspect
+import json
 import os
 import pickle
 import signal
@@ -9,6 +10,7 @@ import tempfile
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = tempfile.mkdtemp(prefix="kd-tests-")
@@ -98,10 +100,10 @@ def tiny_data100(tmp_path_factory):
     return write_tiny_cifar100(str(tmp_path_factory.mktemp("data100")))
 
 
-def run_script(framework, stage, *args, check=True):
+def run_script(framework, stage, *args, check=True, env=None):
     """Run a stage script as a user would; returns the CompletedProcess."""
     cmd = [sys.executable, os.path.join(ROOT, f"{framework}_", f"{stage}.py"), *map(str, args)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -123,15 +125,42 @@ SHARED_TEACHER_NAME = "shared/teacher"
 SHARED_TEACHER_ARGS = ["--train-size", 200, "--val-size", 50, "--batch-size", 32, "--epochs", 2, "--milestones", 1]
 
 
+def shared_folder():
+    """Where the shared teacher lives: this process's OUT, or, on pytest-xdist's workers, one folder of this
+    test run (PYTEST_XDIST_TESTRUNUID is the same in every worker of a run and new in each run)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return os.path.join(tempfile.gettempdir(), f"kd-tests-shared-{run}") if run else os.path.join(OUT, "shared")
+
+
 @pytest.fixture(scope="session")
-def shared_teacher(tiny_data):
-    """{framework: (checkpoint path, the run's stdout)} of the shared tiny teacher."""
-    runs = {}
-    for fw in FRAMEWORKS:
-        proc = run_script(fw, "train_teacher", "--data-dir", tiny_data, "--name", SHARED_TEACHER_NAME,
-                          *SHARED_TEACHER_ARGS)
-        runs[fw] = (ckpt_path(SHARED_TEACHER_NAME, fw), proc.stdout)
-    return runs
+def shared_teacher():
+    """{framework: (checkpoint path, the run's stdout)} of the shared tiny teacher.
+
+    Trained once per test run: the first worker to ask trains it under a file lock, in its own folder, on
+    its own copy of the tiny data (the same bytes in every worker: write_tiny_cifar is seeded); the others
+    wait for the lock and read it. Each worker sees it at its usual place: its log/shared and ckpt/shared
+    are links to that folder.
+    """
+    folder = shared_folder()
+    os.makedirs(folder, exist_ok=True)
+    with FileLock(os.path.join(folder, ".lock")):
+        if not os.path.isfile(os.path.join(folder, "stdout.json")):
+            data = write_tiny_cifar(os.path.join(folder, "data"))
+            env = dict(os.environ, KD_LOG_DIR=os.path.join(folder, "log"), KD_CKPT_DIR=os.path.join(folder, "ckpt"))
+            stdout = {}
+            for fw in FRAMEWORKS:
+                stdout[fw] = run_script(fw, "train_teacher", "--data-dir", data, "--name", SHARED_TEACHER_NAME,
+                                        *SHARED_TEACHER_ARGS, env=env).stdout
+            with open(os.path.join(folder, "stdout.json"), "w") as f:
+                json.dump(stdout, f)
+        with open(os.path.join(folder, "stdout.json")) as f:
+            stdout = json.load(f)
+    for kind in ("log", "ckpt"):  # this worker's log/shared -> the folder's log/shared
+        link = os.path.join(OUT, kind, os.path.dirname(SHARED_TEACHER_NAME))
+        if not os.path.islink(link):
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(os.path.join(folder, kind, os.path.dirname(SHARED_TEACHER_NAME)), link)
+    return {fw: (ckpt_path(SHARED_TEACHER_NAME, fw), stdout[fw]) for fw in FRAMEWORKS}
 
 
 @pytest.fixture(scope="session")
@@ -144,10 +173,31 @@ SLOW_FIXTURES = {"shared_teacher", "teachers"}  # they train a teacher in a stag
 
 
 def pytest_collection_modifyitems(items):
-    """make test-fast (-m "not slow") leaves out what launches a stage process: the modules marked slow, and
+    """Marks. make test-fast (-m "not slow") leaves out what launches a stage process: the modules marked slow, and
     any test that calls run_script or needs a trained teacher (the one-line contract keeps its subprocess
     check there; the edit loop checks the maths, formats and in-process error paths)."""
     for item in items:
         source = inspect.getsource(item.function) if hasattr(item, "function") else ""
         if "run_script(" in source or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # the slow tests first (a stable sort: a module's order stays), so that two workers end together
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# make test runs the suite on two workers (pytest-xdist). Each test is a unit of work of its own, except in the
+# modules with a module-scoped fixture (a trained run that its tests share): such a module is one unit, so its
+# fixture is made once. (pytest-xdist's own --dist loadgroup marks do not reach its scheduler under pytest 9.)
+SHARING_MODULES = {f"tests/{name}" for name in os.listdir(os.path.dirname(__file__)) if name.endswith(".py")
+                   and 'fixture(scope="module")' in open(os.path.join(os.path.dirname(__file__), name)).read()}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTestOrSharingModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARING_MODULES else nodeid
+
+    return ByTestOrSharingModule(config, log)
+

@@ -6,21 +6,30 @@ import contextlib
 import io
 import os
 import runpy
+import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_stage(framework, stage, *args):
-    """(exit code, stderr) of `python <framework>_/<stage>.py args` run here: 0 when main returns."""
+def stage_process(framework, stage, *args):
+    """`python <framework>_/<stage>.py args` run here, as a subprocess.CompletedProcess (exit code 0 when main
+    returns, stdout, stderr): what conftest.run_script gives, for conftest.error_line and the like."""
     program = runpy.run_path(os.path.join(ROOT, f"{framework}_", f"{stage}.py"), run_name="stage_in_process")
     out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            program["main"]([str(a) for a in args])
+            program["main"](argv)
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
-    return code, err.getvalue()
+    return subprocess.CompletedProcess([stage, *argv], code, out.getvalue(), err.getvalue())
+
+
+def run_stage(framework, stage, *args):
+    """(exit code, stderr) of the stage run here."""
+    proc = stage_process(framework, stage, *args)
+    return proc.returncode, proc.stderr
 
 
 def one_line_error(framework, stage, *args):

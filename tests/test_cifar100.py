@@ -24,6 +24,7 @@ from common.results import read_result
 from common.schedules import lr_at, warmup_factor
 import convert
 from conftest import ROOT, TINY100, error_line, run_script
+from stage_runner import stage_process
 from jittor_ import distillers as jt_distillers, engine as jt_engine
 from torch_ import distillers as th_distillers, engine as th_engine, models as tm
 
@@ -78,7 +79,7 @@ def test_missing_folder_offline_says_what_to_download(tmp_path):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_missing_folder_is_a_clear_error_in_the_stages(fw, tmp_path):
-    err = error_of(run_script(fw, "train_teacher", "--dataset", "cifar100", "--data-dir", tmp_path, *TINY, check=False))
+    err = error_of(stage_process(fw, "train_teacher", "--dataset", "cifar100", "--data-dir", tmp_path, *TINY))
     assert "CIFAR-100 not found" in err and "cifar-100-python.tar.gz" in err
 
 
@@ -185,9 +186,9 @@ def test_pair_flag_sets_everything_and_explicit_flags_win(fw):
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_pair_command_line_errors(fw):
     """The same refusals from the command line: one line, exit 2, nothing trained."""
-    proc = run_script(fw, "train_student", "--pair", "res99_res1", "--teacher", "t.pth", check=False)
+    proc = stage_process(fw, "train_student", "--pair", "res99_res1", "--teacher", "t.pth")
     assert proc.returncode == 2 and "res99_res1" in proc.stderr and all(name in proc.stderr for name in EXPECTED_PAIRS)
-    proc = run_script(fw, "train_student", check=False)
+    proc = stage_process(fw, "train_student")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == "error: the following arguments are required: --method (or --pair)"
 
@@ -334,10 +335,10 @@ def test_class_mismatch_is_a_clear_error(engine, tmp_path):
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_cifar10_teacher_for_a_cifar100_pair_fails_cleanly(fw, tiny_data100, tmp_path):
     torch.save({"model": tm.build_model("resnet8x4", num_classes=10).state_dict()}, tmp_path / "t10.pth")
-    err = error_line(run_script(fw, "train_student", "--pair", "res32x4_res8x4", "--teacher", tmp_path / "t10.pth",
-                                "--teacher-model", "resnet8x4", "--data-dir", tiny_data100, *TINY, check=False))
+    err = error_line(stage_process(fw, "train_student", "--pair", "res32x4_res8x4", "--teacher", tmp_path / "t10.pth",
+                                "--teacher-model", "resnet8x4", "--data-dir", tiny_data100, *TINY))
     assert "10 classes (CIFAR-10), but this run uses CIFAR-100" in err
-    err = error_line(run_script(fw, "test", "--ckpt", tmp_path / "t10.pth", "--data-dir", tiny_data100, check=False))
+    err = error_line(stage_process(fw, "test", "--ckpt", tmp_path / "t10.pth", "--data-dir", tiny_data100))
     assert "does not say which model it holds" in err and "--model" in err
 
 

@@ -16,7 +16,8 @@ from common.config import FRAMEWORKS
 from common.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from common.errors import CheckpointError
 from common.files import UMASK
-from conftest import ROOT, error_line, run_script
+from conftest import ROOT, error_line
+from stage_runner import stage_process
 from torch_ import models as tm
 
 
@@ -95,7 +96,7 @@ def test_the_one_reader_refuses(kind, hostile):
 @pytest.mark.parametrize("kind", ["ckpt", "pth", "pkl"])
 def test_test_py_refuses(fw, kind, hostile, tiny_data):
     path, marker = hostile(kind)
-    proc = run_script(fw, "test", "--ckpt", path, "--model", "cifar10quick", "--data-dir", tiny_data, check=False)
+    proc = stage_process(fw, "test", "--ckpt", path, "--model", "cifar10quick", "--data-dir", tiny_data)
     assert_refused(proc, path, marker)
 
 
@@ -103,11 +104,11 @@ def test_test_py_refuses(fw, kind, hostile, tiny_data):
 @pytest.mark.parametrize("kind", ["ckpt", "pth"])
 def test_student_teacher_and_init_refuse(fw, kind, hostile, tiny_data):
     path, marker = hostile(kind)
-    proc = run_script(fw, "train_student", "--method", "kd", "--teacher", path, "--teacher-model", "cifar10quick",
-                      "--data-dir", tiny_data, "--epochs", 1, "--name", "h/s", check=False)
+    proc = stage_process(fw, "train_student", "--method", "kd", "--teacher", path, "--teacher-model", "cifar10quick",
+                      "--data-dir", tiny_data, "--epochs", 1, "--name", "h/s")
     assert_refused(proc, path, marker)
-    proc = run_script(fw, "train_teacher", "--init", path, "--data-dir", tiny_data, "--epochs", 1,
-                      "--train-size", 100, "--val-size", 20, "--name", "h/t", check=False)
+    proc = stage_process(fw, "train_teacher", "--init", path, "--data-dir", tiny_data, "--epochs", 1,
+                      "--train-size", 100, "--val-size", 20, "--name", "h/t")
     assert_refused(proc, path, marker)
 
 

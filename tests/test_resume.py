@@ -25,13 +25,15 @@ from common.files import temp_prefix
 from common.logs import read_scalars
 from common.results import read_result, result_path, run_dir
 from conftest import error_line, ROOT, run_script
+from stage_runner import stage_process
 
 pytestmark = pytest.mark.slow  # every test here launches stages (make test-fast leaves them out)
 
 EPOCHS = 3
-# 20 steps of 10 images per epoch, lr x0.1 after epoch 1; teacher dropout 0.5 draws new masks every step
-RUN = ["--train-size", 200, "--val-size", 50, "--batch-size", 10, "--epochs", EPOCHS, "--milestones", 1]
-STUDENT = ["--warmup", 2, "--lr", 0.002]  # the BN-free student diverges at 0.01 with batches of 10
+# 8 steps of 25 images per epoch (an epoch still takes far longer than the kill: ~0.1 s against ~1 ms), lr x0.1
+# after epoch 1; teacher dropout 0.5 draws new masks every step
+RUN = ["--train-size", 200, "--val-size", 50, "--batch-size", 25, "--epochs", EPOCHS, "--milestones", 1]
+STUDENT = ["--warmup", 2, "--lr", 0.002]  # the BN-free student diverges at 0.01 with small batches
 
 
 def stage_cmd(fw, stage, *args):
@@ -109,17 +111,17 @@ def test_teacher_killed_mid_epoch_resumes_exactly(fw, tiny_data, tmp_path):
     results = []
     for name in ("r/teacher_ref", "r/teacher_cut"):
         out = tmp_path / f"{name.replace('/', '_')}.json"
-        run_script(fw, "test", "--ckpt", ckpt_path(name, fw), "--data-dir", tiny_data, "--json", out)
+        assert stage_process(fw, "test", "--ckpt", ckpt_path(name, fw), "--data-dir", tiny_data, "--json", out).returncode == 0
         results.append(json.loads(out.read_text()))
     for key in ("top1", "top5", "loss", "per_class", "n"):
         assert results[0][key] == results[1][key], key
     # a resume that contradicts the checkpoint is one clear line, not a silent mix
-    line = error_line(run_script(fw, "train_teacher", *args, "--resume", "--seed", 1, check=False))
+    line = error_line(stage_process(fw, "train_teacher", *args, "--resume", "--seed", 1))
     assert "--seed 0" in line and "this run has --seed 1" in line
-    line = error_line(run_script(fw, "train_teacher", *args[:-2], "--milestones", 2, "--resume", check=False))
+    line = error_line(stage_process(fw, "train_teacher", *args[:-2], "--milestones", 2, "--resume"))
     assert "--milestones [1]" in line
     # every setting is compared, also those an allow-list of "settings that matter" had missed
-    line = error_line(run_script(fw, "train_teacher", *args, "--no-sync-bn", "--resume", check=False))
+    line = error_line(stage_process(fw, "train_teacher", *args, "--no-sync-bn", "--resume"))
     assert "trained with --sync-bn, this run has --no-sync-bn" in line
     # a refused resume changed nothing: same checkpoint, still the finished run
     assert_same_run("r/teacher_ref", "r/teacher_cut", fw)
@@ -135,8 +137,8 @@ def test_rdrop_teacher_killed_mid_epoch_resumes_exactly(fw, tiny_data):
     history = load_checkpoint(ckpt_path("r/rdrop_ref", fw))["history"]
     assert all(h["train/loss_rdrop"] > 0 for h in history)  # the two passes did differ
     # resuming with another R-Drop setting is refused
-    line = error_line(run_script(fw, "train_teacher", *args("r/rdrop_cut")[:-4], "--rdrop", 1, "--dropout", 0.3,
-                                 "--resume", check=False))
+    line = error_line(stage_process(fw, "train_teacher", *args("r/rdrop_cut")[:-4], "--rdrop", 1, "--dropout", 0.3,
+                                 "--resume"))
     assert "--rdrop 5.0" in line
 
 
@@ -157,11 +159,10 @@ def test_student_killed_mid_epoch_resumes_exactly(fw, method, teachers, tiny_dat
     other = teachers[FRAMEWORKS[1 - FRAMEWORKS.index(fw)]]
     wrong = args(f"r/{method}_cut")
     wrong[wrong.index(teacher)] = other
-    line = error_line(run_script(fw, "train_student", *wrong, "--resume", check=False))
+    line = error_line(stage_process(fw, "train_student", *wrong, "--resume"))
     assert "other weights than the teacher" in line
     if method == "kd":  # every setting is compared, the one CE weight too (config.check_resume is one loop for all)
-        line = error_line(run_script(fw, "train_student", *args(f"r/{method}_cut"), "--ce-weight", 0.5, "--resume",
-                                     check=False))
+        line = error_line(stage_process(fw, "train_student", *args(f"r/{method}_cut"), "--ce-weight", 0.5, "--resume"))
         assert "--ce-weight 0.1" in line and "this run has --ce-weight 0.5" in line
 
 

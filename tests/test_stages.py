@@ -14,6 +14,7 @@ from common.errors import DIVERGED_EXIT
 from common.logs import read_scalars
 from common.results import read_result, run_dir
 from conftest import SHARED_TEACHER_ARGS as TINY_TEACHER, SHARED_TEACHER_NAME, error_line, run_script
+from stage_runner import stage_process
 from jittor_ import dataset as jt_dataset, distillers as jt_distillers, engine as jt_engine, models as jm
 from torch_ import dataset as th_dataset, distillers as th_distillers, engine as th_engine, models as tm
 
@@ -129,23 +130,23 @@ def test_missing_data_is_a_clear_error(fw, tmp_path):
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_bad_checkpoints_are_clear_errors(fw, teachers, tiny_data, tmp_path):
     base = ["--method", "kd", "--data-dir", tiny_data, "--name", "t/err", *TINY_STUDENT]
-    err = error_line(run_script(fw, "train_student", *base, "--teacher", tmp_path / "nope.ckpt", check=False))
+    err = error_line(stage_process(fw, "train_student", *base, "--teacher", tmp_path / "nope.ckpt"))
     assert "checkpoint not found" in err
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"\x00not a pickle")
-    err = error_line(run_script(fw, "train_student", *base, "--teacher", garbage, check=False))
+    err = error_line(stage_process(fw, "train_student", *base, "--teacher", garbage))
     assert "not a readable checkpoint" in err
     raw = tmp_path / "raw_state_dict.ckpt"  # e.g. a bare state_dict, not this repo's checkpoint dict
     with open(raw, "wb") as f:
         pickle.dump({"conv1.weight": np.zeros(3)}, f)
-    err = error_line(run_script(fw, "train_student", *base, "--teacher", raw, check=False))
+    err = error_line(stage_process(fw, "train_student", *base, "--teacher", raw))
     assert "not a checkpoint of this repo" in err
     # --init with the teacher's checkpoint for a student: wrong architecture
-    err = error_line(run_script(fw, "train_student", "--method", "ce", "--init", teachers[fw], "--data-dir", tiny_data,
-                                "--name", "t/err", *TINY_STUDENT, check=False))
+    err = error_line(stage_process(fw, "train_student", "--method", "ce", "--init", teachers[fw], "--data-dir", tiny_data,
+                                "--name", "t/err", *TINY_STUDENT))
     assert "'cifar10quick'" in err and "'cifar10simple'" in err
-    err = error_line(run_script(fw, "train_teacher", "--resume", "--data-dir", tiny_data, "--name", "t/never-run",
-                                *TINY_TEACHER, check=False))
+    err = error_line(stage_process(fw, "train_teacher", "--resume", "--data-dir", tiny_data, "--name", "t/never-run",
+                                *TINY_TEACHER))
     assert "checkpoint not found" in err
 
 
@@ -166,16 +167,17 @@ def nan_teacher(path, tmp_path):
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_nan_weights_are_refused_for_training_and_a_warning_for_test(fw, teachers, tiny_data, tmp_path):
     bad = nan_teacher(teachers[fw], tmp_path)
-    line = error_line(run_script(fw, "train_student", "--method", "kd", "--teacher", bad, "--data-dir", tiny_data,
-                                 "--name", "t/nan_teacher", *TINY_STUDENT, check=False))
+    line = error_line(stage_process(fw, "train_student", "--method", "kd", "--teacher", bad, "--data-dir", tiny_data,
+                                 "--name", "t/nan_teacher", *TINY_STUDENT))
     assert line.startswith(f"error: --teacher {bad}: weights fc1.weight (1 of ") and "NaN or infinite" in line
-    line = error_line(run_script(fw, "train_teacher", "--init", bad, "--data-dir", tiny_data, "--name", "t/nan_init",
-                                 "--epochs", 1, check=False))
+    line = error_line(stage_process(fw, "train_teacher", "--init", bad, "--data-dir", tiny_data, "--name", "t/nan_init",
+                                 "--epochs", 1))
     assert line.startswith(f"error: --init {bad}: weights fc1.weight (1 of ") and "NaN or infinite" in line
     assert not os.path.exists(ckpt("t/nan_teacher", fw)) and not os.path.exists(ckpt("t/nan_init", fw))
     # test.py evaluates what it is asked to, and says once that the numbers mean nothing
     out = tmp_path / "nan.json"
-    proc = run_script(fw, "test", "--ckpt", bad, "--data-dir", tiny_data, "--json", out)
+    proc = stage_process(fw, "test", "--ckpt", bad, "--data-dir", tiny_data, "--json", out)
+    assert proc.returncode == 0, proc.stderr
     warnings = proc.stderr.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {bad}: weights fc1.weight"), proc.stderr
     assert json.loads(out.read_text())["n"] == 70 and read_result("t/nan_weights", fw)["test"]["n"] == 70
