@@ -39,16 +39,13 @@ import threading
 import time
 
 from common.checkpoint import ckpt_path
-from common.config import add_data_dir, FRAMEWORKS, PRESET_SEEDS, PRESETS
+from common.config import add_data_dir, DEFAULT_METHODS, FRAMEWORKS, METHOD_NAMES, PRESET_SEEDS, PRESETS
 from common.distributed import launcher_command
 from common.errors import DIVERGED_EXIT, UserError
 from common.paths import ROOT
 from common.env import num_threads
 from common.results import read_result, result_path
 import report
-
-METHODS = ["ce", "kd", "dkd", "fitnet", "at"]
-
 
 class StageFailed(RuntimeError):
     """A stage exited with an error: the job stops (its output above says why)."""
@@ -206,7 +203,8 @@ def parse_args(argv=None):
                         help="run every stage with seeds 0..k-1, table: mean ± std (default: 1 for the quick "
                              "preset, 3 for full)")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS), help="frameworks to run")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="student methods to run")
+    parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(DEFAULT_METHODS),
+                        help=f"student methods to run (default: {' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: common.config.dkd_beta of the student, 1 for CIFAR10Simple)")
     parser.add_argument("--beta-sweep", type=float, nargs="*", default=None,
                         help="instead of the --methods students, one DKD student per beta (the original sweep: "

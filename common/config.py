@@ -15,6 +15,11 @@ from common.paths import DATA_DIR, ROOT
 
 FRAMEWORKS = ("torch", "jittor")  # the two mirrored folders: torch_/ and jittor_/
 
+# The method table's names (METHODS in <framework>_/distillers.py, the same keys in both), for the framework-free
+# scripts (run_all.py, report.py) that cannot import a framework; tests/test_distillers.py checks it against both.
+METHOD_NAMES = ("ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid")
+DEFAULT_METHODS = ("ce", "kd", "dkd", "fitnet", "at")  # run_all.py's students unless --methods says otherwise
+
 # Stage defaults: the settings every run of a stage has, whatever its method. A method's own weights
 # (and the CE weight) are its defaults in the method table (METHODS in <framework>_/distillers.py).
 TEACHER_DEFAULTS = dict(model="cifar10quick", epochs=30, lr=0.01, milestones=[15, 25],

@@ -62,6 +62,13 @@ def test_method_tables_agree():
         assert t.flags == j.flags and list(t.flags) == list(j.flags), name
 
 
+def test_the_framework_free_method_names_are_the_tables():
+    """run_all.py and report.py name the methods without importing a framework: common.config.METHOD_NAMES."""
+    from common.config import DEFAULT_METHODS, METHOD_NAMES
+    assert list(METHOD_NAMES) == list(tdist.METHODS) == list(jdist.METHODS)
+    assert set(DEFAULT_METHODS) <= set(METHOD_NAMES)
+
+
 def test_every_method_setting_is_a_flag_of_the_stage():
     """Each field a method's defaults hold is a flag (made from Method.flags) and reaches its config field;
     a flag with no default in the table would never be read."""
