@@ -128,12 +128,14 @@ def epoch_line(framework, stage, epoch, epochs, metrics):
 
 
 
-def check_finite(loss, stage, epoch, step):
-    """Stop at the first non-finite loss instead of training on NaN for the remaining epochs."""
+def check_finite(loss, stage, epoch, step, settings=()):
+    """Stop at the first non-finite loss instead of training on NaN for the remaining epochs. settings: the
+    method's own fields (Method.flags); those that weigh a term are named as what else to lower."""
     if not np.isfinite(loss):
+        weights = [f"--{key.replace('_', '-')}" for key in settings if "weight" in key or key in ("alpha", "beta")]
+        also = f" (or the distillation weight: {', '.join(weights)})" if weights else ""
         raise DivergedError(f"{stage}: the training loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
-                            f"training diverged: lower --lr (or a student's distillation weight: --beta, --kd-weight, "
-                            f"--fitnet-weight, --at-weight)", epoch + 1)
+                            f"training diverged: lower --lr{also}", epoch + 1)
 
 
 

@@ -438,3 +438,19 @@ def test_fitnet_checkpoint_holds_the_regressor_and_test_reads_the_student(fw, te
         record = read_result(name, reader)
         tested = record["test"] if reader == fw else record["test_from"][fw]
         assert tested["n"] == 70 and tested["top1"] == result["top1"]
+
+
+def test_a_diverged_loss_names_the_methods_own_weights():
+    """The divergence line says what to lower: --lr, and the weights of the method that ran (its table entry)."""
+    from common.errors import DivergedError
+    from common.logs import check_finite
+    with pytest.raises(DivergedError) as e:
+        check_finite(float("nan"), "student-nst", 4, 5, METHODS["nst"].flags)
+    assert str(e.value).endswith("lower --lr (or the distillation weight: --nst-weight)") and e.value.epoch == 5
+    with pytest.raises(DivergedError) as e:
+        check_finite(float("inf"), "student-dkd", 0, 0, METHODS["dkd"].flags)
+    assert "--alpha, --beta)" in str(e.value) and "--temperature" not in str(e.value)
+    with pytest.raises(DivergedError) as e:
+        check_finite(float("nan"), "teacher", 0, 0, METHODS["ce"].flags)
+    assert str(e.value).endswith("training diverged: lower --lr")
+    check_finite(1.5, "teacher", 0, 0)  # finite: nothing happens

@@ -123,7 +123,7 @@ def train_one_epoch(model, teacher, loader, optimizer, epoch, config, device, ex
         values = {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
                   **batch_accuracy(logits.detach().cpu().numpy(), labels.cpu().numpy())}
         values, n = merge_batch(values, len(labels), parallel.all_reduce_sum)  # the global batch's, N ranks or 1
-        check_finite(values["loss"], label, epoch, step)
+        check_finite(values["loss"], label, epoch, step, METHODS[config.method].flags)
         meter.update(values, n)
         end = time.perf_counter()
         t_train += end - start
