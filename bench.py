@@ -19,11 +19,12 @@ Batches come from common.batches over CIFAR-10's training images, or random uint
 --data-dir has none (the header says which); models, optimizers and tensors as the stages make them.
 
 Fairness: each framework runs in a process of its own with --threads threads (torch.set_num_threads;
-Jittor's only CPU parallelism, oneDNN, through OMP_NUM_THREADS). A model's two processes stay alive
-but never run at once: each makes its first call (Jittor compiles or loads its kernels: reported
-apart), then their timed repeats alternate (torch-jittor, jittor-torch, ...), so a change of load
-hits both alike. Each figure: median [min-max] over the repeats. The peak is a numpy float32 matmul
-timed in the same run on the same threads; a nominal peak only where the CPU model names the part.
+Jittor's CPU parallelism, the OpenMP of oneDNN and of jittor_/kernels.py, through OMP_NUM_THREADS). A
+model's two processes stay alive but never run at once: each makes its first call (Jittor compiles or
+loads its kernels: reported apart), then their timed repeats alternate (torch-jittor, jittor-torch,
+...), so a change of load hits both alike. Each figure: median [min-max] over the repeats. The peak
+is a numpy float32 matmul timed in the same run on the same threads; a nominal peak only where the
+CPU model names the part.
 """
 import argparse
 import collections
@@ -70,7 +71,9 @@ MAX_SECONDS, MIN_REPEATS = 12.0, 3  # timed seconds per figure above which the r
 PROFILE_STEPS = 10
 SLOW_S = 2.0  # --zoo: no warm-up call after a first call this slow (ResNet50: seconds per batch)
 MATMUL_N = 2048  # the peak: an n x n float32 matmul, 2 n^3 FLOP
-KERNEL_GROUPS = (("mkl_conv", "oneDNN convolutions (fwd, bwd data, bwd weights)"), ("mkl_", "oneDNN matmuls"))
+# (pattern of the kernel's name, group): the first that matches; jittor_/kernels.py names itself in its kernels' header
+KERNEL_GROUPS = (("^mkl_conv", "oneDNN convolutions (fwd, bwd data, bwd weights)"), ("^mkl_", "oneDNN matmuls"),
+                 ("jittor_/kernels.py", "jittor_/kernels.py: BatchNorm, max-pool (OpenMP)"))
 JITTOR_KERNELS, REST = "Jittor's own kernels (fused, 1 thread)", "the rest: Python, graph building, scheduling"
 
 
@@ -243,7 +246,7 @@ class Worker:
         for row in report[1:]:
             r = dict(zip(report[0], row))
             if "relay" not in r["Name"]:  # a relayed op's time is counted in its replacement
-                group = next((g for prefix, g in KERNEL_GROUPS if r["Name"].startswith(prefix)), JITTOR_KERNELS)
+                group = next((g for pattern, g in KERNEL_GROUPS if re.search(pattern, r["Name"])), JITTOR_KERNELS)
                 ms[group] += float(r["TotalTime"]) / steps / 1e6  # ns in all -> ms per step
         ms[REST] = max(wall_profiled * 1e3 / steps - sum(ms.values()), 0.0)
         return {"wall_ms": wall * 1e3 / steps, "profiled_wall_ms": wall_profiled * 1e3 / steps, "ms": ms}

@@ -34,8 +34,9 @@ def prepare_jittor():
     if "nvcc_path" not in os.environ and not has_nvidia_gpu():
         os.environ["nvcc_path"] = ""
     os.environ.setdefault("log_silent", "1")  # no info lines at import; compile progress still shows
-    # Jittor's CPU parallelism is oneDNN's OpenMP (its own kernels are single-threaded): same
-    # thread count as torch.set_num_threads(common.num_threads()) for a fair comparison
+    # Jittor's CPU parallelism is OpenMP: oneDNN's and jittor_/kernels.py's (the kernels Jittor
+    # generates itself are single-threaded): same thread count as torch.set_num_threads(common.num_threads())
+    # for a fair comparison
     os.environ.setdefault("OMP_NUM_THREADS", str(num_threads()))
     # Jittor names its compile cache after the git branch around its install folder: with the venv
     # inside this repo, every branch switch would recompile everything. One fixed name instead.

@@ -11,10 +11,11 @@ from common.env import prepare_jittor  # noqa: E402
 prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
+from jittor_.models import max_pool2d  # noqa: E402  (the models' own pool: the same numbers as their forward)
 
 
-FEATURE_OPS = {None: lambda x: x, "relu": nn.relu, "pool": lambda x: nn.max_pool2d(x, 2),
-               "relu_pool": lambda x: nn.max_pool2d(nn.relu(x), 2)}  # what follows the hooked module in forward
+FEATURE_OPS = {None: lambda x: x, "relu": nn.relu, "pool": max_pool2d,
+               "relu_pool": lambda x: max_pool2d(x, relu=True)}  # what follows the hooked module in forward
 
 
 def submodule(net, name):

@@ -20,7 +20,14 @@ from common.env import prepare_jittor  # noqa: E402
 prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
 from jittor import nn  # noqa: E402
+from jittor_ import kernels  # noqa: E402
 from jittor_.parallel import BatchNorm2d, Dropout  # noqa: E402  (the layers that are exact under data-parallel)
+
+
+def max_pool2d(x, relu=False):
+    """The models' 2x2 max-pool (kernel 2, stride 2), of relu(x) with relu=True: one multi-threaded kernel on
+    CPU (jittor_/kernels.py), nn.max_pool2d and nn.relu on a GPU. torch_/models.py: F.max_pool2d, F.relu."""
+    return kernels.max_pool2d(x, relu)
 
 
 class CIFAR10Quick(nn.Module):
@@ -43,9 +50,9 @@ class CIFAR10Quick(nn.Module):
         self.fc2 = nn.Linear(1024, num_classes)
 
     def execute(self, x):
-        x = nn.max_pool2d(nn.relu(self.bn1(self.conv1(x))), 2)  # 64 x 16 x 16
-        x = nn.max_pool2d(nn.relu(self.bn2(self.conv2(x))), 2)  # 128 x 8 x 8
-        x = nn.max_pool2d(nn.relu(self.bn3(self.conv3(x))), 2)  # 256 x 4 x 4
+        x = max_pool2d(self.bn1(self.conv1(x)), relu=True)  # 64 x 16 x 16
+        x = max_pool2d(self.bn2(self.conv2(x)), relu=True)  # 128 x 8 x 8
+        x = max_pool2d(self.bn3(self.conv3(x)), relu=True)  # 256 x 4 x 4
         x = x.reshape(x.shape[0], -1)
         x = self.dropout(nn.relu(self.fc1(x)))
         return self.fc2(x)
@@ -67,9 +74,9 @@ class CIFAR10Simple(nn.Module):
         self.fc2 = nn.Linear(64, num_classes)
 
     def execute(self, x):
-        x = nn.max_pool2d(self.conv1(x), 2)  # 32 x 16 x 16
-        x = nn.max_pool2d(self.conv2(x), 2)  # 32 x 8 x 8
-        x = nn.max_pool2d(self.conv3(x), 2)  # 64 x 4 x 4
+        x = max_pool2d(self.conv1(x))  # 32 x 16 x 16
+        x = max_pool2d(self.conv2(x))  # 32 x 8 x 8
+        x = max_pool2d(self.conv3(x))  # 64 x 4 x 4
         x = x.reshape(x.shape[0], -1)
         return self.fc2(self.fc1(x))
 
@@ -301,12 +308,12 @@ class VGG(nn.Module):
 
     def execute(self, x):
         h = x.shape[2]
-        x = nn.max_pool2d(nn.relu(self.block0(x)), 2)  # 16 x 16
-        x = nn.max_pool2d(nn.relu(self.block1(x)), 2)  # 8 x 8
-        x = nn.max_pool2d(nn.relu(self.block2(x)), 2)  # 4 x 4
+        x = max_pool2d(self.block0(x), relu=True)  # 16 x 16
+        x = max_pool2d(self.block1(x), relu=True)  # 8 x 8
+        x = max_pool2d(self.block2(x), relu=True)  # 4 x 4
         x = nn.relu(self.block3(x))
         if h == 64:  # mdistiller pools here only for 64 x 64 inputs (Tiny-ImageNet)
-            x = nn.max_pool2d(x, 2)
+            x = max_pool2d(x)
         x = nn.relu(self.block4(x))
         return self.classifier(x.mean(dims=[2, 3]))  # mdistiller: AdaptiveAvgPool2d((1, 1))
 

@@ -12,6 +12,9 @@ STAGES = {f"{fw}_.{stage}" for fw in ("torch", "jittor") for stage in ("train_te
 # names one framework needs and the other has built in: torch's autograd Function for an all-reduce whose backward
 # all-reduces (Jittor's mpi_all_reduce is differentiable already)
 FRAMEWORK_ONLY = {"AllReduceSum"}
+# modules one framework needs and the other has built in: Jittor's multi-threaded CPU kernels for BatchNorm and
+# the max-pool (Jittor's own generated kernels run on one thread; torch's ops use every core already)
+FRAMEWORK_ONLY_MODULES = {"jittor_/kernels.py"}
 
 
 def tracked_modules():
@@ -78,6 +81,15 @@ def test_cycle_finder_finds_a_cycle():
 def test_nothing_imports_a_stage_file():
     offenders = {name: sorted(deps & STAGES) for name, deps in import_graph().items() if deps & STAGES}
     assert not offenders, f"modules importing a stage file: {offenders}"
+
+
+def test_rooms_have_the_same_files():
+    """torch_/ and jittor_/ hold the same modules, but for FRAMEWORK_ONLY_MODULES."""
+    def files(fw):
+        return {name for name in os.listdir(os.path.join(ROOT, f"{fw}_")) if name.endswith(".py")
+                and f"{fw}_/{name}" not in FRAMEWORK_ONLY_MODULES}
+    assert files("torch") == files("jittor")
+    assert all(os.path.isfile(os.path.join(ROOT, path)) for path in FRAMEWORK_ONLY_MODULES)
 
 
 @pytest.mark.parametrize("room", ["dataset", "device", "distillers", "engine", "features", "models", "parallel",

@@ -9,10 +9,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch_.models import max_pool2d  # noqa: E402  (the models' own pool: the same numbers as their forward)
 
 
-FEATURE_OPS = {None: lambda x: x, "relu": F.relu, "pool": lambda x: F.max_pool2d(x, 2),
-               "relu_pool": lambda x: F.max_pool2d(F.relu(x), 2)}  # what follows the hooked module in forward
+FEATURE_OPS = {None: lambda x: x, "relu": F.relu, "pool": max_pool2d,
+               "relu_pool": lambda x: max_pool2d(x, relu=True)}  # what follows the hooked module in forward
 
 
 def submodule(net, name):

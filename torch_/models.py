@@ -22,6 +22,12 @@ import torch.nn.functional as F  # noqa: E402
 from torch_.parallel import BatchNorm2d, Dropout  # noqa: E402  (the layers that are exact under data-parallel)
 
 
+def max_pool2d(x, relu=False):
+    """The models' 2x2 max-pool (kernel 2, stride 2), of relu(x) with relu=True: F.max_pool2d, F.relu. In
+    jittor_/models.py one multi-threaded kernel on CPU (jittor_/kernels.py)."""
+    return F.max_pool2d(F.relu(x) if relu else x, 2)
+
+
 class CIFAR10Quick(nn.Module):
     """Teacher: 3 x [conv3x3 + BN + ReLU + maxpool2] (64, 128, 256), FC 4096-1024, ReLU, dropout, FC."""
 
@@ -42,9 +48,9 @@ class CIFAR10Quick(nn.Module):
         self.fc2 = nn.Linear(1024, num_classes)
 
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)  # 64 x 16 x 16
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)  # 128 x 8 x 8
-        x = F.max_pool2d(F.relu(self.bn3(self.conv3(x))), 2)  # 256 x 4 x 4
+        x = max_pool2d(self.bn1(self.conv1(x)), relu=True)  # 64 x 16 x 16
+        x = max_pool2d(self.bn2(self.conv2(x)), relu=True)  # 128 x 8 x 8
+        x = max_pool2d(self.bn3(self.conv3(x)), relu=True)  # 256 x 4 x 4
         x = x.reshape(x.shape[0], -1)
         x = self.dropout(F.relu(self.fc1(x)))
         return self.fc2(x)
@@ -66,9 +72,9 @@ class CIFAR10Simple(nn.Module):
         self.fc2 = nn.Linear(64, num_classes)
 
     def forward(self, x):
-        x = F.max_pool2d(self.conv1(x), 2)  # 32 x 16 x 16
-        x = F.max_pool2d(self.conv2(x), 2)  # 32 x 8 x 8
-        x = F.max_pool2d(self.conv3(x), 2)  # 64 x 4 x 4
+        x = max_pool2d(self.conv1(x))  # 32 x 16 x 16
+        x = max_pool2d(self.conv2(x))  # 32 x 8 x 8
+        x = max_pool2d(self.conv3(x))  # 64 x 4 x 4
         x = x.reshape(x.shape[0], -1)
         return self.fc2(self.fc1(x))
 
@@ -300,12 +306,12 @@ class VGG(nn.Module):
 
     def forward(self, x):
         h = x.shape[2]
-        x = F.max_pool2d(F.relu(self.block0(x)), 2)  # 16 x 16
-        x = F.max_pool2d(F.relu(self.block1(x)), 2)  # 8 x 8
-        x = F.max_pool2d(F.relu(self.block2(x)), 2)  # 4 x 4
+        x = max_pool2d(self.block0(x), relu=True)  # 16 x 16
+        x = max_pool2d(self.block1(x), relu=True)  # 8 x 8
+        x = max_pool2d(self.block2(x), relu=True)  # 4 x 4
         x = F.relu(self.block3(x))
         if h == 64:  # mdistiller pools here only for 64 x 64 inputs (Tiny-ImageNet)
-            x = F.max_pool2d(x, 2)
+            x = max_pool2d(x)
         x = F.relu(self.block4(x))
         return self.classifier(x.mean(dim=[2, 3]))  # mdistiller: AdaptiveAvgPool2d((1, 1))
 
