@@ -121,7 +121,7 @@ def error_line(proc, code=2):
 # trained once per framework for the whole test run, not once per module. test_stages checks the run
 # itself (its lines, events, checkpoint and record); other modules only read its checkpoint, so none
 # may train or resume under its name.
-SHARED_TEACHER_NAME = "shared/teacher"
+SHARED_TEACHER_NAME = "shared/teacher_s0"  # the name run_all gives seed 0's teacher: run_all --teacher-from shared
 SHARED_TEACHER_ARGS = ["--train-size", 200, "--val-size", 50, "--batch-size", 32, "--epochs", 2, "--milestones", 1]
 
 
@@ -169,7 +169,7 @@ def teachers(shared_teacher):
     return {fw: path for fw, (path, _) in shared_teacher.items()}
 
 
-SLOW_FIXTURES = {"shared_teacher", "teachers"}  # they train a teacher in a stage process
+SLOW_FIXTURES = {"shared_teacher", "teachers", "teachers100"}  # they train a teacher in a stage process
 
 
 def pytest_collection_modifyitems(items):

@@ -237,7 +237,8 @@ def test_teacher_then_pair_student_then_test(fw, teachers100, tiny_data100, tmp_
     history = student["history"][0]
     assert history["distill_weight"] == pytest.approx(1 / 20) and "train/loss_nckd" in history
     out = tmp_path / "test.json"
-    proc = run_script(fw, "test", "--ckpt", ckpt_path("c100/pair", fw), "--data-dir", tiny_data100, "--json", out)
+    proc = stage_process(fw, "test", "--ckpt", ckpt_path("c100/pair", fw), "--data-dir", tiny_data100, "--json", out)
+    assert proc.returncode == 0, proc.stderr
     metrics = json.loads(out.read_text())
     assert read_result("c100/pair", fw)["test"] == metrics  # the run's record holds what --json copied
     assert metrics["dataset"] == "cifar100" and metrics["n"] == TINY100["test"] and len(metrics["per_class"]) == 100
@@ -247,8 +248,9 @@ def test_teacher_then_pair_student_then_test(fw, teachers100, tiny_data100, tmp_
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_mdistiller_teacher_file_teaches_a_pair_student(fw, mdistiller_teacher, tiny_data100):
-    proc = run_script(fw, "train_student", "--pair", "res32x4_res8x4", "--teacher", mdistiller_teacher["legacy"],
-                      "--teacher-model", "resnet8x4", "--data-dir", tiny_data100, "--name", "c100/from_pth", *TINY)
+    proc = stage_process(fw, "train_student", "--pair", "res32x4_res8x4", "--teacher", mdistiller_teacher["legacy"],
+                         "--teacher-model", "resnet8x4", "--data-dir", tiny_data100, "--name", "c100/from_pth", *TINY)
+    assert proc.returncode == 0, proc.stderr
     assert "(pth checkpoint, CIFAR-100, weights only)" in proc.stdout
 
 
@@ -257,12 +259,14 @@ def test_mdistiller_teacher_file_same_top1_in_both_frameworks(mdistiller_teacher
     for fw in FRAMEWORKS:
         for fmt, path in mdistiller_teacher.items():
             out = tmp_path / f"{fw}_{fmt}.json"
-            proc = run_script(fw, "test", "--ckpt", path, "--model", "resnet8x4", "--data-dir", tiny_data100,
-                              "--json", out)
+            proc = stage_process(fw, "test", "--ckpt", path, "--model", "resnet8x4", "--data-dir", tiny_data100,
+                                 "--json", out)
+            assert proc.returncode == 0, proc.stderr
             assert f"[{fw}] resnet8x4 (pth checkpoint) on 50 test images: top-1" in proc.stdout
             results[fw, fmt] = json.loads(out.read_text())
     # the repo checkpoint holding the same weights, for reference
-    run_script("torch", "test", "--ckpt", teachers100["torch"], "--data-dir", tiny_data100, "--json", tmp_path / "ref.json")
+    assert stage_process("torch", "test", "--ckpt", teachers100["torch"], "--data-dir", tiny_data100,
+                         "--json", tmp_path / "ref.json").returncode == 0
     ref = json.loads((tmp_path / "ref.json").read_text())
     for (fw, fmt), m in results.items():
         assert m["dataset"] == "cifar100" and m["n"] == 50, (fw, fmt)

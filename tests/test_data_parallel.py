@@ -28,6 +28,7 @@ from common.config import FRAMEWORKS
 from common.distributed import batch_rows, eval_range, launcher_command
 from common.results import read_result, run_dir
 from conftest import ROOT, write_tiny_cifar
+from stage_runner import stage_process
 
 pytestmark = pytest.mark.slow  # every test here launches stages (make test-fast leaves them out)
 
@@ -50,7 +51,12 @@ def launched(fw, nproc, script, *args, timeout=600):
 
 
 def stage(fw, nproc, name, *args, check=True):
-    proc = launched(fw, nproc, os.path.join(ROOT, f"{fw}_", f"{name}.py"), *args)
+    """A stage on `nproc` processes under the launcher; on one process, in this process (no launcher, and no
+    interpreter to start)."""
+    if nproc == 1:
+        proc = stage_process(fw, name, *args)
+    else:
+        proc = launched(fw, nproc, os.path.join(ROOT, f"{fw}_", f"{name}.py"), *args)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(proc.args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

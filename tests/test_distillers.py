@@ -17,8 +17,7 @@ from common.checkpoint import ckpt_path, load_checkpoint, make_checkpoint, save_
 from common.config import build_config, check_resume, flag_name, FRAMEWORKS, resolve
 from common.errors import CheckpointError, UserError
 from common.results import read_result
-from conftest import run_script
-from stage_runner import one_line_error, ROOT
+from stage_runner import one_line_error, ROOT, stage_process
 from jittor_ import device as jd, distillers as jdist, engine as je, features as jf, models as jm
 from test_feature_losses import at_ref
 from torch_ import device as td, distillers as tdist, engine as te, features as tf, models as tm
@@ -418,11 +417,13 @@ def test_teacher_rdrop_without_dropout_is_a_one_line_error(fw, tiny_data):
 
 
 @pytest.mark.slow  # runs stages
+@pytest.mark.slow  # a stage trains and tests (in this process)
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_fitnet_checkpoint_holds_the_regressor_and_test_reads_the_student(fw, teacher_ckpt, tiny_data, tmp_path):
     name = f"fitnet_ckpt_{fw}"
-    run_script(fw, "train_student", "--method", "fitnet", "--teacher", teacher_ckpt, "--data-dir", tiny_data,
-               "--epochs", 1, "--train-size", 64, "--val-size", 20, "--batch-size", 32, "--lr", 0.002, "--name", name)
+    assert stage_process(fw, "train_student", "--method", "fitnet", "--teacher", teacher_ckpt, "--data-dir", tiny_data,
+                         "--epochs", 1, "--train-size", 64, "--val-size", 20, "--batch-size", 32, "--lr", 0.002,
+                         "--name", name).returncode == 0
     ckpt = load_checkpoint(ckpt_path(name, fw))
     assert ckpt["regressor"]["conv.weight"].shape == (128, 32, 1, 1)  # 1x1 conv, 32@8 -> 128@8
     assert not any(k.startswith("regressor") for k in ckpt["model"])
@@ -431,7 +432,7 @@ def test_fitnet_checkpoint_holds_the_regressor_and_test_reads_the_student(fw, te
     assert record["finished"] and record["epochs"] == 1 and record["config"]["method"] == "fitnet"
     for reader in FRAMEWORKS:  # the checkpoint is shared; the student alone is evaluated
         out = tmp_path / f"{reader}.json"
-        run_script(reader, "test", "--ckpt", ckpt_path(name, fw), "--data-dir", tiny_data, "--json", out)
+        assert stage_process(reader, "test", "--ckpt", ckpt_path(name, fw), "--data-dir", tiny_data, "--json", out).returncode == 0
         result = json.loads(out.read_text())
         assert result["n"] == 70 and result["arch"] == "cifar10simple"
         # and into the reader's record of the run: "test" for its own framework's checkpoint, else "test_from"
