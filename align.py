@@ -20,11 +20,11 @@ two float32 runs that differ only in rounding part ways too, each about as fast 
 float64 (so their difference can reach twice that). The first step that crosses each tolerance
 is reported; a loss that becomes NaN or infinite fails.
 
---stage at runs at lr 0.001 unless --lr is given: at 0.01 the BN-free student blows up within
-9 steps under mdistiller's weight 1000, in both frameworks alike (loss 1e17 at step 9, NaN at 10).
-So do nst, pkt and sp under mdistiller's weights (50, 30000, 3000), measured with --jitter 1e-3, both
-frameworks alike: NST loss 2621 at step 7, 7e22 at step 9, NaN at 10; PKT 1.6e5 at step 6, NaN at 8;
-SP 7.9e10 at step 6, NaN at 7. They run at lr 0.001 too (STAGE_LR); rkd, kdsvd and vid stay at 0.01.
+Every stage runs at lr 0.01 with the weights the stage would use: on the repo's own pair, its own weights
+(common.config.OWN_PAIR_WEIGHTS, the rule of weights.py). --mdistiller-weights gives mdistiller's instead,
+under which at, nst, pkt and sp blow the BN-free student up within 10 steps at lr 0.01, in both frameworks
+alike (AT: loss 1e17 at step 9, NaN at 10; NST 7e22 at step 9; PKT NaN at step 8; SP NaN at step 7): with
+those, give --lr 0.001 (docs/alignment.md).
 
 One intended difference: dropout masks come from each framework's own RNG, so the teacher's
 dropout is switched off (p=0) here, except for --stage rdrop, whose two passes need it: there both
@@ -70,7 +70,6 @@ STAGES = {"teacher": ("cifar10quick", None),
 RDROP = dict(rdrop=5.0, dropout=0.3)  # the R-Drop reproduction's alpha and dropout
 STEP1_TOL, LATE_TOL = 1e-5, 1e-3
 YARDSTICK_FACTOR = 2.0  # over 50 steps: at most twice torch's own float32-vs-float64 drift (module docstring)
-STAGE_LR = {"at": 0.001, "nst": 0.001, "pkt": 0.001, "sp": 0.001}  # a stage's default lr when not 0.01 (docstring)
 
 
 def without_dropout(model):
@@ -146,7 +145,8 @@ def stage_config(args):
         return build_config("teacher", METHODS, model=arch, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
                             **(RDROP if args.stage == "rdrop" else {}))
     return build_config("student", METHODS, method=args.stage, pair=args.pair, model=arch, teacher_model=teacher_arch,
-                        lr=args.lr, seed=args.seed, batch_size=args.batch_size)
+                        lr=args.lr, seed=args.seed, batch_size=args.batch_size,
+                        mdistiller_weights=args.mdistiller_weights or None)
 
 
 def torch_step(model, teacher, optimizer, x, y, hp, extra):
@@ -294,8 +294,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--train-size", type=int, default=5000, help="images the batches are drawn from")
     parser.add_argument("--lr", type=float, default=None,
-                        help=f"SGD learning rate (default 0.01; per stage: "
-                             f"{', '.join(f'{k} {v:g}' for k, v in STAGE_LR.items())}; the pair's with --pair)")
+                        help="SGD learning rate (default 0.01; the pair's with --pair)")
+    parser.add_argument("--mdistiller-weights", action="store_true",
+                        help="mdistiller's distillation weights on the own pair too, instead of the repo's own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batches")
     parser.add_argument("--jitter", type=float, default=0.0,
                         help="std of identical noise added to every batch in both frameworks (breaks max-pool ties)")
@@ -312,7 +313,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     pair = PAIRS[args.pair] if args.pair else {}
     args.stage = args.stage or ("dkd" if args.pair else "teacher")
-    args.lr = pair.get("lr", STAGE_LR.get(args.stage, 0.01)) if args.lr is None else args.lr
+    args.lr = pair.get("lr", 0.01) if args.lr is None else args.lr
     if not args.compare_ckpt:  # --compare-ckpt: the checkpoint's own dataset unless given
         args.dataset = args.dataset or pair.get("dataset", "cifar10")
     return args

@@ -18,7 +18,7 @@ FRAMEWORKS = ("torch", "jittor")  # the two mirrored folders: torch_/ and jittor
 # The method table's names (METHODS in <framework>_/distillers.py, the same keys in both), for the framework-free
 # scripts (run_all.py, report.py) that cannot import a framework; tests/test_distillers.py checks it against both.
 METHOD_NAMES = ("ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid")
-DEFAULT_METHODS = ("ce", "kd", "dkd", "fitnet", "at")  # run_all.py's students unless --methods says otherwise
+DEFAULT_METHODS = ("ce", "kd", "dkd", "fitnet", "at", "rkd", "vid")  # run_all.py's students unless --methods says otherwise
 
 # Stage defaults: the settings every run of a stage has, whatever its method. A method's own weights
 # (and the CE weight) are its defaults in the method table (METHODS in <framework>_/distillers.py).
@@ -31,7 +31,8 @@ STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[1
                         batch_size=128, train_size=5000, val_size=1000,
                         momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
                         warmup=10,  # epochs of linear warm-up of the distillation weight (DKD's 20 over 240)
-                        rdrop=0.0, dropout=None, sync_bn=True, teacher_model=None)
+                        rdrop=0.0, dropout=None, sync_bn=True, teacher_model=None,
+                        mdistiller_weights=False)  # True: mdistiller's weights on the own pair too (OWN_PAIR_WEIGHTS)
 STAGE_DEFAULTS = {"teacher": TEACHER_DEFAULTS, "student": STUDENT_DEFAULTS}
 # Fields of every record that say where and how a run happens, not what it computes: --resume may change them.
 RUN_FIELDS = dict(name=None, preset=None, pair=None, init=None, resume=False, data_dir=DATA_DIR, device="auto",
@@ -118,6 +119,21 @@ PAIRS = {
     "res32x4_shuv2": dict(DKD_CIFAR100, teacher_model="resnet32x4", model="ShuffleV2", lr=0.01),
 }
 
+# The repo's own pair, and its distillation weights: mdistiller's scaled by the rule of weights.py (a step-1
+# gradient ratio against mdistiller's resnet32x4 -> resnet8x4, then a 3-point grid on the validation split;
+# docs/distillers.md). A level of resolve() between the preset and the method's defaults, for the own pair only
+# (a student cifar10simple on CIFAR-10 whose teacher is cifar10quick, the default); --mdistiller-weights skips it.
+OWN_PAIR = dict(model="cifar10simple", teacher_model="cifar10quick", dataset="cifar10")
+OWN_PAIR_WEIGHTS = {"fitnet": dict(fitnet_weight=8.5), "at": dict(at_weight=110.0), "nst": dict(nst_weight=12.0),
+                    "pkt": dict(pkt_weight=840.0), "rkd": dict(rkd_distance_weight=2.9, rkd_angle_weight=5.9),
+                    "sp": dict(sp_weight=160.0)}  # `python weights.py --grid` prints it; KD, DKD, KDSVD, VID: mdistiller's
+
+
+def weight_fields(methods, method):
+    """The distillation weights of a method: its *_weight fields but the CE weight, and DKD's alpha and beta."""
+    return [key for key in methods[method].defaults
+            if (key.endswith("_weight") and key != "ce_weight") or (method == "dkd" and key in ("alpha", "beta"))]
+
 
 def default_name(args, stage):
     """Run name when --name is not given: the original names on CIFAR-10; dataset, pair or model otherwise."""
@@ -148,8 +164,8 @@ def resolve(stage, flags, methods, framework=None):
 
     stage: "teacher" (method ce, no teacher) or "student"; methods: the method table (METHODS of
     <framework>_/distillers.py), whose defaults hold each method's own weights. Every precedence rule
-    lives here (explicit > pair > preset > method > stage; then per-model defaults: DKD's beta, FitNet's
-    hint layer), and nothing is written into the record after it: stages, align.py, bench.py and the
+    lives here (explicit > pair > preset > the own pair's weights > method > stage; then per-model defaults:
+    DKD's beta, FitNet's hint layer), and nothing is written into the record after it: stages, align.py, bench.py and the
     tests all build their record with this, and the checkpoint stores it (--resume compares it).
     framework: fills the default --teacher path (this framework's teacher run); None leaves it None.
     """
@@ -169,9 +185,14 @@ def resolve(stage, flags, methods, framework=None):
     own = dict(STAGE_DEFAULTS[stage], **methods[method].defaults)
     check_method_flags(flags, method, methods, own)
     preset = PRESETS[flags["preset"]][stage] if flags.get("preset") else {}
+    first = lambda key: next((level[key] for level in (flags, pair, preset, own) if level.get(key) is not None), None)
+    own_pair = {}
+    if stage == "student" and not first("mdistiller_weights") and all(
+            (first(key) or OWN_PAIR[key]) == value for key, value in OWN_PAIR.items()):
+        own_pair = OWN_PAIR_WEIGHTS.get(method, {})
     record = {"stage": stage, "method": method}
     for key in [*own, *RUN_FIELDS]:
-        for level in (flags, pair, preset, methods[method].defaults, STAGE_DEFAULTS[stage], RUN_FIELDS):
+        for level in (flags, pair, preset, own_pair, methods[method].defaults, STAGE_DEFAULTS[stage], RUN_FIELDS):
             if level.get(key) is not None:
                 record[key] = level[key]
                 break
@@ -322,6 +343,9 @@ def add_method_args(parser, methods):
                              f"{STUDENT_DEFAULTS['warmup']}; per method: {per_method('warmup')})")
     parser.add_argument("--ce-weight", type=float, default=None,
                         help=f"weight of the cross-entropy term (default per method: {per_method('ce_weight')})")
+    parser.add_argument("--mdistiller-weights", action=argparse.BooleanOptionalAction, default=None,
+                        help="on cifar10quick -> cifar10simple too, mdistiller's distillation weights instead of the "
+                             "repo's own (scaled by the rule of weights.py: docs/distillers.md)")
     settings = {}  # field -> (type, help, [methods])
     for name, m in methods.items():
         for key, (kind, text) in m.flags.items():
@@ -330,6 +354,10 @@ def add_method_args(parser, methods):
         defaults = {methods[name].defaults.get(key) for name in owners}
         default = defaults.pop() if len(defaults) == 1 else per_method(key)
         shown = "" if default is None else f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+        on_own_pair = {name: OWN_PAIR_WEIGHTS[name][key] for name in owners if key in OWN_PAIR_WEIGHTS.get(name, {})}
+        if on_own_pair:
+            shown += "; on cifar10quick -> cifar10simple: " + ", ".join(f"{v:g}" if len(owners) == 1 else f"{n} {v:g}"
+                                                                       for n, v in on_own_pair.items())
         parser.add_argument(flag_name(key), type=kind[0] if isinstance(kind, list) else kind,
                             nargs="+" if isinstance(kind, list) else None, default=None,
                             help=f"{', '.join(owners)}: {text}{shown}")

@@ -14,7 +14,8 @@ import torch
 import jittor as jt
 from common.batches import epoch_seed
 from common.checkpoint import ckpt_path, load_checkpoint, make_checkpoint, save_checkpoint
-from common.config import build_config, check_resume, flag_name, FRAMEWORKS, resolve
+from common.config import (build_config, check_resume, flag_name, FRAMEWORKS, OWN_PAIR_WEIGHTS, resolve,
+                           weight_fields)
 from common.errors import CheckpointError, UserError
 from common.results import read_result
 from stage_runner import one_line_error, ROOT, stage_process
@@ -257,6 +258,7 @@ def saved(config, epoch=0):
     ({"ce_weight": 0.5}, "--ce-weight"),
     ({"dropout": 0.2}, "--dropout"),
     ({"temperature": 2.0}, "--temperature"),
+    ({"mdistiller_weights": True}, "--no-mdistiller-weights"),  # trained with the own pair's weights
     ({"preset": "quick"}, "--batch-size"),  # --preset itself is free; what it changes is not (the first, sorted)
 ])
 def test_resume_refuses_a_changed_setting_naming_its_flag(flags, flag):
@@ -365,7 +367,7 @@ def test_fitnet_and_at_steps_weigh_the_right_features(fw, method):
     teacher, student_model = models.build_model("cifar10quick", 1), models.build_model("cifar10simple", 2)
     teacher.eval()
     student_model.train()
-    config = student(method=method)
+    config = student(method=method, mdistiller_weights=True)  # 100 and 1000 (the own pair's: the next test)
     out_s, out_t = features.forward_features(student_model, array(x)), features.forward_features(teacher, array(x))
     feats_s, feats_t = [numpy(f) for f in out_s[1]["feats"]], [numpy(f) for f in out_t[1]["feats"]]
     extra = {}
@@ -385,6 +387,33 @@ def test_fitnet_and_at_steps_weigh_the_right_features(fw, method):
     assert abs(float(terms[method].item()) - expected) < 1e-4 * expected
     assert abs(float(terms["ce"].item()) - ce) < 1e-5 * ce
     assert float(loss.item()) == pytest.approx(ce + expected, rel=1e-5)
+
+
+def test_the_own_pair_takes_its_weights_and_mdistillers_are_one_flag_away():
+    """OWN_PAIR_WEIGHTS (weights.py's rule) on cifar10quick -> cifar10simple, with or without the quick preset;
+    mdistiller's with --mdistiller-weights, on any other pair, and for the methods the rule left alone; an explicit
+    weight wins over both."""
+    assert OWN_PAIR_WEIGHTS and set(OWN_PAIR_WEIGHTS) < {name for name, m in METHODS.items() if m.teacher}
+    for method, weights in OWN_PAIR_WEIGHTS.items():
+        assert set(weights) == set(weight_fields(METHODS, method)), method  # all of a method's weights, together
+        own, quick = student(method=method), student(method=method, preset="quick")
+        mdistiller = [student(method=method, mdistiller_weights=True),
+                      student(method=method, model="resnet8x4", teacher_model="resnet32x4"),
+                      student(method=method, teacher_model="resnet8x4"),  # another teacher for the own student
+                      student(method=method, pair="res32x4_res8x4")]
+        for key, value in weights.items():
+            assert getattr(own, key) == getattr(quick, key) == value != METHODS[method].defaults[key], (method, key)
+            assert all(getattr(c, key) == METHODS[method].defaults[key] for c in mdistiller), (method, key)
+            assert getattr(student(method=method, **{key: 7.0}), key) == 7.0
+    for method in {name for name, m in METHODS.items() if m.teacher} - set(OWN_PAIR_WEIGHTS):
+        assert vars(student(method=method)) == dict(vars(student(method=method, mdistiller_weights=True)),
+                                                   mdistiller_weights=False), method
+
+
+def test_weight_fields_are_the_distillation_weights():
+    assert weight_fields(METHODS, "kd") == ["kd_weight"] and weight_fields(METHODS, "dkd") == ["alpha", "beta"]
+    assert weight_fields(METHODS, "rkd") == ["rkd_distance_weight", "rkd_angle_weight"]
+    assert weight_fields(METHODS, "ce") == [] and weight_fields(METHODS, "vid") == ["vid_weight"]
 
 
 @pytest.fixture(scope="module")

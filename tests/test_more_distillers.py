@@ -524,7 +524,8 @@ def one_step(fw, method, student_model, teacher_model, n):
     teacher, student = models.build_model(teacher_model, 1), models.build_model(student_model, 2)
     teacher.eval()
     student.train()
-    config = build_config("student", distillers.METHODS, method=method, model=student_model, teacher_model=teacher_model)
+    config = build_config("student", distillers.METHODS, method=method, model=student_model, teacher_model=teacher_model,
+                          mdistiller_weights=True)  # WEIGHT below, also on the own pair
     extra = distillers.METHODS[method].setup(config, student, teacher, devices.select_device("cpu"))
     numpy = lambda v: v.detach().numpy() if fw == "torch" else v.numpy()
     out_s, out_t = features.forward_features(student, array(x)), features.forward_features(teacher, array(x))

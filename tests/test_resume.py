@@ -1,7 +1,7 @@
 """Exact resume: a stage killed with SIGKILL in the middle of an epoch and continued with --resume
 ends bit-identical to the uninterrupted run: weights, momentum, metrics, event-file curves and
-test result, in both frameworks, for the teacher with R-Drop and the KD and FitNet students (FitNet's
-regressor and its momentum included; the modules of every method of the table: test_distillers).
+test result, in both frameworks, for the teacher with R-Drop, the KD student and every method whose setup
+trains modules with the student (FitNet's regressor, VID's regressors and variances, with their momentum).
 
 The kill is real (a subprocess, SIGKILL, no chance to clean up), and triggered by what the run does,
 not by a clock: it lands as soon as the run has printed the end of epoch 1, a line it prints after
@@ -26,6 +26,7 @@ from common.logs import read_scalars
 from common.results import read_result, result_path, run_dir
 from conftest import error_line, ROOT, run_script
 from stage_runner import stage_process
+from test_distillers import methods_with_modules
 
 pytestmark = pytest.mark.slow  # every test here launches stages (make test-fast leaves them out)
 
@@ -74,7 +75,8 @@ def assert_same_run(reference, resumed, fw):
     """Bit-identical checkpoints (arrays compared byte for byte) and curves, timings aside."""
     a, b = (load_checkpoint(ckpt_path(n, fw)) for n in (reference, resumed))
     assert a["epoch"] == b["epoch"] == EPOCHS - 1
-    for group in [g for g in ("model", "optimizer", "regressor") if g in a or g in b]:
+    assert [k for k in a if isinstance(a[k], dict) and k != "config"] == [k for k in b if isinstance(b[k], dict) and k != "config"]
+    for group in [k for k in a if isinstance(a[k], dict) and k != "config"]:  # model, optimizer, the method's modules
         assert list(a[group]) == list(b[group]) and a[group], group
         for key in a[group]:
             assert a[group][key].tobytes() == b[group][key].tobytes(), f"{group} {key} differs"
@@ -136,7 +138,7 @@ def test_teacher_killed_mid_epoch_resumes_exactly(fw, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("method", ["kd", "fitnet"])  # DKD keeps no state of its own (test_distillers: every method's modules)
+@pytest.mark.parametrize("method", ["kd", *methods_with_modules()])  # fitnet, vid: modules trained with the student
 def test_student_killed_mid_epoch_resumes_exactly(fw, method, teachers, tiny_data):
     teacher = teachers[fw]  # conftest's shared tiny teacher
     args = lambda name: ["--method", method, "--teacher", teacher, "--data-dir", tiny_data, "--name", name,
@@ -144,10 +146,13 @@ def test_student_killed_mid_epoch_resumes_exactly(fw, method, teachers, tiny_dat
     assert stage_process(fw, "train_student", *args(f"r/{method}_ref")).returncode == 0  # uninterrupted
     kill_and_resume(fw, "train_student", f"r/{method}_cut", args(f"r/{method}_cut"))
     assert_same_run(f"r/{method}_ref", f"r/{method}_cut", fw)
-    if method == "fitnet":  # the regressor trained: saved, with its momentum, and not what it started from
+    if method != "kd":  # the modules trained: saved, with their momentum (FitNet's regressor, VID's regressors)
         ckpt = load_checkpoint(ckpt_path(f"r/{method}_cut", fw))
-        assert set(ckpt["regressor"]) >= {"conv.weight", "bn.weight", "bn.running_mean"}
-        assert "regressor.conv.weight" in ckpt["optimizer"] and np.abs(ckpt["optimizer"]["regressor.conv.weight"]).sum() > 0
+        key = {"fitnet": "regressor", "vid": "vid"}[method]
+        assert ckpt[key] and not any(k.startswith(key) for k in ckpt["model"])
+        assert any(k.startswith(f"{key}.") and np.abs(v).sum() > 0 for k, v in ckpt["optimizer"].items())
+        if method == "fitnet":
+            assert set(ckpt["regressor"]) >= {"conv.weight", "bn.weight", "bn.running_mean"}
     # another teacher (the other framework's: close, but not the same weights) is refused
     other = teachers[FRAMEWORKS[1 - FRAMEWORKS.index(fw)]]
     wrong = args(f"r/{method}_cut")

@@ -1,0 +1,139 @@
+"""The distillation weights of the repo's own pair (CIFAR10Quick -> CIFAR10Simple), by one rule for every method.
+
+    python weights.py                      # step 1: each method's push at step 1 and the capped weights
+    python weights.py --grid               # step 2 too: 3 quick-preset students per capped method, on validation
+
+mdistiller's weights are set for ResNets with BatchNorm on CIFAR-100; on the BN-free, activation-free
+CIFAR10Simple several of them blow the student up within a few epochs (docs/distillers.md). The rule, the
+same for every method with a teacher:
+1. The push at step 1: rho = |grad of the distillation terms| / |grad of the CE term| over the student's
+   parameters, with the method's mdistiller weights, the student at its seed-0 initial weights in training
+   mode, the trained teacher (make run's, seed 0) in eval mode, on the first 64 images of the student's
+   training split (normalised, not augmented). KD under mdistiller's weights (0.9 KD against 0.1 CE, T 4)
+   is the yardstick: it trains stably on this pair and on mdistiller's. A method that pushes harder than KD
+   is scaled down to KD's push, s = rho_KD / rho; one that pushes less keeps mdistiller's weights (s = 1).
+2. For each method the cap scaled: a 3-point grid s/3, s, 3s, the quick preset's student (torch, seed 0)
+   at each, and the one with the best validation top-1 (the held-out training images, never the test set)
+   among those that did not diverge. Every distillation weight of the method is multiplied by the chosen
+   factor (RKD's two keep their ratio) and rounded to 2 significant digits.
+common/config.py's OWN_PAIR_WEIGHTS holds the result; --mdistiller-weights brings mdistiller's back.
+"""
+import argparse
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from common.batches import normalise
+from common.config import add_data_dir, build_config, SPLIT_SEED, weight_fields
+from common.datasets import load_dataset, split_indices
+from common.errors import die, UserError
+from common.results import read_result
+import torch
+
+from torch_ import device as td, engine
+from torch_.distillers import METHODS
+
+GRID = (1 / 3, 1.0, 3.0)
+BATCH = 64
+YARDSTICK = "kd"
+
+
+def first_batch(data_dir):
+    """The first 64 images of the quick preset's student training split, normalised, and their labels."""
+    preset = build_config("student", METHODS, method=YARDSTICK, preset="quick")
+    data = load_dataset("cifar10", data_dir)
+    train, _ = split_indices(len(data["train_y"]), preset.train_size, preset.val_size, SPLIT_SEED)
+    index = train[:BATCH]
+    return (torch.from_numpy(normalise(data["train_x"][index], "cifar10")),
+            torch.from_numpy(data["train_y"][index].astype(np.int64)))
+
+
+def step_one_push(method, teacher, images, labels):
+    """rho: |grad of the distillation terms| / |grad of the weighted CE term| over the student's parameters."""
+    config = build_config("student", METHODS, method=method, mdistiller_weights=True)
+    device = td.select_device("cpu")
+    torch.manual_seed(0)  # a method's setup may draw (FitNet's regressor): the same draws for each run
+    student = engine.build(config, device)
+    student.train()
+    extra = METHODS[method].setup(config, student, teacher, device)
+    with torch.no_grad():
+        out_teacher = engine.forward(teacher, images, METHODS[method].features)
+    out = engine.forward(student, images, METHODS[method].features)
+    terms = METHODS[method].terms(out, out_teacher, labels, config, 1.0, extra)
+    params = list(student.parameters())
+
+    def norm(loss):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        return math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads if g is not None))
+
+    return norm(sum(v for k, v in terms.items() if k != "ce")) / norm(terms["ce"])
+
+
+def scaled(method, scale):
+    """The method's distillation weights (mdistiller's, resolved for the own pair) times scale, 2 significant digits."""
+    config = build_config("student", METHODS, method=method, mdistiller_weights=True)
+    return {key: float(f"{getattr(config, key) * scale:.2g}") for key in weight_fields(METHODS, method)}
+
+
+def grid_run(method, weights, args, tag):
+    """A quick-preset student of `method` with these weights (torch, seed 0): its best validation top-1, or None."""
+    name = f"weights/{method}_{tag}"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in weights.items()]
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_", "train_student.py"),
+           "--method", method, "--preset", "quick", "--teacher", args.teacher, "--data-dir", args.data_dir,
+           "--name", name, *flags] + (["--resume"] if args.resume and read_result(name, "torch") else [])
+    record = read_result(name, "torch")
+    if not (args.resume and record and (record["finished"] or record["diverged"])):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode not in (0, 3):
+            raise UserError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        record = read_result(name, "torch")
+    return None if record["diverged"] else record["best_val_top1"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=[m for m, v in METHODS.items() if v.teacher],
+                        help="methods to weigh (default: every method with a teacher)")
+    parser.add_argument("--grid", action="store_true", help="step 2: train the 3-point grid on the validation split")
+    parser.add_argument("--teacher", default="ckpt/quick/teacher_s0_torch.ckpt",
+                        help="the grid's teacher (default: make run's, seed 0)")
+    parser.add_argument("--resume", action="store_true", help="the grid keeps the runs it has finished")
+    add_data_dir(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isfile(args.teacher):
+        raise UserError(f"--teacher {args.teacher}: no such checkpoint; make run trains it (ckpt/quick/teacher_s0_*)")
+    images, labels = first_batch(args.data_dir)
+    teacher, _ = engine.load_teacher(args.teacher, td.select_device("cpu"), dataset="cifar10")
+    push = {method: step_one_push(method, teacher, images, labels) for method in [YARDSTICK, *args.methods]}
+    rows = {}
+    for method in args.methods:
+        scale = min(1.0, push[YARDSTICK] / push[method])
+        row = rows[method] = dict(rho=push[method], scale=scale, weights=scaled(method, scale), grid={})
+        print(f"{method:7s} rho {push[method]:9.4g}  scale {scale:9.4g}  {row['weights']}", flush=True)
+        if args.grid and scale < 1.0:
+            for factor in GRID:
+                weights = scaled(method, scale * factor)
+                row["grid"][factor] = (weights, grid_run(method, weights, args, f"x{scale * factor:.3g}"))
+                print(f"        x{factor:.3g} {weights}: best val top-1 {row['grid'][factor][1]}", flush=True)
+            trained = {f: top1 for f, (_, top1) in row["grid"].items() if top1 is not None}
+            if trained:
+                row["chosen"] = max(trained, key=lambda f: (trained[f], f == 1.0))
+                row["weights"] = row["grid"][row["chosen"]][0]
+    print("OWN_PAIR_WEIGHTS = {" + ", ".join(f'"{m}": {r["weights"]}' for m, r in rows.items() if r["scale"] < 1) + "}")
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as e:
+        die(e)
