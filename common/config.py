@@ -26,13 +26,14 @@ TEACHER_DEFAULTS = dict(model="cifar10quick", epochs=30, lr=0.01, milestones=[15
                         batch_size=128, train_size=25000, val_size=5000,
                         momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
                         rdrop=0.0, dropout=None,  # R-Drop off; the model's own dropout (CIFAR10Quick: 0.5)
-                        sync_bn=True)
+                        sync_bn=True, dot=0.0)  # dot: DOT, a student's trainer; a teacher has no distillation term
 STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[15, 30],
                         batch_size=128, train_size=5000, val_size=1000,
                         momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
                         warmup=10,  # epochs of linear warm-up of the distillation weight (DKD's 20 over 240)
                         rdrop=0.0, dropout=None, sync_bn=True, teacher_model=None,
-                        mdistiller_weights=False)  # True: mdistiller's weights on the own pair too (OWN_PAIR_WEIGHTS)
+                        mdistiller_weights=False,  # True: mdistiller's weights on the own pair too (OWN_PAIR_WEIGHTS)
+                        dot=0.0)  # DOT's delta (0: plain SGD; mdistiller's SOLVER.DOT.DELTA is 0.075)
 STAGE_DEFAULTS = {"teacher": TEACHER_DEFAULTS, "student": STUDENT_DEFAULTS}
 # Fields of every record that say where and how a run happens, not what it computes: --resume may change them.
 RUN_FIELDS = dict(name=None, preset=None, pair=None, init=None, resume=False, data_dir=DATA_DIR, device="auto",
@@ -201,6 +202,12 @@ def resolve(stage, flags, methods, framework=None):
     for key, per_model in PER_MODEL_DEFAULTS.items():
         if key in own and record[key] is None:
             record[key] = per_model(record["model"])
+    if record.get("dot") and not methods[method].teacher:
+        raise UserError(f"--dot {record['dot']:g}: DOT splits the distillation gradient from the CE one, and --method "
+                        f"{method} has no distillation term")
+    if record.get("dot") and not 0 <= record["momentum"] - record["dot"] < record["momentum"] + record["dot"] < 1:
+        raise UserError(f"--dot {record['dot']:g}: the momenta --momentum -/+ DELTA must lie in [0, 1) "
+                        f"(--momentum {record['momentum']:g})")
     config = argparse.Namespace(**{k: list(v) if isinstance(v, tuple) else v for k, v in record.items()})
     config.name = config.name or default_name(config, "teacher" if stage == "teacher" else f"student_{method}")
     if method != "ce" and config.teacher is None and config.pair and framework is not None:
@@ -346,6 +353,10 @@ def add_method_args(parser, methods):
     parser.add_argument("--mdistiller-weights", action=argparse.BooleanOptionalAction, default=None,
                         help="on cifar10quick -> cifar10simple too, mdistiller's distillation weights instead of the "
                              "repo's own (scaled by the rule of weights.py: docs/distillers.md)")
+    parser.add_argument("--dot", type=float, default=None, metavar="DELTA",
+                        help="DOT, the distillation-oriented trainer (Zhao et al. 2023): the CE and the distillation "
+                             "gradients keep momentum buffers of their own, at momentum - DELTA and momentum + DELTA "
+                             "(mdistiller: 0.075; default 0: plain SGD). One process only")
     settings = {}  # field -> (type, help, [methods])
     for name, m in methods.items():
         for key, (kind, text) in m.flags.items():

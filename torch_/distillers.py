@@ -396,6 +396,9 @@ def rdrop_loss(logits_a, logits_b):
     return 0.5 * ((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(dim=1).mean()
 
 
+TASK_TERMS = ("ce", "rdrop")  # the terms of the task loss; the others are distillation (DOT keeps them apart)
+
+
 def mean_terms(passes):
     """The loss terms of R-Drop's two passes, averaged term by term (one pass: its own terms)."""
     if len(passes) == 1:

@@ -24,11 +24,11 @@ from common.logs import check_finite, epoch_line, EventWriter, progress  # noqa:
 from common.metrics import batch_accuracy, EvalAccumulator, merge_batch, Meter  # noqa: E402
 from common.results import run_dir, training_result, write_result  # noqa: E402
 from common.schedules import lr_at, warmup_factor  # noqa: E402
-from common.weights import check_finite_weights, state_digest  # noqa: E402
+from common.weights import check_finite_weights, is_buffer, state_digest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch_ import dataset, device as devices, features, models, parallel  # noqa: E402
-from torch_.distillers import mean_terms, METHODS, rdrop_loss  # noqa: E402
+from torch_.distillers import mean_terms, METHODS, rdrop_loss, TASK_TERMS  # noqa: E402
 
 FRAMEWORK = "torch"
 
@@ -42,8 +42,55 @@ def named_parameters(model, extra=None):
 
 
 def make_optimizer(model, config, extra=None):
+    if config.dot:
+        return DistillationOrientedTrainer(named_parameters(model, extra), config.lr, config.momentum, config.dot,
+                                           config.weight_decay)
     return torch.optim.SGD([p for _, p in named_parameters(model, extra)], lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
+
+
+class DistillationOrientedTrainer:
+    """DOT (Zhao et al. 2023; mdistiller/engine/dot.py), --dot DELTA: SGD in which the task loss (CE) and the
+    distillation loss keep momentum buffers of their own, the task's at momentum - DELTA, the distillation's at
+    momentum + DELTA. A parameter that only one of the two reaches (FitNet's regressor; the layers after its hint)
+    keeps their mean. Weight decay goes with the task gradient (with the distillation gradient where CE does not
+    reach). Each step: every task update, then every distillation update, as mdistiller orders them."""
+
+    def __init__(self, named, lr, momentum, delta, weight_decay):
+        self.named = [(name, p) for name, p in named if not is_buffer(name)]
+        self.param_groups = [{"lr": lr}]  # set_lr
+        self.momentum = {"task": momentum - delta, "kd": momentum + delta}
+        self.weight_decay = weight_decay
+        self.state = {"task": {}, "kd": {}}  # {kind: {parameter name: momentum buffer}}
+
+    def zero_grad(self):
+        """Nothing to clear: step takes its gradients with autograd.grad, not from .grad."""
+
+    def step(self, loss_task, loss_kd):
+        params = [p for _, p in self.named]
+        grads = {"kd": torch.autograd.grad(loss_kd, params, retain_graph=True, allow_unused=True),
+                 "task": torch.autograd.grad(loss_task, params, allow_unused=True)}
+        # reached: a gradient not None (mdistiller's test) and not all zero (Jittor gives zeros where torch gives None)
+        reached = {kind: [g is not None and bool(g.count_nonzero()) for g in gs] for kind, gs in grads.items()}
+        self.update(grads, reached)
+
+    @torch.no_grad()
+    def update(self, grads, reached):
+        mean = (self.momentum["kd"] + self.momentum["task"]) / 2.0
+        lr = self.param_groups[0]["lr"]
+        for kind, other in (("task", "kd"), ("kd", "task")):
+            for i, (name, p) in enumerate(self.named):
+                if not reached[kind][i]:
+                    continue
+                d_p = grads[kind][i]
+                if self.weight_decay and (kind == "task" or not reached[other][i]):
+                    d_p = d_p.add(p, alpha=self.weight_decay)
+                buf = self.state[kind].get(name)
+                if buf is None:
+                    buf = self.state[kind][name] = d_p.clone()
+                else:
+                    buf.mul_(self.momentum[kind] if reached[other][i] else mean).add_(d_p)
+                p.add_(buf, alpha=-lr)
 
 
 def set_seed(seed):
@@ -58,13 +105,23 @@ def set_lr(optimizer, lr):
 
 
 def get_optimizer_state(model, optimizer, extra=None):
-    """SGD momentum buffers as {parameter name: numpy array}, the same format in both frameworks."""
+    """SGD momentum buffers as {parameter name: numpy array}, the same format in both frameworks; DOT's distillation
+    buffers under "dot_kd.<name>"."""
+    if isinstance(optimizer, DistillationOrientedTrainer):
+        return {("dot_kd." if kind == "kd" else "") + name: buf.cpu().numpy()
+                for kind, bufs in optimizer.state.items() for name, buf in bufs.items()}
     names = {id(p): name for name, p in named_parameters(model, extra)}
     return {names[id(p)]: s["momentum_buffer"].cpu().numpy() for p, s in optimizer.state.items()
             if s.get("momentum_buffer") is not None}
 
 
 def load_optimizer_state(model, optimizer, state, extra=None):
+    if isinstance(optimizer, DistillationOrientedTrainer):
+        for name, p in named_parameters(model, extra):
+            for kind, key in (("task", name), ("kd", "dot_kd." + name)):
+                if key in state:
+                    optimizer.state[kind][name] = torch.from_numpy(state[key]).to(p.device)
+        return
     for name, p in named_parameters(model, extra):
         if name in state:
             optimizer.state[p]["momentum_buffer"] = torch.from_numpy(state[name]).to(p.device)
@@ -97,6 +154,10 @@ def train_step(model, teacher, optimizer, images, labels, config, distill_weight
     if config.rdrop:
         terms["rdrop"] = config.rdrop * rdrop_loss(passes[0][0], passes[1][0])
     loss = sum(terms.values())
+    if config.dot:  # the task terms (CE, R-Drop's) and the distillation terms, each with momentum of its own
+        optimizer.step(sum(v for k, v in terms.items() if k in TASK_TERMS),
+                       sum(v for k, v in terms.items() if k not in TASK_TERMS))
+        return loss, passes[0][0], terms
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -195,6 +256,9 @@ def fit(config, label, model, device, teacher=None, extra=None, teacher_digest=N
     rank 0 alone writes the checkpoint, the events and the result (the others print nothing).
     """
     check_batch_size(min(config.batch_size, config.train_size), parallel.world_size())
+    if config.dot and parallel.world_size() > 1:
+        raise UserError("--dot runs on one process: DOT takes two gradients a step, and the launchers' all-reduce "
+                        "(DDP's, Jittor's optimizer) is wired to one; run it without torchrun / mpirun")
     train_loader, val_loader = dataset.build_loaders(config, device)
     extra = extra or {}
     optimizer = make_optimizer(model, config, extra)
