@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 from common.batches import normalise
-from common.config import add_data_dir, build_config, SPLIT_SEED, weight_fields
+from common.config import add_data_dir, build_config, flag_name, SPLIT_SEED, weight_fields
 from common.datasets import load_dataset, split_indices
 from common.errors import die, UserError
 from common.results import read_result
@@ -55,7 +55,6 @@ def step_one_push(method, teacher, images, labels):
     """rho: |grad of the distillation terms| / |grad of the weighted CE term| over the student's parameters."""
     config = build_config("student", METHODS, method=method, mdistiller_weights=True)
     device = td.select_device("cpu")
-    torch.manual_seed(0)  # a method's setup may draw (FitNet's regressor): the same draws for each run
     student = engine.build(config, device)
     student.train()
     extra = METHODS[method].setup(config, student, teacher, device)
@@ -81,11 +80,11 @@ def scaled(method, scale):
 def grid_run(method, weights, args, tag):
     """A quick-preset student of `method` with these weights (torch, seed 0): its best validation top-1, or None."""
     name = f"weights/{method}_{tag}"
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in weights.items()]
+    record = read_result(name, "torch")
+    flags = [f"{flag_name(k)}={v}" for k, v in weights.items()]
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_", "train_student.py"),
            "--method", method, "--preset", "quick", "--teacher", args.teacher, "--data-dir", args.data_dir,
-           "--name", name, *flags] + (["--resume"] if args.resume and read_result(name, "torch") else [])
-    record = read_result(name, "torch")
+           "--name", name, *flags] + (["--resume"] if args.resume and record else [])
     if not (args.resume and record and (record["finished"] or record["diverged"])):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode not in (0, 3):

@@ -120,9 +120,8 @@ PAIRS = {
     "res32x4_shuv2": dict(DKD_CIFAR100, teacher_model="resnet32x4", model="ShuffleV2", lr=0.01),
 }
 
-# The repo's own pair, and its distillation weights: mdistiller's scaled by the rule of weights.py (a step-1
-# gradient ratio against mdistiller's resnet32x4 -> resnet8x4, then a 3-point grid on the validation split;
-# docs/distillers.md). A level of resolve() between the preset and the method's defaults, for the own pair only
+# The repo's own pair, and its distillation weights: mdistiller's scaled by the rule of weights.py (each method's
+# step-1 gradient push against CE capped at KD's, then a 3-point grid on the validation split; docs/distillers.md). A level of resolve() between the preset and the method's defaults, for the own pair only
 # (a student cifar10simple on CIFAR-10 whose teacher is cifar10quick, the default); --mdistiller-weights skips it.
 OWN_PAIR = dict(model="cifar10simple", teacher_model="cifar10quick", dataset="cifar10")
 OWN_PAIR_WEIGHTS = {"fitnet": dict(fitnet_weight=8.5), "at": dict(at_weight=110.0), "nst": dict(nst_weight=12.0),
@@ -186,26 +185,19 @@ def resolve(stage, flags, methods, framework=None):
     own = dict(STAGE_DEFAULTS[stage], **methods[method].defaults)
     check_method_flags(flags, method, methods, own)
     preset = PRESETS[flags["preset"]][stage] if flags.get("preset") else {}
-    first = lambda key: next((level[key] for level in (flags, pair, preset, own) if level.get(key) is not None), None)
     own_pair = {}
-    if stage == "student" and not first("mdistiller_weights") and all(
-            (first(key) or OWN_PAIR[key]) == value for key, value in OWN_PAIR.items()):
+    if stage == "student" and not first_set("mdistiller_weights", (flags, pair, preset, own)) and all(
+            (first_set(key, (flags, pair, preset, own)) or OWN_PAIR[key]) == value for key, value in OWN_PAIR.items()):
         own_pair = OWN_PAIR_WEIGHTS.get(method, {})
-    record = {"stage": stage, "method": method}
-    for key in [*own, *RUN_FIELDS]:
-        for level in (flags, pair, preset, own_pair, methods[method].defaults, STAGE_DEFAULTS[stage], RUN_FIELDS):
-            if level.get(key) is not None:
-                record[key] = level[key]
-                break
-        else:
-            record[key] = None
+    levels = (flags, pair, preset, own_pair, methods[method].defaults, STAGE_DEFAULTS[stage], RUN_FIELDS)
+    record = {"stage": stage, "method": method, **{key: first_set(key, levels) for key in [*own, *RUN_FIELDS]}}
     for key, per_model in PER_MODEL_DEFAULTS.items():
         if key in own and record[key] is None:
             record[key] = per_model(record["model"])
-    if record.get("dot") and not methods[method].teacher:
+    if record["dot"] and not methods[method].teacher:
         raise UserError(f"--dot {record['dot']:g}: DOT splits the distillation gradient from the CE one, and --method "
                         f"{method} has no distillation term")
-    if record.get("dot") and not 0 <= record["momentum"] - record["dot"] < record["momentum"] + record["dot"] < 1:
+    if record["dot"] and not 0 <= record["momentum"] - record["dot"] < record["momentum"] + record["dot"] < 1:
         raise UserError(f"--dot {record['dot']:g}: the momenta --momentum -/+ DELTA must lie in [0, 1) "
                         f"(--momentum {record['momentum']:g})")
     config = argparse.Namespace(**{k: list(v) if isinstance(v, tuple) else v for k, v in record.items()})
@@ -217,6 +209,11 @@ def resolve(stage, flags, methods, framework=None):
     if method != "ce" and config.teacher is None and framework is not None:
         config.teacher = default_teacher(config, framework)
     return config
+
+
+def first_set(key, levels):
+    """The value of the first level ({field: value}) that sets key (not None), else None."""
+    return next((level[key] for level in levels if level.get(key) is not None), None)
 
 
 PER_MODEL_DEFAULTS = {"beta": dkd_beta, "hint_layer": hint_layer}  # when no level sets them: by the student model
