@@ -65,9 +65,6 @@ class DistillationOrientedTrainer:
         self.weight_decay = weight_decay
         self.state = {"task": {}, "kd": {}}  # {kind: {parameter name: momentum buffer}}
 
-    def zero_grad(self):
-        """Nothing to clear: step takes its gradients with jt.grad, not from the optimizer."""
-
     def step(self, loss_task, loss_kd):
         params = [p for _, p in self.named]
         jt.sync(params)

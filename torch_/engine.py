@@ -63,9 +63,6 @@ class DistillationOrientedTrainer:
         self.weight_decay = weight_decay
         self.state = {"task": {}, "kd": {}}  # {kind: {parameter name: momentum buffer}}
 
-    def zero_grad(self):
-        """Nothing to clear: step takes its gradients with autograd.grad, not from .grad."""
-
     def step(self, loss_task, loss_kd):
         params = [p for _, p in self.named]
         grads = {"kd": torch.autograd.grad(loss_kd, params, retain_graph=True, allow_unused=True),
