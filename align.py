@@ -50,7 +50,7 @@ import numpy as np
 
 from common.batches import iterate_batches
 from common.checkpoint import check_arch, check_dataset, ckpt_dataset, read_checkpoint
-from common.config import add_data_dir, build_config, EVAL_BATCH_SIZE, MODELS, PAIRS, SPLIT_SEED
+from common.config import add_data_dir, build_config, EVAL_BATCH_SIZE, MODELS, PAIRS, SPLIT_SEED, VIT_MODELS
 from common.datasets import DATASETS, load_dataset, split_indices
 from common.env import prepare_jittor
 from common.errors import die, UserError
@@ -63,19 +63,24 @@ from jittor_ import distillers as jdist, engine as je, models as jm  # noqa: E40
 from torch_ import dataset as tds, device as td, engine as te, models as tm  # noqa: E402
 from torch_.distillers import METHODS  # noqa: E402  (the same table as jittor_'s: tests/test_distillers.py)
 
-# every method of the table with a teacher: the CIFAR10Simple student of the CIFAR10Quick teacher
-STAGES = {"teacher": ("cifar10quick", None),
-          **{name: ("cifar10simple", "cifar10quick") for name, method in METHODS.items() if method.teacher},
+# every method of the table with a teacher: the CIFAR10Simple student of the CIFAR10Quick teacher, or the models the
+# method names (DeiT: deit2x96 of the CNN teacher; TinyBERT: vit2x96 of vit6x192); "vit": the ViT teacher's CE
+STAGES = {"teacher": ("cifar10quick", None), "vit": ("vit6x192", None),
+          **{name: (method.defaults.get("model", "cifar10simple"), method.defaults.get("teacher_model", "cifar10quick"))
+             for name, method in METHODS.items() if method.teacher},
           "rdrop": ("cifar10quick", None)}  # --pair: the pair's student and teacher instead (not for rdrop)
+STAGE_WEIGHT = {"tinybert": 0.0}  # the step's w: 1 (no warm-up), but TinyBERT's stage 1 (attention, hidden states)
 RDROP = dict(rdrop=5.0, dropout=0.3)  # the R-Drop reproduction's alpha and dropout
 STEP1_TOL, LATE_TOL = 1e-5, 1e-3
 YARDSTICK_FACTOR = 2.0  # over 50 steps: at most twice torch's own float32-vs-float64 drift (module docstring)
 
 
 def without_dropout(model):
-    """Dropout masks are framework RNG draws; switch them off to compare the maths."""
-    if hasattr(model, "dropout"):
-        model.dropout.p = 0.0
+    """Dropout masks are framework RNG draws; switch every dropout layer off to compare the maths (the ViTs have
+    them in attention and MLP)."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Dropout, jt.nn.Dropout)):
+            module.p = 0.0
     return model
 
 
@@ -141,7 +146,7 @@ def stage_config(args):
     """The config record the stage would run with (common.config.resolve; the pair's with --pair), at --lr;
     the step runs at distillation weight 1 (no warm-up)."""
     arch, teacher_arch = archs(args)
-    if args.stage in ("teacher", "rdrop"):
+    if args.stage in ("teacher", "vit", "rdrop"):
         return build_config("teacher", METHODS, model=arch, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
                             **(RDROP if args.stage == "rdrop" else {}))
     return build_config("student", METHODS, method=args.stage, pair=args.pair, model=arch, teacher_model=teacher_arch,
@@ -153,7 +158,7 @@ def torch_step(model, teacher, optimizer, x, y, hp, extra):
     """The stages' own step (engine.train_step, full distillation weight), then the gradient's norm
     (FitNet's regressor included): the step leaves each p.grad in place."""
     model.train()
-    loss, logits, _ = te.train_step(model, teacher, optimizer, x, y, hp, 1.0, extra)
+    loss, logits, _ = te.train_step(model, teacher, optimizer, x, y, hp, STAGE_WEIGHT.get(hp.method, 1.0), extra)
     grad_norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for _, p in te.named_parameters(model, extra))))
     return loss.item(), logits.detach().numpy(), grad_norm
 
@@ -161,7 +166,7 @@ def torch_step(model, teacher, optimizer, x, y, hp, extra):
 def jittor_step(model, teacher, optimizer, x, y, hp, extra):
     """As torch_step; Jittor's optimizer keeps the last step's gradients until the next backward."""
     model.train()
-    loss, logits, _ = je.train_step(model, teacher, optimizer, x, y, hp, 1.0, extra)
+    loss, logits, _ = je.train_step(model, teacher, optimizer, x, y, hp, STAGE_WEIGHT.get(hp.method, 1.0), extra)
     grads = [p.opt_grad(optimizer).numpy().astype(np.float64) for n, p in je.named_parameters(model, extra)
              if not is_buffer(n)]
     grad_norm = float(np.sqrt(sum((g ** 2).sum() for g in grads)))
@@ -294,7 +299,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--train-size", type=int, default=5000, help="images the batches are drawn from")
     parser.add_argument("--lr", type=float, default=None,
-                        help="SGD learning rate (default 0.01; the pair's with --pair)")
+                        help="learning rate (default 0.01; the pair's with --pair; a ViT's own for the ViT stages)")
     parser.add_argument("--mdistiller-weights", action="store_true",
                         help="mdistiller's distillation weights on the own pair too, instead of the repo's own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batches")
@@ -313,7 +318,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     pair = PAIRS[args.pair] if args.pair else {}
     args.stage = args.stage or ("dkd" if args.pair else "teacher")
-    args.lr = pair.get("lr", 0.01) if args.lr is None else args.lr
+    vit = STAGES[args.stage][0] in VIT_MODELS  # a ViT stage keeps its model's AdamW lr (VIT_TRAINING)
+    args.lr = pair.get("lr", None if vit else 0.01) if args.lr is None else args.lr
     if not args.compare_ckpt:  # --compare-ckpt: the checkpoint's own dataset unless given
         args.dataset = args.dataset or pair.get("dataset", "cifar10")
     return args
@@ -333,7 +339,8 @@ def main(argv=None):
     arch, teacher_arch = archs(args)
     print(f"stage {args.stage}{f' (pair {args.pair})' if args.pair else ''}: {arch}"
           f"{f' taught by {teacher_arch}' if teacher_arch else ''} on {DATASETS[args.dataset]['title']}, "
-          f"{args.steps} SGD steps, batch {args.batch_size}, lr {args.lr}, jitter {args.jitter:g}, float32, CPU")
+          f"{args.steps} {stage_config(args).optimizer} steps, batch {args.batch_size}, lr {stage_config(args).lr:g}, "
+          f"jitter {args.jitter:g}, float32, CPU")
     print(f"{'step':>4} {'loss torch':>12} {'loss jittor':>12} {'rel diff':>9} {'max|dlogit|':>11} "
           f"{'|dgradnorm|':>11} {'max|dparam|':>11} {'f32 vs f64':>10}")
     for r in rows:

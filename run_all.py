@@ -197,8 +197,9 @@ def threads_note(args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="settings for every stage (default quick; full = the original experiment)")
+    parser.add_argument("--preset", choices=[p for p in sorted(PRESETS) if not p.startswith("vit-")], default="quick",
+                        help="settings for every stage (default quick; full = the original experiment; the vit-* "
+                             "presets are the stages' own: docs/transformers.md)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="run every stage with seeds 0..k-1, table: mean ± std (default: 1 for the quick "
                              "preset, 3 for full)")

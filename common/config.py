@@ -3,7 +3,8 @@ resolve(), the one place that turns a command line into a run's config record.
 
 Defaults reproduce the original experiment (CIFAR-10, batch 128, teacher CIFAR10Quick, student
 CIFAR10Simple). Precedence, applied once in resolve(): a flag given explicitly > the pair (--pair)
-> the preset (--preset) > the method's default (its entry in METHODS) > the stage's default.
+> the preset (--preset) > the model's training settings (MODEL_TRAINING: the ViTs') > the own pair's weights >
+the method's default (its entry in METHODS) > the stage's default.
 """
 import argparse
 import os
@@ -17,7 +18,7 @@ FRAMEWORKS = ("torch", "jittor")  # the two mirrored folders: torch_/ and jittor
 
 # The method table's names (METHODS in <framework>_/distillers.py, the same keys in both), for the framework-free
 # scripts (run_all.py, report.py) that cannot import a framework; tests/test_distillers.py checks it against both.
-METHOD_NAMES = ("ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid")
+METHOD_NAMES = ("ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid", "deit", "tinybert")
 DEFAULT_METHODS = ("ce", "kd", "dkd", "fitnet", "at", "rkd", "vid")  # run_all.py's students unless --methods says otherwise
 
 # Stage defaults: the settings every run of a stage has, whatever its method. A method's own weights
@@ -26,15 +27,25 @@ TEACHER_DEFAULTS = dict(model="cifar10quick", epochs=30, lr=0.01, milestones=[15
                         batch_size=128, train_size=25000, val_size=5000,
                         momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
                         rdrop=0.0, dropout=None,  # R-Drop off; the model's own dropout (CIFAR10Quick: 0.5)
-                        sync_bn=True, dot=0.0)  # dot: DOT, a student's trainer; a teacher has no distillation term
+                        sync_bn=True, dot=0.0,  # dot: DOT, a student's trainer; a teacher has no distillation term
+                        optimizer="sgd", schedule="step", lr_warmup=0)  # the CNNs' SGD and step LR (ViTs: VIT_TRAINING)
 STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[15, 30],
                         batch_size=128, train_size=5000, val_size=1000,
                         momentum=0.9, weight_decay=5e-4, seed=0, dataset="cifar10", val_on_test=False,
                         warmup=10,  # epochs of linear warm-up of the distillation weight (DKD's 20 over 240)
                         rdrop=0.0, dropout=None, sync_bn=True, teacher_model=None,
                         mdistiller_weights=False,  # True: mdistiller's weights on the own pair too (OWN_PAIR_WEIGHTS)
-                        dot=0.0)  # DOT's delta (0: plain SGD; mdistiller's SOLVER.DOT.DELTA is 0.075)
+                        dot=0.0,  # DOT's delta (0: plain SGD; mdistiller's SOLVER.DOT.DELTA is 0.075)
+                        optimizer="sgd", schedule="step", lr_warmup=0)
 STAGE_DEFAULTS = {"teacher": TEACHER_DEFAULTS, "student": STUDENT_DEFAULTS}
+# How the ViTs train (DeiT's recipe: main.py's defaults): AdamW, weight decay 0.05 but on biases, LayerNorm, tokens
+# and position embedding (common.weights.no_weight_decay), a linear lr warm-up then cosine decay (common.schedules).
+# A level of resolve() below the preset: a model's own training settings. lr: DeiT's 5e-4 is for batch 512 (its
+# rule scales it by batch / 512); a ViT this small, trained this briefly from scratch, keeps 5e-4 at batch 128.
+VIT_MODELS = ("vit6x192", "vit2x96", "deit2x96")
+VIT_TRAINING = dict(optimizer="adamw", schedule="cosine", lr=5e-4, weight_decay=0.05, lr_warmup=5)
+MODEL_TRAINING = {name: VIT_TRAINING for name in VIT_MODELS}
+ADAMW = dict(betas=(0.9, 0.999), eps=1e-8)  # given in both frameworks (Jittor's AdamW defaults weight decay to 0)
 # Fields of every record that say where and how a run happens, not what it computes: --resume may change them.
 RUN_FIELDS = dict(name=None, preset=None, pair=None, init=None, resume=False, data_dir=DATA_DIR, device="auto",
                   teacher=None)
@@ -84,14 +95,25 @@ PRESETS = {
     "quick": dict(teacher=dict(epochs=2, milestones=[1], train_size=8000, val_size=500),
                   student=dict(epochs=30, milestones=[24], warmup=3, train_size=250, val_size=500, batch_size=32)),
     "full": dict(teacher={}, student={}),
+    # The transformer track (docs/transformers.md): the ViT teacher, ViT students (DeiT's with its distillation token),
+    # the ViT teacher by default (--teacher-model cifar10quick: the CNN one). Sized from images/s measured on 2 CPU
+    # cores: vit-quick about 2 minutes per framework, vit-full 3 seeds of everything in about 8 hours per framework.
+    "vit-quick": dict(teacher=dict(model="vit6x192", epochs=2, train_size=1500, val_size=500, lr_warmup=0),
+                      student=dict(model="vit2x96", teacher_model="vit6x192", epochs=3, train_size=800, val_size=500,
+                                   lr_warmup=0),
+                      methods=dict(deit=dict(model="deit2x96"))),
+    "vit-full": dict(teacher=dict(model="vit6x192", epochs=10, train_size=25000, val_size=5000, lr_warmup=2),
+                     student=dict(model="vit2x96", teacher_model="vit6x192", epochs=20, train_size=10000, val_size=1000,
+                                  lr_warmup=2),
+                     methods=dict(deit=dict(model="deit2x96"))),
 }
-PRESET_SEEDS = {"quick": 1, "full": 3}  # run_all.py's default number of seeds per preset (mean ± std)
+PRESET_SEEDS = {"quick": 1, "full": 3, "vit-quick": 1, "vit-full": 3}  # run_all.py's default number of seeds per preset (mean ± std)
 EVAL_BATCH_SIZE = 500
 SPLIT_SEED = 0  # the train/val split is fixed; --seed changes init, shuffling and augmentation only
 # the original experiment's four, then mdistiller's CIFAR model zoo (its cifar_model_dict names)
 MODELS = ["cifar10quick", "cifar10simple", "resnet32x4", "resnet8x4",
           "resnet20", "resnet32", "resnet56", "resnet110", "wrn_16_2", "wrn_40_1", "wrn_40_2",
-          "vgg8", "vgg13", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet50"]
+          "vgg8", "vgg13", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet50", *VIT_MODELS]
 
 # The DKD paper's 11 CIFAR-100 teacher/student pairs, named and set as mdistiller's
 # configs/cifar100/dkd/<name>.yaml (on top of mdistiller/engine/cfg.py's defaults): 240 epochs,
@@ -136,11 +158,14 @@ def weight_fields(methods, method):
 
 
 def default_name(args, stage):
-    """Run name when --name is not given: the original names on CIFAR-10; dataset, pair or model otherwise."""
+    """Run name when --name is not given: the original names for the original models on CIFAR-10; with the dataset,
+    pair or model otherwise (a ViT teacher must not overwrite the CNN teacher's checkpoint)."""
     if getattr(args, "pair", None):
         return f"{args.dataset}/{args.pair}_s{args.seed}"
-    if args.dataset == "cifar10":
+    if args.dataset == "cifar10" and args.model in ("cifar10quick", "cifar10simple"):
         return f"{stage}_s{args.seed}"
+    if args.dataset == "cifar10":
+        return f"{stage}_{args.model}_s{args.seed}"
     return f"{args.dataset}/{stage}_{args.model}_s{args.seed}"
 
 
@@ -164,7 +189,8 @@ def resolve(stage, flags, methods, framework=None):
 
     stage: "teacher" (method ce, no teacher) or "student"; methods: the method table (METHODS of
     <framework>_/distillers.py), whose defaults hold each method's own weights. Every precedence rule
-    lives here (explicit > pair > preset > the own pair's weights > method > stage; then per-model defaults:
+    lives here (explicit > pair > preset > the model's training (a ViT's AdamW) > the own pair's weights > method >
+    stage; then per-model defaults:
     DKD's beta, FitNet's hint layer), and nothing is written into the record after it: stages, align.py, bench.py and the
     tests all build their record with this, and the checkpoint stores it (--resume compares it).
     framework: fills the default --teacher path (this framework's teacher run); None leaves it None.
@@ -181,15 +207,19 @@ def resolve(stage, flags, methods, framework=None):
     if stage == "teacher" and method != "ce":
         raise UserError(f"a teacher trains with cross-entropy only (method ce), not {method!r}")
     if pair and method != pair.get("method"):  # a pair's weights are its method's (DKD's): not another method's
-        pair = {k: v for k, v in pair.items() if not any(k in m.defaults for m in methods.values())}
+        pair = {k: v for k, v in pair.items()
+                if k in ("model", "teacher_model") or not any(k in m.defaults for m in methods.values())}
     own = dict(STAGE_DEFAULTS[stage], **methods[method].defaults)
     check_method_flags(flags, method, methods, own)
-    preset = PRESETS[flags["preset"]][stage] if flags.get("preset") else {}
+    preset = PRESETS[flags["preset"]] if flags.get("preset") else {}
+    preset = {**preset.get(stage, {}), **preset.get("methods", {}).get(method, {})}  # a method's own: DeiT's model
+    model = first_set("model", (flags, pair, preset, methods[method].defaults, STAGE_DEFAULTS[stage]))
+    model_training = MODEL_TRAINING.get(model, {})
     own_pair = {}
     if stage == "student" and not first_set("mdistiller_weights", (flags, pair, preset, own)) and all(
             (first_set(key, (flags, pair, preset, own)) or OWN_PAIR[key]) == value for key, value in OWN_PAIR.items()):
         own_pair = OWN_PAIR_WEIGHTS.get(method, {})
-    levels = (flags, pair, preset, own_pair, methods[method].defaults, STAGE_DEFAULTS[stage], RUN_FIELDS)
+    levels = (flags, pair, preset, model_training, own_pair, methods[method].defaults, STAGE_DEFAULTS[stage], RUN_FIELDS)
     record = {"stage": stage, "method": method, **{key: first_set(key, levels) for key in [*own, *RUN_FIELDS]}}
     for key, per_model in PER_MODEL_DEFAULTS.items():
         if key in own and record[key] is None:
@@ -197,6 +227,9 @@ def resolve(stage, flags, methods, framework=None):
     if record["dot"] and not methods[method].teacher:
         raise UserError(f"--dot {record['dot']:g}: DOT splits the distillation gradient from the CE one, and --method "
                         f"{method} has no distillation term")
+    if record["dot"] and record["optimizer"] != "sgd":
+        raise UserError(f"--dot {record['dot']:g}: DOT is SGD with two momentum buffers, not --optimizer "
+                        f"{record['optimizer']}")
     if record["dot"] and not 0 <= record["momentum"] - record["dot"] < record["momentum"] + record["dot"] < 1:
         raise UserError(f"--dot {record['dot']:g}: the momenta --momentum -/+ DELTA must lie in [0, 1) "
                         f"(--momentum {record['momentum']:g})")
@@ -302,8 +335,17 @@ def add_common_args(parser, defaults):
     parser.add_argument("--val-on-test", action=argparse.BooleanOptionalAction, default=None,
                         help="validate on the test set, as mdistiller (then --val-size images are just left out; "
                              "default: no, a held-out part of the training images)")
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"], default=None,
+                        help=f"sgd (default) or adamw (DeiT's: betas {ADAMW['betas']}, eps {ADAMW['eps']:g}, no weight "
+                             f"decay on biases, norms and tokens; the default for {', '.join(VIT_MODELS)})")
+    parser.add_argument("--schedule", choices=["step", "cosine"], default=None,
+                        help="lr schedule: step (x0.1 at --milestones, default) or cosine (DeiT's: --lr-warmup epochs "
+                             "of linear warm-up, then cosine decay over --epochs; the default for the ViTs)")
+    parser.add_argument("--lr-warmup", type=int, default=None,
+                        help=f"--schedule cosine: epochs of linear lr warm-up (ViTs: {VIT_TRAINING['lr_warmup']})")
     parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
-    parser.add_argument("--weight-decay", type=float, default=None, help="SGD weight decay (default 5e-4)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help=f"weight decay (default 5e-4; ViTs with AdamW {VIT_TRAINING['weight_decay']:g})")
     parser.add_argument("--seed", type=int, default=None, help="seed for split, init, shuffling and augmentation (default 0)")
     parser.add_argument("--init", default=None, help="checkpoint to start the model from (weights only)")
     parser.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")

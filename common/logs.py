@@ -143,6 +143,10 @@ def format_test_report(metrics, classes):
     lines = [f"[{metrics['framework']}] {metrics['arch']} ({metrics['ckpt_framework']} checkpoint) on {metrics['n']} test images: "
              f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  "
              f"{metrics['images_per_s']:.0f} images/s"]
+    if "heads" in metrics:  # DeiT: the prediction above is the mean of the two heads
+        titles = {"head": "the class token's head", "head_dist": "the distillation token's head"}
+        lines.append("  (the mean of two heads) alone: " + ", ".join(
+            f"{titles.get(name, name)} top-1 {m['top1']:.2f}%" for name, m in metrics["heads"].items()))
     if len(classes) <= 10:
         lines += [f"  {name:>10s} {acc:6.2f}%" for name, acc in zip(classes, metrics["per_class"])]
     else:  # CIFAR-100: five classes per line

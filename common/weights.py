@@ -14,7 +14,21 @@ INIT_SCHEMES = {
     "kaiming_normal_zero_bias": "convs N(0, 2/fan_out), biases 0, linear weights torch default",
     # mdistiller vgg.py / mobilenetv2.py: as wrn, and linear weights normal(0, 0.01), all biases zeroed
     "kaiming_normal_small_fc": "convs N(0, 2/fan_out), linear weights N(0, 0.01^2), biases 0",
+    # DeiT / timm's VisionTransformer: linear weights, tokens and position embedding trunc_normal_(std=0.02), linear
+    # biases 0, LayerNorm 1 and 0; the patch-embedding conv keeps torch's default
+    "vit": "linear weights and tokens truncated N(0, 0.02^2), biases 0, the patch conv torch default",
 }
+TOKENS = ("cls_token", "dist_token", "pos_embed")  # a ViT's learned tokens and position embedding
+
+
+def trunc_normal(rng, std, shape, bound=2.0):
+    """timm's trunc_normal_(std=std): N(0, std^2) with values beyond +-bound drawn again. timm's bounds are absolute
+    (a=-2, b=2), so at std 0.02 nothing is cut in practice; kept for the definition's sake."""
+    value = rng.normal(0.0, std, size=shape)
+    while (np.abs(value) > bound).any():
+        out = np.abs(value) > bound
+        value[out] = rng.normal(0.0, std, size=int(out.sum()))
+    return value
 
 
 def init_weights(shapes, seed, scheme="uniform"):
@@ -22,7 +36,7 @@ def init_weights(shapes, seed, scheme="uniform"):
 
     scheme is one of INIT_SCHEMES (the init code of the model's source). Conv weights are
     4-D, linear weights 2-D, 1-D weights are BatchNorm scales (1) with biases 0;
-    running_mean 0, running_var 1. fan_in / fan_out count the weight's own shape, so a
+    running_mean 0, running_var 1 (a ViT's LayerNorm the same 1 and 0; its TOKENS 3-D). fan_in / fan_out count the weight's own shape, so a
     grouped conv (out, in/groups, k, k) gets torch's fans. Draws happen in state order,
     one per random entry, so the numbers are the same whichever framework asks.
     """
@@ -34,13 +48,17 @@ def init_weights(shapes, seed, scheme="uniform"):
     for name, shape in shapes.items():
         leaf, owner = name.rsplit(".", 1)[-1], name.rsplit(".", 1)[0]
         weight_shape = shapes.get(owner + ".weight")
-        if leaf == "running_mean" or (leaf == "bias" and (len(weight_shape) == 1 or zero_bias)):
+        if leaf in TOKENS and scheme == "vit":
+            value = trunc_normal(rng, 0.02, shape)
+        elif leaf == "running_mean" or (leaf == "bias" and (len(weight_shape) == 1 or zero_bias)):
             value = np.zeros(shape)
         elif leaf == "running_var" or (leaf == "weight" and len(shape) == 1):
             value = np.ones(shape)
         elif leaf in ("weight", "bias"):
             fan_in = int(np.prod(weight_shape[1:]))
-            if leaf == "weight" and len(shape) == 4 and scheme != "uniform":
+            if len(weight_shape) == 2 and scheme == "vit":
+                value = trunc_normal(rng, 0.02, shape) if leaf == "weight" else np.zeros(shape)
+            elif leaf == "weight" and len(shape) == 4 and scheme not in ("uniform", "vit"):
                 fan_out = shape[0] * int(np.prod(shape[2:]))
                 value = rng.normal(0.0, np.sqrt(2.0 / fan_out), size=shape)
             elif leaf == "weight" and len(shape) == 2 and scheme == "kaiming_normal_small_fc":
@@ -53,6 +71,12 @@ def init_weights(shapes, seed, scheme="uniform"):
         out[name] = value.astype(np.float32)
     return out
 
+
+
+def no_weight_decay(name, shape):
+    """DeiT's parameters without weight decay under AdamW (timm's param_groups_weight_decay): biases, 1-D weights
+    (LayerNorm's), the tokens and the position embedding."""
+    return name.endswith(".bias") or len(shape) <= 1 or name.rsplit(".", 1)[-1] in TOKENS
 
 
 def is_buffer(name):

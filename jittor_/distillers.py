@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common.config import DKD_BETA, DKD_BETA_DEFAULT, at_stages, run_at_stages  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.schedules import warmup_factor  # noqa: E402
 from common.env import prepare_jittor  # noqa: E402
 from common.weights import init_weights  # noqa: E402
 prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
@@ -388,6 +389,49 @@ def vid_loss(regressor, log_scale, f_s, f_t, eps=1e-5):
     return nll.mean(dims=[2, 3]).mean(dim=1).mean()
 
 
+def deit_loss(outputs_kd, teacher_logits, distillation_type, tau):
+    """DeiT's distillation loss on the distillation head (Touvron et al. 2021; deit/losses.py DistillationLoss).
+    soft: KL(teacher || student) at temperature tau, summed over the batch, x tau^2, divided by batch x classes
+    (DeiT's reduction: kl_div(reduction='sum') / outputs_kd.numel(), not batchmean: 1 / classes of KD's mean);
+    hard: cross-entropy against the teacher's argmax."""
+    if distillation_type == "hard":
+        return nn.cross_entropy_loss(outputs_kd, teacher_logits.argmax(dim=1)[0])  # Jittor: (indices, values)
+    kl = kl_from_log_probs(log_softmax(teacher_logits / tau), log_softmax(outputs_kd / tau))
+    return kl.sum() * (tau * tau) / outputs_kd.numel()
+
+
+def mse(a, b):
+    """Mean squared error over every entry, reduced axis by axis (Jittor's float32 sums run in one pass)."""
+    d = (a - b) ** 2
+    while d.ndim > 1:
+        d = d.mean(dim=-1)
+    return d.mean()
+
+
+def unmask(scores):
+    """TinyBERT's guard: attention scores <= -1e2 (a masked entry: -10000 or -inf) count as 0, so that a masked
+    entry of either model adds nothing and -inf never meets -inf (inf - inf is NaN)."""
+    return jt.ternary(scores <= -1e2, jt.zeros_like(scores), scores)
+
+
+def tinybert_att_loss(att_s, att_t):
+    """TinyBERT's attention loss (Jiao et al. 2020; its task_distill.py): the MSE of the pre-softmax scores of all
+    heads, [B, heads, L, L], of each student block against its teacher block (unmask first), summed over blocks."""
+    return sum(mse(unmask(s), unmask(t)) for s, t in zip(att_s, att_t))
+
+
+def tinybert_rep_loss(states_s, states_t):
+    """TinyBERT's hidden-state loss: the MSE of each student state, already mapped to the teacher's width by the
+    learned linear map (fit_dense), against its teacher state, summed over states (the embedding output included)."""
+    return sum(mse(s, t) for s, t in zip(states_s, states_t))
+
+
+def soft_cross_entropy(predicts, targets):
+    """TinyBERT's prediction loss: -softmax(targets) . log_softmax(predicts), averaged over the batch *and* the
+    classes (its .mean() of the product), with no T^2 and no label term: call it with logits / T."""
+    return (-(log_softmax(targets).exp() * log_softmax(predicts))).mean(dim=1).mean()
+
+
 def rdrop_loss(logits_a, logits_b):
     """R-Drop's regulariser: the symmetric KL between two passes' predictions, (KL(a||b) + KL(b||a)) / 2,
     batch mean (alpha multiplies it); zero when the two passes agree."""
@@ -474,6 +518,35 @@ def kdsvd_terms(out, out_teacher, labels, config, w, extra):
 def vid_terms(out, out_teacher, labels, config, w, extra):
     vid = extra["vid"](*after_stem(config, out, out_teacher))  # VIDModules: vid_loss summed over the stages
     return {**ce_terms(out, out_teacher, labels, config, w, extra), "vid": w * config.vid_weight * vid}
+
+
+def deit_terms(out, out_teacher, labels, config, w, extra):
+    """(1 - alpha) x the label loss on the class head + alpha x DeiT's loss on the distillation head."""
+    heads = out[1]["heads"]
+    distill = deit_loss(heads["head_dist"], out_teacher[0], config.deit_type, config.deit_tau)
+    return {"ce": (1 - config.deit_alpha) * nn.cross_entropy_loss(heads["head"], labels),
+            "deit": w * config.deit_alpha * distill}
+
+
+def tinybert_pairs(out, out_teacher):
+    """TinyBERT's layer map, k = teacher blocks / student blocks: student block i's scores against teacher block
+    i k + k - 1's; student state j (0: the embedding output) against teacher state j k."""
+    att_s, states_s = out[1]["attention"], out[1]["feats"]
+    att_t, states_t = out_teacher[1]["attention"], out_teacher[1]["feats"]
+    k = len(att_t) // len(att_s)
+    return att_s, [att_t[i * k + k - 1] for i in range(len(att_s))], states_s, [states_t[j * k] for j in
+                                                                               range(len(states_s))]
+
+
+def tinybert_terms(out, out_teacher, labels, config, w, extra):
+    """w is TinyBERT's stage (tinybert_stage): 0 while the attention and hidden-state losses train (stage 1), 1 once
+    the prediction loss does (stage 2). Every term is computed in both stages, the idle ones weighted 0, so that
+    both frameworks hand the optimizer the same (zero) gradients for the linear map in stage 2."""
+    att_s, att_t, states_s, states_t = tinybert_pairs(out, out_teacher)
+    mapped = extra["fit_dense"](states_s)
+    T = config.temperature
+    return {"att": (1 - w) * tinybert_att_loss(att_s, att_t), "rep": (1 - w) * tinybert_rep_loss(mapped, states_t),
+            "pred": w * soft_cross_entropy(out[0] / T, out_teacher[0] / T)}
 
 
 # ---------------------------------------------------------------- what a method builds or checks before training
@@ -621,6 +694,59 @@ def vid_setup(config, student, teacher, device):
     return {"vid": devices.to_device(vid, device)}
 
 
+def deit_setup(config, student, teacher, device):
+    """DeiT trains a distillation token and its head: the student must have them; soft or hard only."""
+    if config.deit_type not in ("soft", "hard"):
+        raise UserError(f"--deit-type {config.deit_type}: DeiT's distillation is soft or hard")
+    if not hasattr(student, "HEADS"):
+        raise UserError(f"--method deit trains a distillation token, and {config.model} has none: use --model deit2x96")
+    return {}
+
+
+class FitDense(nn.Module):
+    """TinyBERT's fit_dense: one linear map from the student's width to the teacher's, applied to every hidden
+    state (in one call, so that a data-parallel wrapper sees one forward a step)."""
+
+    def __init__(self, width_s, width_t):
+        super().__init__()
+        self.fit_dense = nn.Linear(width_s, width_t)
+
+    def execute(self, states):
+        return [self.fit_dense(s) for s in states]
+
+
+def tinybert_setup(config, student, teacher, device):
+    """Check that the pair is two ViTs whose blocks divide and whose scores have one shape (heads, tokens); TinyBERT's
+    linear map, seeded from a stream of its own ([seed, 3]) with the ViTs' init (BERT's: N(0, 0.02^2), bias 0)."""
+    att_s, att_t = features.feature_shapes(student, key="attention"), features.feature_shapes(teacher, key="attention")
+    if not att_s or not att_t:
+        raise UserError(f"--method tinybert compares attention scores and hidden states: student {config.model} and "
+                        f"teacher {config.teacher_model} must both be ViTs")
+    if len(att_t) % len(att_s):
+        raise UserError(f"--method tinybert: the teacher's {len(att_t)} blocks are not a multiple of the student's "
+                        f"{len(att_s)}")
+    if att_s[0] != att_t[0]:
+        raise UserError(f"--method tinybert compares scores head by head: the student's [heads, L, L] {att_s[0]} "
+                        f"differ from the teacher's {att_t[0]}")
+    if config.dot:
+        raise UserError("--dot: TinyBERT has no task (label) loss to keep apart")
+    fit = FitDense(features.feature_shapes(student)[0][-1], features.feature_shapes(teacher)[0][-1])
+    models.load_state(fit, init_weights(models.state_shapes(fit), [config.seed, 3], "vit"), "init(fit_dense)")
+    print(f"TinyBERT: {len(att_s)} student blocks against teacher blocks {len(att_t) // len(att_s)} apart; stage 1 "
+          f"(attention, hidden states) for {config.tinybert_layer_epochs} epochs, then stage 2 (predictions)")
+    return {"fit_dense": devices.to_device(fit, device)}
+
+
+def tinybert_stage(epoch, config):
+    """TinyBERT's two stages in one run: 0 for the first --tinybert-layer-epochs epochs, then 1 (tinybert_terms)."""
+    return 0.0 if epoch < config.tinybert_layer_epochs else 1.0
+
+
+def warmup_weight(epoch, config):
+    """The distillation weight of an epoch, for every method but TinyBERT: mdistiller's linear warm-up (--warmup)."""
+    return warmup_factor(epoch, config.warmup)
+
+
 # ---------------------------------------------------------------- the method table
 # terms: (out, out_teacher, labels, config, w, extra) -> {name: weighted term}, summed into the loss.
 # teacher: needs a teacher. features: reads features, not only logits (the others run the plain forward).
@@ -630,7 +756,9 @@ def vid_setup(config, student, teacher, device):
 # flags: the method's own settings as command-line flags, {field: (type, help)} ([int]: one or more ints);
 # common.config.add_method_args makes --field-name from each, so a new method's flags need no stage edit.
 # title: one line saying what the method is (the --method help and train_student.py's list are made from it).
-Method = collections.namedtuple("Method", "title terms teacher features setup defaults flags")
+# weight: (epoch, config) -> the epoch's w (default warmup_weight; TinyBERT's: its stage).
+Method = collections.namedtuple("Method", "title terms teacher features setup defaults flags weight",
+                                defaults=(warmup_weight,))
 METHODS = {
     "ce": Method("cross-entropy with the labels only, no teacher",
                  ce_terms, False, False, no_setup, dict(ce_weight=1.0), {}),
@@ -689,4 +817,23 @@ METHODS = {
                   dict(vid_weight=(float, "weight of the VID loss (the negative log-likelihood)"),
                        vid_init_pred_var=(float, "the initial variance of the regressors' Gaussians"),
                        vid_eps=(float, "the floor added to each variance"))),
+    # the transformer track (docs/transformers.md). DeiT's main.py defaults: --distillation-alpha 0.5,
+    # --distillation-tau 1.0; its students here have the distillation token (deit2x96). TinyBERT's task distillation
+    # (task_distill.py): temperature 1, the stages' lengths are a setting of the run here.
+    "deit": Method("DeiT: a distillation token whose head learns from the teacher (Touvron et al. 2021)",
+                   deit_terms, True, True, deit_setup,
+                   dict(model="deit2x96", deit_type="soft", deit_alpha=0.5, deit_tau=1.0, warmup=0),
+                   dict(deit_type=(str, "soft (KL at --deit-tau, DeiT's reduction) or hard (CE against the teacher's "
+                                        "argmax)"),
+                        deit_alpha=(float, "weight of the distillation head's loss; the class head's label loss has "
+                                           "1 - alpha"),
+                        deit_tau=(float, "the soft loss's temperature"))),
+    "tinybert": Method("TinyBERT: attention scores and hidden states, then soft predictions (Jiao et al. 2020)",
+                       tinybert_terms, True, True, tinybert_setup,
+                       dict(model="vit2x96", teacher_model="vit6x192", temperature=1.0, tinybert_layer_epochs=10,
+                            warmup=0),
+                       dict(temperature=(float, "the temperature T"),
+                            tinybert_layer_epochs=(int, "epochs of stage 1 (attention and hidden states); stage 2 "
+                                                        "(predictions) trains the rest")),
+                       tinybert_stage),
 }

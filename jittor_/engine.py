@@ -15,7 +15,7 @@ sys.path.insert(0, ROOT)
 from common.batches import epoch_seed  # noqa: E402
 from common.checkpoint import (check_arch, check_dataset, ckpt_num_classes, ckpt_path, describe_checkpoint,  # noqa: E402
                                load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint, wrong_weights)
-from common.config import check_resume  # noqa: E402
+from common.config import ADAMW, check_resume  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
 from common.distributed import check_batch_size, is_main  # noqa: E402
 from common.env import prepare_jittor  # noqa: E402
@@ -24,10 +24,11 @@ from common.files import remove_stale_temps  # noqa: E402
 from common.logs import check_finite, epoch_line, EventWriter, progress  # noqa: E402
 from common.metrics import batch_accuracy, EvalAccumulator, merge_batch, Meter  # noqa: E402
 from common.results import run_dir, training_result, write_result  # noqa: E402
-from common.schedules import lr_at, warmup_factor  # noqa: E402
-from common.weights import check_finite_weights, is_buffer, state_digest  # noqa: E402
+from common.schedules import epoch_lr  # noqa: E402
+from common.weights import check_finite_weights, is_buffer, no_weight_decay, state_digest  # noqa: E402
 prepare_jittor()  # before importing jittor: no CUDA probing on a machine without a GPU
 import jittor as jt  # noqa: E402
+import numpy as np  # noqa: E402
 from jittor import nn  # noqa: E402
 from jittor_ import dataset, device as devices, features, models, parallel  # noqa: E402
 from jittor_.distillers import mean_terms, METHODS, rdrop_loss, TASK_TERMS  # noqa: E402
@@ -44,11 +45,22 @@ def named_parameters(model, extra=None):
 
 
 def make_optimizer(model, config, extra=None):
+    """SGD (the CNNs), DOT (--dot) or AdamW (the ViTs: DeiT's settings, every one given explicitly)."""
+    if config.optimizer == "adamw":
+        return jt.optim.AdamW(adamw_groups(named_parameters(model, extra), config.weight_decay), lr=config.lr,
+                              betas=ADAMW["betas"], eps=ADAMW["eps"], weight_decay=config.weight_decay)
     if config.dot:
         return DistillationOrientedTrainer(named_parameters(model, extra), config.lr, config.momentum, config.dot,
                                            config.weight_decay)
     return jt.optim.SGD([p for _, p in named_parameters(model, extra)], lr=config.lr, momentum=config.momentum,
                         weight_decay=config.weight_decay)
+
+
+def adamw_groups(named, weight_decay):
+    """DeiT's two groups: the weights with decay, the biases, norms and tokens without (no_weight_decay)."""
+    groups = [{"params": [p for name, p in named if not is_buffer(name) and no_weight_decay(name, p.shape) == skip],
+               "weight_decay": 0.0 if skip else weight_decay} for skip in (False, True)]
+    return [group for group in groups if group["params"]]
 
 
 class DistillationOrientedTrainer:
@@ -107,7 +119,13 @@ def set_lr(optimizer, lr):
 
 def get_optimizer_state(model, optimizer, extra=None):
     """SGD momentum buffers as {parameter name: numpy array}, the same format in both frameworks; DOT's distillation
-    buffers under "dot_kd.<name>"."""
+    buffers under "dot_kd.<name>"; AdamW's moments under "exp_avg.<name>" and "exp_avg_sq.<name>", its step "step"."""
+    if isinstance(optimizer, jt.optim.AdamW):  # in parameter order; Jittor's m: the first moment, values: the second
+        moments = {id(p): {"exp_avg": m, "exp_avg_sq": v} for group in optimizer.param_groups
+                   for p, m, v in zip(group["params"], group["m"], group["values"])}
+        states = {name: moments[id(p)] for name, p in named_parameters(model, extra) if id(p) in moments}
+        return {**{f"{key}.{name}": s[key].numpy() for key in ("exp_avg", "exp_avg_sq")
+                   for name, s in states.items()}, "step": np.array([optimizer.n_step], dtype=np.int64)}
     if isinstance(optimizer, DistillationOrientedTrainer):
         return {("dot_kd." if kind == "kd" else "") + name: buf.numpy()
                 for kind, bufs in optimizer.state.items() for name, buf in bufs.items()}
@@ -118,6 +136,14 @@ def get_optimizer_state(model, optimizer, extra=None):
 
 
 def load_optimizer_state(model, optimizer, state, extra=None):
+    if isinstance(optimizer, jt.optim.AdamW):
+        names = {id(p): name for name, p in named_parameters(model, extra)}
+        for group in optimizer.param_groups:
+            for key, vs in (("exp_avg", group["m"]), ("exp_avg_sq", group["values"])):
+                for p, v in zip(group["params"], vs):
+                    v.update(jt.array(state[f"{key}.{names[id(p)]}"]))
+        optimizer.n_step = int(state["step"][0])
+        return
     if isinstance(optimizer, DistillationOrientedTrainer):
         for name, p in named_parameters(model, extra):
             for kind, key in (("task", name), ("kd", "dot_kd." + name)):
@@ -176,7 +202,7 @@ def train_one_epoch(model, teacher, loader, optimizer, epoch, config, device, ex
         module.train()  # FitNet's regressor: its BN normalises with the batch's statistics, as mdistiller's
     if teacher is not None:
         teacher.eval()  # frozen BN statistics and no dropout, every epoch (mdistiller forces this too)
-    distill_weight = warmup_factor(epoch, config.warmup) if teacher is not None else 1.0
+    distill_weight = METHODS[config.method].weight(epoch, config) if teacher is not None else 1.0  # warm-up
     meter = Meter()
     t_data = t_train = 0.0
     end = time.perf_counter()
@@ -199,15 +225,19 @@ def train_one_epoch(model, teacher, loader, optimizer, epoch, config, device, ex
 
 
 def evaluate(model, loader):
-    """Loss, top-1/top-5 and per-class accuracy over a whole split, sample-weighted."""
+    """Loss, top-1/top-5 and per-class accuracy over a whole split, sample-weighted. A distilled ViT (DeiT's) predicts
+    with the mean of its two heads; "heads" gives each head's own metrics too (test.py reports all three)."""
     model.eval()
-    acc = EvalAccumulator(loader.num_classes)
+    heads = getattr(getattr(model, "module", model), "HEADS", [])
+    acc = {name: EvalAccumulator(loader.num_classes) for name in [None, *heads]}
     with jt.no_grad():
         for images, labels in loader.epoch(0):
-            logits = model(images)
-            loss_sum = nn.cross_entropy_loss(logits, labels, reduction="sum")
-            acc.add(logits.numpy(), labels.numpy(), loss_sum.item())
-    return acc.merged(parallel.all_reduce_sum).result()  # data-parallel: every rank's share, once each
+            logits, feats = forward(model, images, bool(heads))
+            for name, out in [(None, logits), *((name, feats["heads"][name]) for name in heads)]:
+                loss_sum = nn.cross_entropy_loss(out, labels, reduction="sum")
+                acc[name].add(out.numpy(), labels.numpy(), loss_sum.item())
+    result = {name: a.merged(parallel.all_reduce_sum).result() for name, a in acc.items()}  # every rank's share, once
+    return {**result.pop(None), **({"heads": result} if heads else {})}
 
 
 # ---------------------------------------------------------------- the loop
@@ -283,7 +313,7 @@ def fit(config, label, model, device, teacher=None, extra=None, teacher_digest=N
           f"{config.train_size} train / {len(val_loader.labels)} val images ({val_source}), "
           f"{len(train_loader)} batches of {config.batch_size}, {config.epochs} epochs" + parallel_note(config))
     for epoch in range(start_epoch, config.epochs):
-        lr = lr_at(epoch, config.lr, config.milestones)
+        lr = epoch_lr(epoch, config)
         set_lr(optimizer, lr)
         set_seed(epoch_seed(config.seed, epoch))  # this epoch's dropout masks, resumed or not
         try:
@@ -371,6 +401,9 @@ def build(config, device):
         load_init(model, config.init, config.model, config.dataset)
     if config.dropout is not None:
         models.set_dropout(model, config.dropout)
+    if hasattr(model, "HEADS") and config.method != "deit":  # its distillation head would never learn
+        raise UserError(f"{config.model} has a distillation token, which only --method deit trains; "
+                        f"use --model {config.model.replace('deit', 'vit')}")
     if config.rdrop and not models.has_dropout(model):  # the two passes would be identical, the KL 0
         raise UserError(f"--rdrop: {config.model} has no dropout, so its two passes would be identical "
                         f"(R-Drop regularises dropout; cifar10quick has it)")

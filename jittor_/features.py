@@ -26,7 +26,8 @@ def submodule(net, name):
 
 
 def forward_features(model, images):
-    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}).
+    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}); a ViT's
+    also "attention" (each block's pre-softmax scores, net.ATTENTION) and a distilled ViT's "heads" ({name: logits}).
 
     Forward hooks on the modules the class names in FEATURES (and on the input of its CLASSIFIER) read
     them; they exist for this call only, so the plain forward is untouched. A hook keeps the first call's
@@ -43,8 +44,10 @@ def forward_features(model, images):
     def keep_input(module, inputs):
         seen.setdefault("pooled_feat", inputs[0])
 
-    hooked = [submodule(net, name) for name, _ in net.FEATURES]
-    for module, (name, _) in zip(hooked, net.FEATURES):
+    extra = list(getattr(net, "ATTENTION", [])) + list(getattr(net, "HEADS", []))  # a ViT's scores, DeiT's heads
+    names = [n for n, _ in net.FEATURES] + extra
+    hooked = [submodule(net, name) for name in names]
+    for module, name in zip(hooked, names):
         module.register_forward_hook(keep(name))  # Jittor: one hook per module, removed by name
     classifier = submodule(net, net.CLASSIFIER)
     classifier.register_pre_forward_hook(keep_input)
@@ -55,15 +58,21 @@ def forward_features(model, images):
             module.remove_forward_hook()
         classifier.remove_pre_forward_hook()
     feats = [FEATURE_OPS[op](seen[name]) for name, op in net.FEATURES]
-    return logits, {"feats": feats, "pooled_feat": seen["pooled_feat"]}
+    out = {"feats": feats, "pooled_feat": seen["pooled_feat"]}
+    if hasattr(net, "ATTENTION"):
+        out["attention"] = [seen[name] for name in net.ATTENTION]
+    if hasattr(net, "HEADS"):
+        out["heads"] = {name: seen[name] for name in net.HEADS}
+    return logits, out
 
 
-def feature_shapes(model, image_shape=(3, 32, 32)):
-    """(C, H, W) of each of the model's feats, from one zero image in eval mode (changes no statistics)."""
+def feature_shapes(model, image_shape=(3, 32, 32), key="feats"):
+    """(C, H, W) of each of the model's feats (key="attention": a ViT's [heads, L, L], none for another model), from
+    one zero image in eval mode (changes no statistics)."""
     was_training = model.is_training()
     model.eval()
     with jt.no_grad():
         _, features = forward_features(model, jt.zeros((1, *image_shape)))
     if was_training:
         model.train()
-    return [tuple(f.shape[1:]) for f in features["feats"]]
+    return [tuple(f.shape[1:]) for f in features.get(key, [])]

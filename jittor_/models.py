@@ -533,6 +533,110 @@ class ShuffleNetV2(nn.Module):
         return self.linear(x.mean(dims=[2, 3]))  # mdistiller: avg_pool2d(4)
 
 
+# ----------------------------------------------------------------------------
+# The transformer track: a small ViT for 32x32 images, written out by hand (neither framework's attention module
+# returns the per-head scores that TinyBERT compares, and Jittor's skips attention dropout). Pre-norm blocks as
+# DeiT's (timm's VisionTransformer), with its parameter names; DeiT's distillation token and head as an option.
+# ----------------------------------------------------------------------------
+LN_EPS = 1e-6  # DeiT's LayerNorm eps (timm: partial(nn.LayerNorm, eps=1e-6)); both frameworks default to 1e-5
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention. `scores` is an identity on the pre-softmax scores [B, heads, L, L], for a hook to
+    read (features.forward_features, TinyBERT); attention dropout on the probabilities, as timm."""
+
+    def __init__(self, dim, heads, dropout):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.scores = nn.Identity()
+        self.attn_drop = Dropout(dropout)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = Dropout(dropout)
+
+    def execute(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each [B, heads, L, C / heads]
+        scores = self.scores((q * self.scale) @ k.transpose(-2, -1))
+        attn = self.attn_drop(nn.softmax(scores, dim=-1))
+        x = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(x))
+
+
+class Mlp(nn.Module):
+    """The block's MLP: Linear, exact GELU (erf: Jittor has no tanh form), dropout, Linear, dropout."""
+
+    def __init__(self, dim, hidden, dropout):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.drop1 = Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop2 = Dropout(dropout)
+
+    def execute(self, x):
+        return self.drop2(self.fc2(self.drop1(nn.gelu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim, heads, mlp_ratio, dropout):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.attn = Attention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(dim, dim * mlp_ratio, dropout)
+
+    def execute(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """A ViT on 32x32 images: 4x4 patches (64 tokens) embedded by a conv, a class token (and with distilled=True
+    DeiT's distillation token), learned position embeddings, depth pre-norm blocks, a final LayerNorm, a head on the
+    class token (and head_dist on the distillation token).
+
+    Features (features.forward_features): `feats` are the hidden states, [0] the embedding output and [i] block i's
+    output (the residual stream, not normalised); `attention` block i's pre-softmax scores [B, heads, L, L].
+    A distilled model returns the class head's logits in training and the mean of its two heads in evaluation
+    (DeiT's switch); both heads' logits are the feature `heads`.
+    """
+
+    CLASSIFIER = "head"
+
+    def __init__(self, depth, dim, heads, mlp_ratio, num_classes=10, distilled=False, dropout=0.1, patch=4):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, patch, stride=patch)  # timm: patch_embed.proj
+        self.cls_token = jt.zeros((1, 1, dim))
+        self.dist_token = jt.zeros((1, 1, dim)) if distilled else None
+        self.pos_embed = jt.zeros((1, (32 // patch) ** 2 + 1 + distilled, dim))
+        self.pos_drop = Dropout(dropout)
+        self.embed = nn.Identity()  # its output is hidden state 0, for a hook to read
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio, dropout) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.head = nn.Linear(dim, num_classes)
+        self.head_dist = nn.Linear(dim, num_classes) if distilled else None
+        self.FEATURES = [("embed", None)] + [(f"blocks.{i}", None) for i in range(depth)]
+        self.ATTENTION = [f"blocks.{i}.attn.scores" for i in range(depth)]
+        if distilled:
+            self.HEADS = ["head", "head_dist"]  # the class head and the distillation head: both read by DeiT and test.py
+
+    def execute(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, 64, dim]
+        tokens = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
+        x = jt.concat([t.expand(x.shape[0], -1, -1) for t in tokens] + [x], dim=1) + self.pos_embed
+        x = self.blocks(self.embed(self.pos_drop(x)))
+        x = self.norm(x)
+        logits = self.head(x[:, 0])
+        if self.head_dist is None:
+            return logits
+        logits_dist = self.head_dist(x[:, 1])
+        return logits if self.is_training() else (logits + logits_dist) / 2
+
+
 # name -> (constructor(num_classes), init scheme of common.weights.init_weights: the init code of the model's source)
 ARCHS = {
     "cifar10quick": (lambda num_classes: CIFAR10Quick(num_classes), "uniform"),
@@ -557,6 +661,10 @@ ARCHS = {
     "ShuffleV1": (lambda num_classes: ShuffleNetV1(num_classes=num_classes), "uniform"),
     "ShuffleV2": (lambda num_classes: ShuffleNetV2(num_classes=num_classes), "uniform"),
     "ResNet50": (lambda num_classes: ResNetV2([3, 4, 6, 3], num_classes), "kaiming_normal"),
+    # the transformer track (DeiT's init: linear weights and tokens trunc-normal 0.02, biases 0, LayerNorm 1 and 0)
+    "vit6x192": (lambda num_classes: ViT(6, 192, 3, 2, num_classes), "vit"),
+    "vit2x96": (lambda num_classes: ViT(2, 96, 3, 2, num_classes), "vit"),
+    "deit2x96": (lambda num_classes: ViT(2, 96, 3, 2, num_classes, distilled=True), "vit"),
 }
 
 

@@ -14,7 +14,7 @@ import torch
 import jittor as jt
 from common.batches import epoch_seed
 from common.checkpoint import ckpt_path, load_checkpoint, make_checkpoint, save_checkpoint
-from common.config import (build_config, check_resume, flag_name, FRAMEWORKS, OWN_PAIR_WEIGHTS, resolve,
+from common.config import (build_config, check_resume, flag_name, FRAMEWORKS, OWN_PAIR, OWN_PAIR_WEIGHTS, resolve,
                            weight_fields)
 from common.errors import CheckpointError, UserError
 from common.results import read_result
@@ -51,14 +51,14 @@ def sym_kl64(a, b):
 def test_method_tables_agree():
     """jittor_/distillers.py mirrors torch_/distillers.py: same methods in the same order, same defaults and flags."""
     assert list(tdist.METHODS) == list(jdist.METHODS) == ["ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp",
-                                                          "kdsvd", "vid"]
+                                                          "kdsvd", "vid", "deit", "tinybert"]
     for name, t in tdist.METHODS.items():
         j = jdist.METHODS[name]
         assert t.title == j.title and t.title and "\n" not in t.title, name
         assert t.defaults == j.defaults and list(t.defaults) == list(j.defaults), name
         assert (t.teacher, t.features) == (j.teacher, j.features) == (name != "ce", name not in ("ce", "kd", "dkd")), name
         assert callable(t.setup) and callable(j.setup) and t.setup.__name__ == j.setup.__name__, name
-        assert t.terms.__name__ == j.terms.__name__, name
+        assert t.terms.__name__ == j.terms.__name__ and t.weight.__name__ == j.weight.__name__, name
         assert t.flags == j.flags and list(t.flags) == list(j.flags), name
 
 
@@ -74,7 +74,7 @@ def test_every_method_setting_is_a_flag_of_the_stage():
     a flag with no default in the table would never be read."""
     parse_flags = runpy.run_path(os.path.join(ROOT, "torch_", "train_student.py"), run_name="flags")["parse_flags"]
     for name, m in METHODS.items():
-        own = set(m.defaults) - {"ce_weight", "warmup"}
+        own = set(m.defaults) - {"ce_weight", "warmup", "model", "teacher_model"}  # those: the stages' own flags
         assert set(m.flags) == own, name
         for key, (kind, _) in m.flags.items():
             value = [3, 1] if isinstance(kind, list) else kind(3)
@@ -99,31 +99,41 @@ def test_method_help_and_docstring_are_made_from_the_table(fw, capsys):
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_method_setup_builds_the_modules_of_fitnet_and_vid_only(fw):
+def test_method_setup_builds_the_modules_of_fitnet_vid_and_tinybert_only(fw):
     models, _, _, devices, distillers, _, _ = FW[fw]
     device = devices.select_device("cpu")
-    student, teacher = models.build_model("cifar10simple", 0), models.build_model("cifar10quick", 1)
     for name, method in distillers.METHODS.items():
-        extra = method.setup(build_config("student", distillers.METHODS, method=name), student, teacher, device)
+        config = build_config("student", distillers.METHODS, method=name)
+        student, teacher = default_pair(models, config)
+        extra = method.setup(config, student, teacher, device)
         if name == "fitnet":  # hint at feature 1: 32 channels at 8 px -> the teacher's 128 at 8 px, a 1x1 conv
             assert list(extra) == ["regressor"] and tuple(extra["regressor"].conv.weight.shape) == (128, 32, 1, 1)
         elif name == "vid":  # a regressor and a log-scale per feature: 32 -> 64, 32 -> 128, 64 -> 256 channels
             assert list(extra) == ["vid"] and [tuple(stage.log_scale.shape) for stage in extra["vid"].stages] == [
                 (64,), (128,), (256,)]
+        elif name == "tinybert":  # one linear map from the ViT student's width to the ViT teacher's
+            assert list(extra) == ["fit_dense"] and tuple(extra["fit_dense"].fit_dense.weight.shape) == (192, 96)
         else:
             assert extra == {}, name
 
 
-def methods_with_modules():
-    """The methods whose setup returns modules trained with the student (FitNet's regressor, VID's), found by running
-    every setup of the table on the default models (torch's; test_method_tables_agree: Jittor's are the same)."""
-    student, teacher = tm.build_model("cifar10simple", 0), tm.build_model("cifar10quick", 1)
-    return [name for name, method in METHODS.items()
-            if method.setup(build_config("student", METHODS, method=name), student, teacher, td.select_device("cpu"))]
+def default_pair(models, config):
+    """The student and teacher a method's config names (its own default models: DeiT's and TinyBERT's ViTs)."""
+    return models.build_model(config.model, 0), models.build_model(config.teacher_model or "cifar10quick", 1)
+
+
+def methods_with_modules(own_pair=False):
+    """The methods whose setup returns modules trained with the student (FitNet's regressor, VID's, TinyBERT's linear
+    map), found by running every setup of the table on its default models (torch's; test_method_tables_agree:
+    Jittor's are the same). own_pair: only the methods that train the repo's own CNN pair by default."""
+    configs = {name: build_config("student", METHODS, method=name) for name in METHODS}
+    return [name for name, method in METHODS.items() if not (own_pair and configs[name].model != OWN_PAIR["model"])
+            and method.setup(configs[name], *default_pair(tm, configs[name]), td.select_device("cpu"))]
 
 
 def test_the_methods_with_modules_are_found():
-    assert methods_with_modules() == ["fitnet", "vid"]
+    assert methods_with_modules() == ["fitnet", "vid", "tinybert"]
+    assert methods_with_modules(own_pair=True) == ["fitnet", "vid"]
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -136,7 +146,7 @@ def test_modules_trained_with_the_student_are_saved_and_restored_exactly(fw, met
     models, engine, _, devices, distillers, array, _ = FW[fw]
     device = devices.select_device("cpu")
     config = build_config("student", distillers.METHODS, method=method, name=f"modules_{method}")
-    teacher = models.build_model("cifar10quick", 1)
+    teacher = default_pair(models, config)[1]
     teacher.eval()
 
     def fresh():
@@ -150,6 +160,7 @@ def test_modules_trained_with_the_student_are_saved_and_restored_exactly(fw, met
         for module in extra.values():
             module.train()
         x, y = batch(8, seed)
+        engine.set_seed(seed)  # the dropout masks (the ViTs')
         return float(engine.train_step(student_model, teacher, optimizer, array(x), array(y), config, 1.0,
                                        extra)[0].item())
 
@@ -172,7 +183,7 @@ def test_modules_trained_with_the_student_are_saved_and_restored_exactly(fw, met
     momentum_a = engine.get_optimizer_state(trained[0], trained[2], trained[1])
     momentum_b = engine.get_optimizer_state(restored[0], restored[2], restored[1])
     assert set(momentum_a) == set(momentum_b) and all(np.array_equal(momentum_a[k], momentum_b[k]) for k in momentum_a)
-    assert any(k.startswith(f"{key}.") for key in trained[1] for k in momentum_a)  # the modules' own buffers too
+    assert any(f"{key}." in k for key in trained[1] for k in momentum_a)  # the modules' own buffers too (AdamW's moments)
     assert step(restored, 2) == pytest.approx(step(trained, 2), rel=1e-6)
 
 
@@ -189,7 +200,7 @@ def test_unknown_or_missing_method_is_a_one_line_user_error():
 
 @pytest.mark.parametrize("method, flags, flag, owner", [
     ("kd", {"at_p": 3.0}, "--at-p", "at"),
-    ("ce", {"temperature": 2.0}, "--temperature", "kd / dkd"),
+    ("ce", {"temperature": 2.0}, "--temperature", "kd / dkd / tinybert"),
     ("dkd", {"hint_layer": 1}, "--hint-layer", "fitnet"),
 ])
 def test_a_setting_of_another_method_is_refused(method, flags, flag, owner):

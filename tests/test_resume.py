@@ -138,7 +138,7 @@ def test_teacher_killed_mid_epoch_resumes_exactly(fw, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("method", ["kd", *methods_with_modules()])  # fitnet, vid: modules trained with the student
+@pytest.mark.parametrize("method", ["kd", *methods_with_modules(own_pair=True)])  # fitnet, vid: modules trained with it
 def test_student_killed_mid_epoch_resumes_exactly(fw, method, teachers, tiny_data):
     teacher = teachers[fw]  # conftest's shared tiny teacher
     args = lambda name: ["--method", method, "--teacher", teacher, "--data-dir", tiny_data, "--name", name,

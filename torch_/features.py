@@ -24,7 +24,8 @@ def submodule(net, name):
 
 
 def forward_features(model, images):
-    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}).
+    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}); a ViT's
+    also "attention" (each block's pre-softmax scores, net.ATTENTION) and a distilled ViT's "heads" ({name: logits}).
 
     Forward hooks on the modules the class names in FEATURES (and on the input of its CLASSIFIER) read
     them; they exist for this call only, so the plain forward is untouched. A hook keeps the first call's
@@ -41,7 +42,9 @@ def forward_features(model, images):
     def keep_input(module, inputs):
         seen.setdefault("pooled_feat", inputs[0])
 
-    handles = [submodule(net, name).register_forward_hook(keep(name)) for name, _ in net.FEATURES]
+    extra = list(getattr(net, "ATTENTION", [])) + list(getattr(net, "HEADS", []))  # a ViT's scores, DeiT's heads
+    names = [n for n, _ in net.FEATURES] + extra
+    handles = [submodule(net, name).register_forward_hook(keep(name)) for name in names]
     handles.append(submodule(net, net.CLASSIFIER).register_forward_pre_hook(keep_input))
     try:
         logits = model(images)
@@ -49,14 +52,20 @@ def forward_features(model, images):
         for handle in handles:
             handle.remove()
     feats = [FEATURE_OPS[op](seen[name]) for name, op in net.FEATURES]
-    return logits, {"feats": feats, "pooled_feat": seen["pooled_feat"]}
+    out = {"feats": feats, "pooled_feat": seen["pooled_feat"]}
+    if hasattr(net, "ATTENTION"):
+        out["attention"] = [seen[name] for name in net.ATTENTION]
+    if hasattr(net, "HEADS"):
+        out["heads"] = {name: seen[name] for name in net.HEADS}
+    return logits, out
 
 
-def feature_shapes(model, image_shape=(3, 32, 32)):
-    """(C, H, W) of each of the model's feats, from one zero image in eval mode (changes no statistics)."""
+def feature_shapes(model, image_shape=(3, 32, 32), key="feats"):
+    """(C, H, W) of each of the model's feats (key="attention": a ViT's [heads, L, L], none for another model), from
+    one zero image in eval mode (changes no statistics)."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
         _, features = forward_features(model, torch.zeros((1, *image_shape), device=next(model.parameters()).device))
     model.train(was_training)
-    return [tuple(f.shape[1:]) for f in features["feats"]]
+    return [tuple(f.shape[1:]) for f in features.get(key, [])]
