@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from common.config import FRAMEWORKS, METHOD_NAMES  # noqa: E402
+from common.config import FRAMEWORKS, METHOD_NAMES, VIT_STUDENTS  # noqa: E402
 from common.errors import die, UserError  # noqa: E402
 from common.files import atomic_write  # noqa: E402
 from common.logs import read_scalars  # noqa: E402
@@ -47,7 +47,8 @@ from common.tables import table  # noqa: E402
 
 COLORS = {"torch": "#ee4c2c", "jittor": "#1f77b4"}  # one colour per framework in every figure
 LABELS = {"torch": "torch", "jittor": "Jittor"}  # the frameworks in the terminal table, as README.md names them
-STAGES = ["teacher", *(f"student_{method}" for method in METHOD_NAMES)]
+STAGES = ["teacher", *(f"student_{method}" for method in METHOD_NAMES),
+          *(name for name in VIT_STUDENTS if name[len("student_"):] not in METHOD_NAMES)]  # the ViT track's too
 STAGE_RUN = re.compile(rf"^({'|'.join(STAGES)})_s(\d+)$")
 SWEEP_RUN = re.compile(r"^student_dkd_beta(\d+(?:\.\d+)?)_s(\d+)$")
 TIME_TAGS = ("time/data", "time/train", "time/eval")

@@ -6,6 +6,7 @@
     python run_all.py --preset full --resume --parallel   # continue an interrupted run, both frameworks at once
     python run_all.py --preset full --tag rdrop --seeds 1 --methods kd dkd --teacher-args "--rdrop 5 --dropout 0.3" \
         --against full                     # an R-Drop teacher and its students, against the plain ones
+    python run_all.py --preset vit-quick   # the transformer track: a ViT teacher, CE / R-Drop / DeiT / TinyBERT students
 
 Each stage is its own process (torch_/... or jittor_/... script), so the frameworks never
 share a process. Runs are named <tag>/<stage>_s<seed> (tag = the preset unless --tag):
@@ -39,7 +40,8 @@ import threading
 import time
 
 from common.checkpoint import ckpt_path
-from common.config import add_data_dir, DEFAULT_METHODS, FRAMEWORKS, METHOD_NAMES, PRESET_SEEDS, PRESETS
+from common.config import (add_data_dir, CNN_TEACHER_FROM, DEFAULT_METHODS, FRAMEWORKS, METHOD_NAMES, PRESET_SEEDS,
+                           PRESETS, VIT_STUDENTS)
 from common.distributed import launcher_command
 from common.errors import DIVERGED_EXIT, UserError
 from common.paths import ROOT
@@ -112,6 +114,16 @@ def stage_script(framework, stage):
     return os.path.join(ROOT, f"{framework}_", f"{stage}.py")
 
 
+def vit_students(framework, args, seed, vit_teacher):
+    """The transformer track's students (common.config.VIT_STUDENTS), as run_framework's student tuples; the CNN
+    teacher is the seed's teacher of the tag CNN_TEACHER_FROM names (or --cnn-teacher-from), trained by another run
+    (run_framework checks that it exists when its students' turn comes)."""
+    cnn_teacher = ckpt_path(f"{args.cnn_teacher_from}/teacher_s{seed}", framework)
+    teachers = {None: None, "vit": vit_teacher, "cnn": cnn_teacher}
+    return [(name[len("student_"):], name, method, flags + (["--teacher-model", "cifar10quick"] if kind == "cnn" else []),
+             teachers[kind]) for name, (method, flags, kind) in VIT_STUDENTS.items()]
+
+
 def run_framework(framework, args, seed, env=None):
     """All stages of one framework and seed; returns {stage: record}."""
     py = launcher_command(framework, args.nproc)  # python, or torchrun / mpirun ... python
@@ -126,19 +138,28 @@ def run_framework(framework, args, seed, env=None):
         if not os.path.exists(ckpt_path(teacher_name, framework)):
             raise StageFailed(f"--teacher-from {args.teacher_from}: no teacher checkpoint "
                               f"{ckpt_path(teacher_name, framework)}; run that tag's teacher first")
-    # (stage label, run name, method, beta): the --methods students, or one DKD student per swept beta
-    students = [(m, f"student_{m}", m, args.beta if m == "dkd" else None) for m in args.methods]
+    # (stage label, run name, method, flags, teacher checkpoint): the --methods students, or one DKD student per
+    # swept beta, or the transformer track's students
+    teacher = ckpt_path(teacher_name, framework)
+    students = [(m, f"student_{m}", m, ["--beta", str(args.beta)] if m == "dkd" and args.beta is not None else [],
+                 teacher if m != "ce" else None) for m in args.methods]
     if args.beta_sweep:
-        students = [(f"dkd beta={b:g}", f"student_dkd_beta{b:g}", "dkd", b) for b in args.beta_sweep]
-    for label, run_name, method, beta in students:
+        students = [(f"dkd beta={b:g}", f"student_dkd_beta{b:g}", "dkd", ["--beta", str(b)], teacher)
+                    for b in args.beta_sweep]
+    if args.preset in CNN_TEACHER_FROM:
+        students = vit_students(framework, args, seed, teacher)
+    for label, run_name, method, flags, student_teacher in students:
         name = f"{args.tag}/{run_name}_s{seed}"
-        cmd = [*py, stage_script(framework, "train_student"), "--method", method, "--name", name] + common_flags
-        if method != "ce":
-            cmd += ["--teacher", ckpt_path(teacher_name, framework)]
-        if beta is not None:
-            cmd += ["--beta", str(beta)]
+        cmd = [*py, stage_script(framework, "train_student"), "--method", method, "--name", name] + common_flags + flags
+        if student_teacher:
+            cmd += ["--teacher", student_teacher]
         stages.append((label, name, cmd + shlex.split(args.student_args)))
     for stage, name, cmd in stages:
+        teacher_ckpt = cmd[cmd.index("--teacher") + 1] if "--teacher" in cmd else None
+        if teacher_ckpt and not os.path.exists(teacher_ckpt):  # another run's teacher (--teacher-from, the ViT track)
+            raise StageFailed(f"{name} needs the teacher {teacher_ckpt}, which does not exist: run that teacher's "
+                              f"job first (the DeiT students of the CNN teacher: `python run_all.py --preset "
+                              f"{args.cnn_teacher_from} --seeds {seed + 1} --methods ce`), or give --cnn-teacher-from TAG")
         ckpt = ckpt_path(name, framework)
         record, wall = read_result(name, framework), None
         where = report.shown(result_path(name, framework))
@@ -197,15 +218,19 @@ def threads_note(args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=[p for p in sorted(PRESETS) if not p.startswith("vit-")], default="quick",
-                        help="settings for every stage (default quick; full = the original experiment; the vit-* "
-                             "presets are the stages' own: docs/transformers.md)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                        help="settings for every stage (default quick; full = the original experiment; vit-quick and "
+                             "vit-full: the transformer track, a ViT teacher and its students, docs/transformers.md)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="run every stage with seeds 0..k-1, table: mean ± std (default: 1 for the quick "
                              "preset, 3 for full)")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS), help="frameworks to run")
-    parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(DEFAULT_METHODS),
-                        help=f"student methods to run (default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=None,
+                        help=f"student methods to run (default: {' '.join(DEFAULT_METHODS)}; the vit-* presets run "
+                             f"common.config.VIT_STUDENTS)")
+    parser.add_argument("--cnn-teacher-from", default=None, metavar="TAG",
+                        help="the vit-* presets: the CNN teacher of the DeiT students, ckpt/TAG/teacher_s<seed>_"
+                             f"<framework>.ckpt (default: {', '.join(f'{k}: {v}' for k, v in CNN_TEACHER_FROM.items())})")
     parser.add_argument("--beta", type=float, default=None, help="DKD beta (default: common.config.dkd_beta of the student, 1 for CIFAR10Simple)")
     parser.add_argument("--beta-sweep", type=float, nargs="*", default=None,
                         help="instead of the --methods students, one DKD student per beta (the original sweep: "
@@ -231,6 +256,11 @@ def parse_args(argv=None):
                              "log/<tag>/report.md (and the narrow one to the terminal)")
     args = parser.parse_args(argv)
     args.tag = args.tag or args.preset
+    if args.preset in CNN_TEACHER_FROM and (args.methods or args.beta_sweep is not None):
+        parser.error(f"--preset {args.preset} runs the transformer track's students (common.config.VIT_STUDENTS): "
+                     f"no --methods or --beta-sweep")
+    args.methods = args.methods or list(DEFAULT_METHODS)
+    args.cnn_teacher_from = args.cnn_teacher_from or CNN_TEACHER_FROM.get(args.preset)
     if args.seeds is None:
         args.seeds = PRESET_SEEDS[args.preset]
     if args.seeds < 1:

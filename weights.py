@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 from common.batches import normalise
-from common.config import add_data_dir, build_config, flag_name, SPLIT_SEED, weight_fields
+from common.config import add_data_dir, build_config, flag_name, own_pair_methods, SPLIT_SEED, weight_fields
 from common.datasets import load_dataset, split_indices
 from common.errors import die, UserError
 from common.results import read_result
@@ -96,8 +96,8 @@ def grid_run(method, weights, args, tag):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=[m for m, v in METHODS.items() if v.teacher],
-                        help="methods to weigh (default: every method with a teacher)")
+    parser.add_argument("--methods", nargs="+", default=own_pair_methods(METHODS),
+                        help="methods to weigh (default: every method with a teacher that trains the own pair)")
     parser.add_argument("--grid", action="store_true", help="step 2: train the 3-point grid on the validation split")
     parser.add_argument("--teacher", default="ckpt/quick/teacher_s0_torch.ckpt",
                         help="the grid's teacher (default: make run's, seed 0)")

@@ -107,7 +107,18 @@ PRESETS = {
                                   lr_warmup=2),
                      methods=dict(deit=dict(model="deit2x96"))),
 }
-PRESET_SEEDS = {"quick": 1, "full": 3, "vit-quick": 1, "vit-full": 3}  # run_all.py's default number of seeds per preset (mean ± std)
+PRESET_SEEDS = {"quick": 1, "full": 3, "vit-quick": 1, "vit-full": 3}
+# The transformer track's students (run_all.py --preset vit-quick / vit-full): run name -> (method, flags, teacher),
+# teacher "vit": the track's ViT teacher, "cnn": the CNN teacher of the tag CNN_TEACHER_FROM names (make run's for
+# vit-quick, the full run's for vit-full). R-Drop's ViT code sums its KL over the batch with alpha 0.3: --rdrop 0.3 x
+# the batch of 128 here, which averages (docs/transformers.md).
+VIT_STUDENTS = {"student_ce": ("ce", [], None), "student_rdrop": ("ce", ["--rdrop", "38.4"], None),
+                "student_deit_hard_vit": ("deit", ["--deit-type", "hard"], "vit"),
+                "student_deit_soft_vit": ("deit", ["--deit-type", "soft"], "vit"),
+                "student_tinybert": ("tinybert", [], "vit"),
+                "student_deit_hard_cnn": ("deit", ["--deit-type", "hard"], "cnn"),  # last: their teacher is another
+                "student_deit_soft_cnn": ("deit", ["--deit-type", "soft"], "cnn")}  # run's (run_all.py checks it)
+CNN_TEACHER_FROM = {"vit-quick": "quick", "vit-full": "full"}  # run_all.py's default number of seeds per preset (mean ± std)
 EVAL_BATCH_SIZE = 500
 SPLIT_SEED = 0  # the train/val split is fixed; --seed changes init, shuffling and augmentation only
 # the original experiment's four, then mdistiller's CIFAR model zoo (its cifar_model_dict names)
@@ -149,6 +160,11 @@ OWN_PAIR = dict(model="cifar10simple", teacher_model="cifar10quick", dataset="ci
 OWN_PAIR_WEIGHTS = {"fitnet": dict(fitnet_weight=8.5), "at": dict(at_weight=110.0), "nst": dict(nst_weight=12.0),
                     "pkt": dict(pkt_weight=840.0), "rkd": dict(rkd_distance_weight=2.9, rkd_angle_weight=5.9),
                     "sp": dict(sp_weight=160.0)}  # `python weights.py --grid` prints it; KD, DKD, KDSVD, VID: mdistiller's
+
+
+def own_pair_methods(methods):
+    """The methods with a teacher that train the own pair by default (not DeiT's or TinyBERT's ViTs)."""
+    return [name for name, m in methods.items() if m.teacher and "model" not in m.defaults]
 
 
 def weight_fields(methods, method):
@@ -304,13 +320,17 @@ def default_checkpoints(framework):
     """test.py without --ckpt: the checkpoints of the default runs (seed 0, CIFAR-10) that exist, teacher
     first: this framework's, or where it has none the other framework's (checkpoints are shared);
     a one-line error saying what to run when there is none at all."""
-    runs = argparse.Namespace(dataset=TEACHER_DEFAULTS["dataset"], seed=TEACHER_DEFAULTS["seed"], pair=None)
+    def runs(stage):
+        model = STAGE_DEFAULTS["teacher" if stage == "teacher" else "student"]["model"]
+        return argparse.Namespace(dataset=TEACHER_DEFAULTS["dataset"], seed=TEACHER_DEFAULTS["seed"], pair=None,
+                                  model=model)
+
     for fw in sorted(FRAMEWORKS, key=lambda fw: fw != framework):
-        paths = [ckpt_path(default_name(runs, stage), fw) for stage in DEFAULT_RUNS]
+        paths = [ckpt_path(default_name(runs(stage), stage), fw) for stage in DEFAULT_RUNS]
         if any(os.path.isfile(p) for p in paths):
             return [p for p in paths if os.path.isfile(p)]
     raise UserError(f"no --ckpt given and no default run has a checkpoint yet "
-                    f"({os.path.relpath(ckpt_path(default_name(runs, 'teacher'), framework), ROOT)}, ...): "
+                    f"({os.path.relpath(ckpt_path(default_name(runs('teacher'), 'teacher'), framework), ROOT)}, ...): "
                     f"train one with `python {framework}_/train_teacher.py`, or give --ckpt FILE")
 
 

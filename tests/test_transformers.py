@@ -1,14 +1,16 @@
 """The transformer track: the ViT (forward, features, init), AdamW with DeiT's groups and its cosine schedule, DeiT's
 and TinyBERT's losses, in both frameworks against float64 numpy references written here from the definitions
 (the ViT's pre-norm blocks, DeiT's losses.py, TinyBERT's task_distill.py), and the one-line refusals."""
+import argparse
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 
 import jittor as jt
-from common.config import build_config, default_name, FRAMEWORKS, resolve, VIT_TRAINING
+from common.config import build_config, default_name, FRAMEWORKS, resolve, VIT_STUDENTS, VIT_TRAINING
 from common.errors import UserError
 from common.schedules import cosine_lr_at, MIN_LR, WARMUP_LR
 from common.weights import no_weight_decay
@@ -282,7 +284,7 @@ def test_deit_and_tinybert_refuse_models_they_cannot_train(fw):
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_tinybert_stages_switch_terms(fw):
     """Stage 1 (w 0): attention and hidden-state losses, the prediction term 0; stage 2 (w 1) the reverse."""
-    models, engine, _, devices, distillers, array, numpy = FW[fw]
+    models, engine, _, devices, distillers, array, _ = FW[fw]
     config = build_config("student", distillers.METHODS, method="tinybert", tinybert_layer_epochs=2)
     assert [distillers.METHODS["tinybert"].weight(e, config) for e in range(4)] == [0.0, 0.0, 1.0, 1.0]
     student, teacher = models.build_model("vit2x96", 0), models.build_model("vit6x192", 1)
@@ -290,7 +292,8 @@ def test_tinybert_stages_switch_terms(fw):
     x, y = batch(2)
     out, out_t = engine.forward(student, array(x), True), engine.forward(teacher, array(x), True)
     for w in (0.0, 1.0):
-        terms = {k: float(numpy(v)) for k, v in distillers.tinybert_terms(out, out_t, array(y), config, w, extra).items()}
+        terms = distillers.tinybert_terms(out, out_t, array(y), config, w, extra)
+        terms = {k: float(v.item()) for k, v in terms.items()}
         assert set(terms) == {"att", "rep", "pred"}
         assert (terms["att"] > 0 and terms["rep"] > 0) == (w == 0) and (terms["pred"] > 0) == (w == 1), terms
 
@@ -300,3 +303,33 @@ def test_default_names_keep_the_original_runs():
     assert default_name(args(), "teacher") == "teacher_s0"
     assert default_name(args(model="cifar10simple"), "student_kd") == "student_kd_s0"
     assert default_name(args(model="deit2x96"), "student_deit") == "student_deit_deit2x96_s0"
+
+
+def test_run_all_runs_the_transformer_tracks_students(tmp_path, monkeypatch):
+    """run_all.py --preset vit-*: the ViT teacher, then VIT_STUDENTS, each with its teacher (the CNN one from the
+    quick / full tag, told by --teacher-model); --methods is refused there; report.py knows every run name."""
+    import report
+    import run_all
+    args = run_all.parse_args(["--preset", "vit-quick"])
+    assert (args.cnn_teacher_from, args.seeds, args.tag) == ("quick", 1, "vit-quick")
+    missing = argparse.Namespace(**{**vars(args), "cnn_teacher_from": "no-such-tag", "frameworks": ["torch"],
+                                    "teacher_from": "vit-teacher-tag"})  # no teacher stage: straight to the students
+    ran = []
+    monkeypatch.setattr(run_all, "train_and_test", lambda fw, name, *a: ran.append(name) or (
+        1.0, {"test": {"top1": 1.0, "top5": 1.0, "images_per_s": 1.0}, "seconds": 1.0, "diverged": None}))
+    monkeypatch.setattr(run_all.os.path, "exists", lambda path: "no-such-tag" not in path)
+    with pytest.raises(run_all.StageFailed, match=r"needs the teacher .*no-such-tag.teacher_s0_torch.ckpt.*--preset "
+                                                  r"no-such-tag --seeds 1 --methods ce"):
+        run_all.run_framework("torch", missing, 0)
+    assert [name.split("/")[1] for name in ran] == [f"{n}_s0" for n in list(VIT_STUDENTS)[:5]]  # the ViT teacher's
+    monkeypatch.setattr(run_all.os.path, "exists", lambda path: True)
+    students = {name: (method, flags, teacher) for _, name, method, flags, teacher in
+                run_all.vit_students("jittor", args, 2, "vit.ckpt")}
+    assert students["student_ce"] == ("ce", [], None) and students["student_tinybert"] == ("tinybert", [], "vit.ckpt")
+    method, flags, teacher = students["student_deit_hard_cnn"]
+    assert flags == ["--deit-type", "hard", "--teacher-model", "cifar10quick"]
+    assert teacher.endswith(os.path.join("quick", "teacher_s2_jittor.ckpt"))
+    assert students["student_rdrop"][1] == ["--rdrop", str(0.3 * 128)]  # R-Drop's summed alpha 0.3 at batch 128
+    assert all(report.STAGE_RUN.match(f"{name}_s0") for name in students)
+    with pytest.raises(SystemExit):
+        run_all.parse_args(["--preset", "vit-full", "--methods", "kd"])
