@@ -8,6 +8,7 @@
     python align.py --stage vid --steps 50         # VID: student + regressors and variances, teacher features
     python align.py --stage kdsvd --steps 50       # any method of the table: nst, pkt, rkd, sp, kdsvd, vid too
     python align.py --stage rdrop --steps 50       # R-Drop on the teacher (alpha 5, dropout 0.3)
+    python align.py --stage vit --steps 50         # the ViT teacher; deit, tinybert, vit-rdrop (R-Drop on vit2x96)
     python align.py --pair res32x4_res8x4 --steps 50  # DKD with a CIFAR-100 pair's models and settings
     python align.py --compare-ckpt ckpt/full/teacher_s0_torch.ckpt   # same weights, same predictions?
 
@@ -27,7 +28,7 @@ alike (AT: loss 1e17 at step 9, NaN at 10; NST 7e22 at step 9; PKT NaN at step 8
 those, give --lr 0.001 (docs/alignment.md).
 
 One intended difference: dropout masks come from each framework's own RNG, so the teacher's
-dropout is switched off (p=0) here, except for --stage rdrop, whose two passes need it: there both
+dropout is switched off (p=0) here, except for --stage rdrop and vit-rdrop, whose two passes need it: there both
 frameworks' dropout layers take their masks from the same numpy stream (same masks, same order).
 Everything else is the training code of the stages (engine.train_step).
 
@@ -60,7 +61,7 @@ import torch  # before jittor: Jittor's advice when both share a process
 prepare_jittor()
 import jittor as jt  # noqa: E402
 from jittor_ import distillers as jdist, engine as je, models as jm  # noqa: E402
-from torch_ import dataset as tds, device as td, engine as te, models as tm  # noqa: E402
+from torch_ import dataset as tds, device as td, engine as te, features as tf, models as tm  # noqa: E402
 from torch_.distillers import METHODS  # noqa: E402  (the same table as jittor_'s: tests/test_distillers.py)
 
 # every method of the table with a teacher: the CIFAR10Simple student of the CIFAR10Quick teacher, or the models the
@@ -68,9 +69,10 @@ from torch_.distillers import METHODS  # noqa: E402  (the same table as jittor_'
 STAGES = {"teacher": ("cifar10quick", None), "vit": ("vit6x192", None),
           **{name: (method.defaults.get("model", "cifar10simple"), method.defaults.get("teacher_model", "cifar10quick"))
              for name, method in METHODS.items() if method.teacher},
-          "rdrop": ("cifar10quick", None)}  # --pair: the pair's student and teacher instead (not for rdrop)
+          "rdrop": ("cifar10quick", None), "vit-rdrop": ("vit2x96", None)}  # --pair: the pair's models (not for rdrop)
 STAGE_WEIGHT = {"tinybert": 0.0}  # the step's w: 1 (no warm-up), but TinyBERT's stage 1 (attention, hidden states)
-RDROP = dict(rdrop=5.0, dropout=0.3)  # the R-Drop reproduction's alpha and dropout
+RDROP = {"rdrop": dict(rdrop=5.0, dropout=0.3),  # the R-Drop reproduction's alpha and dropout
+         "vit-rdrop": dict(rdrop=38.4, dropout=0.1)}  # R-Drop's ViT code: alpha 0.3 summed over a batch of 128
 STEP1_TOL, LATE_TOL = 1e-5, 1e-3
 YARDSTICK_FACTOR = 2.0  # over 50 steps: at most twice torch's own float32-vs-float64 drift (module docstring)
 
@@ -112,6 +114,17 @@ class SharedDropoutJittor(jt.nn.Module):
         return x * jt.array(keep)
 
 
+def share_dropout(model, shared, p, rng):
+    """Every dropout layer of the model replaced by a `shared` one drawing from rng, one stream for the model: both
+    frameworks call their layers in the same order (CIFAR10Quick's one; a ViT's in attention and MLP), so they drop
+    the same units."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, (torch.nn.Dropout, jt.nn.Dropout)):
+            parent, _, leaf = name.rpartition(".")
+            setattr(model if not parent else tf.submodule(model, parent), leaf, shared(p, rng))
+    return model
+
+
 def model_pair(arch, seed, dataset, ckpt=None):
     """The same architecture in both frameworks with the very same weights (seeded, or a .ckpt's / .pth's)."""
     num_classes = DATASETS[dataset]["num_classes"]
@@ -131,7 +144,7 @@ def model_pair(arch, seed, dataset, ckpt=None):
 
 def archs(args):
     """(model trained, its teacher or None): the stage's CIFAR-10 models, or with --pair the pair's."""
-    if args.stage == "rdrop" and args.pair:
+    if args.stage in RDROP and args.pair:
         raise UserError("--stage rdrop needs a model with dropout (cifar10quick); no --pair model has one")
     if not args.pair:
         arch, teacher_arch = STAGES[args.stage]
@@ -146,9 +159,9 @@ def stage_config(args):
     """The config record the stage would run with (common.config.resolve; the pair's with --pair), at --lr;
     the step runs at distillation weight 1 (no warm-up)."""
     arch, teacher_arch = archs(args)
-    if args.stage in ("teacher", "vit", "rdrop"):
+    if args.stage in ("teacher", "vit", *RDROP):
         return build_config("teacher", METHODS, model=arch, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
-                            **(RDROP if args.stage == "rdrop" else {}))
+                            **RDROP.get(args.stage, {}))
     return build_config("student", METHODS, method=args.stage, pair=args.pair, model=arch, teacher_model=teacher_arch,
                         lr=args.lr, seed=args.seed, batch_size=args.batch_size,
                         mdistiller_weights=args.mdistiller_weights or None)
@@ -211,9 +224,9 @@ def run_parity(args):
         teacher_64 = copy.deepcopy(teacher_t).double() if args.float64 else None
     hp = stage_config(args)
     extra_t, extra_j, extra_64 = {}, {}, {}
-    if args.stage == "rdrop":  # the same masks in both frameworks (and in the float64 yardstick)
-        model_t.dropout = SharedDropoutTorch(hp.dropout, np.random.default_rng([args.seed, 7]))
-        model_j.dropout = SharedDropoutJittor(hp.dropout, np.random.default_rng([args.seed, 7]))
+    if args.stage in RDROP:  # the same masks in both frameworks (and in the float64 yardstick, a deep copy)
+        share_dropout(model_t, SharedDropoutTorch, hp.dropout, np.random.default_rng([args.seed, 7]))
+        share_dropout(model_j, SharedDropoutJittor, hp.dropout, np.random.default_rng([args.seed, 7]))
     if teacher_arch:  # the method's own checks and the modules it trains with the student (FitNet's regressor,
         # VID's), built by its setup in each framework from hp.seed: the same initial weights in both
         extra_t = METHODS[hp.method].setup(hp, model_t, teacher_t, torch.device("cpu"))

@@ -333,3 +333,23 @@ def test_run_all_runs_the_transformer_tracks_students(tmp_path, monkeypatch):
     assert all(report.STAGE_RUN.match(f"{name}_s0") for name in students)
     with pytest.raises(SystemExit):
         run_all.parse_args(["--preset", "vit-full", "--methods", "kd"])
+
+
+def test_align_shares_every_dropout_layer_of_the_vit():
+    """align.py --stage vit-rdrop: all 9 dropout layers of vit2x96 (position, and per block attention, projection
+    and MLP x 2) draw from one numpy stream in each framework, so the two R-Drop passes differ, and alike in both."""
+    import align
+    t, j = align.model_pair("vit2x96", 0, "cifar10")
+    align.share_dropout(t, align.SharedDropoutTorch, 0.1, np.random.default_rng(0))
+    align.share_dropout(j, align.SharedDropoutJittor, 0.1, np.random.default_rng(0))
+    assert sum(isinstance(m, align.SharedDropoutTorch) for m in t.modules()) == 9
+    assert sum(isinstance(m, align.SharedDropoutJittor) for m in j.modules()) == 9
+    assert not any(isinstance(m, (torch.nn.Dropout, jt.nn.Dropout)) for m in [*t.modules(), *j.modules()])
+    x, _ = batch(2)
+    t.train()
+    j.train()
+    passes_t = [t(torch.from_numpy(x)).detach().numpy() for _ in range(2)]
+    passes_j = [j(jt.array(x)).numpy() for _ in range(2)]
+    assert np.abs(passes_t[0] - passes_t[1]).max() > 1e-3  # two masks
+    for a, b in zip(passes_t, passes_j):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # the same masks in both frameworks
