@@ -350,10 +350,11 @@ def main(argv=None):
     except UserError as e:
         die(str(e))
     arch, teacher_arch = archs(args)
+    hp = stage_config(args)
     print(f"stage {args.stage}{f' (pair {args.pair})' if args.pair else ''}: {arch}"
           f"{f' taught by {teacher_arch}' if teacher_arch else ''} on {DATASETS[args.dataset]['title']}, "
-          f"{args.steps} {stage_config(args).optimizer} steps, batch {args.batch_size}, lr {stage_config(args).lr:g}, "
-          f"jitter {args.jitter:g}, float32, CPU")
+          f"{args.steps} {hp.optimizer} steps, batch {args.batch_size}, lr {hp.lr:g}, jitter {args.jitter:g}, "
+          f"float32, CPU")
     print(f"{'step':>4} {'loss torch':>12} {'loss jittor':>12} {'rel diff':>9} {'max|dlogit|':>11} "
           f"{'|dgradnorm|':>11} {'max|dparam|':>11} {'f32 vs f64':>10}")
     for r in rows:

@@ -107,7 +107,7 @@ PRESETS = {
                                   lr_warmup=2),
                      methods=dict(deit=dict(model="deit2x96"))),
 }
-PRESET_SEEDS = {"quick": 1, "full": 3, "vit-quick": 1, "vit-full": 3}
+PRESET_SEEDS = {"quick": 1, "full": 3, "vit-quick": 1, "vit-full": 3}  # run_all.py's default seeds (mean ± std)
 # The transformer track's students (run_all.py --preset vit-quick / vit-full): run name -> (method, flags, teacher),
 # teacher "vit": the track's ViT teacher, "cnn": the CNN teacher of the tag CNN_TEACHER_FROM names (make run's for
 # vit-quick, the full run's for vit-full). R-Drop's ViT code sums its KL over the batch with alpha 0.3: --rdrop 0.3 x
@@ -118,7 +118,7 @@ VIT_STUDENTS = {"student_ce": ("ce", [], None), "student_rdrop": ("ce", ["--rdro
                 "student_tinybert": ("tinybert", [], "vit"),
                 "student_deit_hard_cnn": ("deit", ["--deit-type", "hard"], "cnn"),  # last: their teacher is another
                 "student_deit_soft_cnn": ("deit", ["--deit-type", "soft"], "cnn")}  # run's (run_all.py checks it)
-CNN_TEACHER_FROM = {"vit-quick": "quick", "vit-full": "full"}  # run_all.py's default number of seeds per preset (mean ± std)
+CNN_TEACHER_FROM = {"vit-quick": "quick", "vit-full": "full"}
 EVAL_BATCH_SIZE = 500
 SPLIT_SEED = 0  # the train/val split is fixed; --seed changes init, shuffling and augmentation only
 # the original experiment's four, then mdistiller's CIFAR model zoo (its cifar_model_dict names)
@@ -154,7 +154,8 @@ PAIRS = {
 }
 
 # The repo's own pair, and its distillation weights: mdistiller's scaled by the rule of weights.py (each method's
-# step-1 gradient push against CE capped at KD's, then a 3-point grid on the validation split; docs/distillers.md). A level of resolve() between the preset and the method's defaults, for the own pair only
+# step-1 gradient push against CE capped at KD's, then a 3-point grid on the validation split; docs/distillers.md).
+# A level of resolve() between the preset and the method's defaults, for the own pair only
 # (a student cifar10simple on CIFAR-10 whose teacher is cifar10quick, the default); --mdistiller-weights skips it.
 OWN_PAIR = dict(model="cifar10simple", teacher_model="cifar10quick", dataset="cifar10")
 OWN_PAIR_WEIGHTS = {"fitnet": dict(fitnet_weight=8.5), "at": dict(at_weight=110.0), "nst": dict(nst_weight=12.0),
@@ -229,11 +230,11 @@ def resolve(stage, flags, methods, framework=None):
     check_method_flags(flags, method, methods, own)
     preset = PRESETS[flags["preset"]] if flags.get("preset") else {}
     preset = {**preset.get(stage, {}), **preset.get("methods", {}).get(method, {})}  # a method's own: DeiT's model
-    model = first_set("model", (flags, pair, preset, methods[method].defaults, STAGE_DEFAULTS[stage]))
-    model_training = MODEL_TRAINING.get(model, {})
+    given = (flags, pair, preset, own)  # the levels that pick the models (own: the method's, then the stage's)
+    model_training = MODEL_TRAINING.get(first_set("model", given), {})
     own_pair = {}
-    if stage == "student" and not first_set("mdistiller_weights", (flags, pair, preset, own)) and all(
-            (first_set(key, (flags, pair, preset, own)) or OWN_PAIR[key]) == value for key, value in OWN_PAIR.items()):
+    if stage == "student" and not first_set("mdistiller_weights", given) and all(
+            (first_set(key, given) or OWN_PAIR[key]) == value for key, value in OWN_PAIR.items()):
         own_pair = OWN_PAIR_WEIGHTS.get(method, {})
     levels = (flags, pair, preset, model_training, own_pair, methods[method].defaults, STAGE_DEFAULTS[stage], RUN_FIELDS)
     record = {"stage": stage, "method": method, **{key: first_set(key, levels) for key in [*own, *RUN_FIELDS]}}
@@ -375,7 +376,7 @@ def add_common_args(parser, defaults):
                              "+ ALPHA x the symmetric KL of their predictions (R-Drop: 5 with --dropout 0.3; default 0: "
                              "off). Needs a model with dropout")
     parser.add_argument("--dropout", type=float, default=None, metavar="P",
-                        help="dropout probability of the model's dropout layer (cifar10quick: 0.5 unless given)")
+                        help="dropout probability of the model's dropout layers (cifar10quick: 0.5, the ViTs: 0.1 unless given)")
     parser.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                         help="data-parallel runs (torchrun / mpirun): BatchNorm uses the mean and variance of the whole "
                              "global batch, as one process does (default); --no-sync-bn: of each process's rows")

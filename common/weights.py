@@ -36,8 +36,8 @@ def init_weights(shapes, seed, scheme="uniform"):
 
     scheme is one of INIT_SCHEMES (the init code of the model's source). Conv weights are
     4-D, linear weights 2-D, 1-D weights are BatchNorm scales (1) with biases 0;
-    running_mean 0, running_var 1 (a ViT's LayerNorm the same 1 and 0; its TOKENS 3-D). fan_in / fan_out count the weight's own shape, so a
-    grouped conv (out, in/groups, k, k) gets torch's fans. Draws happen in state order,
+    running_mean 0, running_var 1 (a ViT's LayerNorm the same 1 and 0; its TOKENS 3-D). fan_in / fan_out count
+    the weight's own shape, so a grouped conv (out, in/groups, k, k) gets torch's fans. Draws happen in state order,
     one per random entry, so the numbers are the same whichever framework asks.
     """
     if scheme not in INIT_SCHEMES:

@@ -534,8 +534,9 @@ def tinybert_pairs(out, out_teacher):
     att_s, states_s = out[1]["attention"], out[1]["feats"]
     att_t, states_t = out_teacher[1]["attention"], out_teacher[1]["feats"]
     k = len(att_t) // len(att_s)
-    return att_s, [att_t[i * k + k - 1] for i in range(len(att_s))], states_s, [states_t[j * k] for j in
-                                                                               range(len(states_s))]
+    att_t = [att_t[i * k + k - 1] for i in range(len(att_s))]
+    states_t = [states_t[j * k] for j in range(len(states_s))]
+    return att_s, att_t, states_s, states_t
 
 
 def tinybert_terms(out, out_teacher, labels, config, w, extra):
@@ -718,7 +719,8 @@ class FitDense(nn.Module):
 def tinybert_setup(config, student, teacher, device):
     """Check that the pair is two ViTs whose blocks divide and whose scores have one shape (heads, tokens); TinyBERT's
     linear map, seeded from a stream of its own ([seed, 3]) with the ViTs' init (BERT's: N(0, 0.02^2), bias 0)."""
-    att_s, att_t = features.feature_shapes(student, key="attention"), features.feature_shapes(teacher, key="attention")
+    shapes_s, shapes_t = features.probe_shapes(student), features.probe_shapes(teacher)  # one forward each
+    att_s, att_t = shapes_s.get("attention"), shapes_t.get("attention")
     if not att_s or not att_t:
         raise UserError(f"--method tinybert compares attention scores and hidden states: student {config.model} and "
                         f"teacher {config.teacher_model} must both be ViTs")
@@ -730,7 +732,7 @@ def tinybert_setup(config, student, teacher, device):
                         f"differ from the teacher's {att_t[0]}")
     if config.dot:
         raise UserError("--dot: TinyBERT has no task (label) loss to keep apart")
-    fit = FitDense(features.feature_shapes(student)[0][-1], features.feature_shapes(teacher)[0][-1])
+    fit = FitDense(shapes_s["feats"][0][-1], shapes_t["feats"][0][-1])  # [L, width] of the embedding output
     models.load_state(fit, init_weights(models.state_shapes(fit), [config.seed, 3], "vit"), "init(fit_dense)")
     print(f"TinyBERT: {len(att_s)} student blocks against teacher blocks {len(att_t) // len(att_s)} apart; stage 1 "
           f"(attention, hidden states) for {config.tinybert_layer_epochs} epochs, then stage 2 (predictions)")

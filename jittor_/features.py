@@ -66,13 +66,18 @@ def forward_features(model, images):
     return logits, out
 
 
-def feature_shapes(model, image_shape=(3, 32, 32), key="feats"):
-    """(C, H, W) of each of the model's feats (key="attention": a ViT's [heads, L, L], none for another model), from
-    one zero image in eval mode (changes no statistics)."""
+def feature_shapes(model, image_shape=(3, 32, 32)):
+    """(C, H, W) of each of the model's feats (probe_shapes)."""
+    return probe_shapes(model, image_shape)["feats"]
+
+
+def probe_shapes(model, image_shape=(3, 32, 32)):
+    """{key: [shape of each]} of the model's listed features, a sample's shape each: "feats" (C, H, W), and a ViT's
+    "attention" [heads, L, L]; from one zero image in eval mode (changes no statistics)."""
     was_training = model.is_training()
     model.eval()
     with jt.no_grad():
         _, features = forward_features(model, jt.zeros((1, *image_shape)))
     if was_training:
         model.train()
-    return [tuple(f.shape[1:]) for f in features.get(key, [])]
+    return {key: [tuple(f.shape[1:]) for f in value] for key, value in features.items() if isinstance(value, list)}

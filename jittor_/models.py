@@ -740,7 +740,7 @@ def set_dropout(model, p):
     """--dropout P: the probability of every dropout layer; a one-line error for a model without one."""
     layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     if not layers:
-        raise UserError(f"--dropout: {type(model).__name__} has no dropout layer (only cifar10quick has one)")
+        raise UserError(f"--dropout: {type(model).__name__} has no dropout layer (cifar10quick and the ViTs have)")
     for layer in layers:
         layer.p = p
     return model

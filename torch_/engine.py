@@ -397,5 +397,5 @@ def build(config, device):
                         f"use --model {config.model.replace('deit', 'vit')}")
     if config.rdrop and not models.has_dropout(model):  # the two passes would be identical, the KL 0
         raise UserError(f"--rdrop: {config.model} has no dropout, so its two passes would be identical "
-                        f"(R-Drop regularises dropout; cifar10quick has it)")
+                        f"(R-Drop regularises dropout; cifar10quick and the ViTs have it)")
     return model
