@@ -163,23 +163,24 @@ def stage_config(args):
         return build_config("teacher", METHODS, model=arch, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
                             **RDROP.get(args.stage, {}))
     return build_config("student", METHODS, method=args.stage, pair=args.pair, model=arch, teacher_model=teacher_arch,
-                        lr=args.lr, seed=args.seed, batch_size=args.batch_size,
-                        mdistiller_weights=args.mdistiller_weights or None)
+                        lr=args.lr, seed=args.seed, batch_size=args.batch_size, train_size=args.train_size, val_size=0,
+                        data_dir=args.data_dir,
+                        mdistiller_weights=args.mdistiller_weights or None)  # the split of batches(): CRD's memory rows
 
 
-def torch_step(model, teacher, optimizer, x, y, hp, extra):
+def torch_step(model, teacher, optimizer, x, y, hp, extra, index):
     """The stages' own step (engine.train_step, full distillation weight), then the gradient's norm
     (FitNet's regressor included): the step leaves each p.grad in place."""
     model.train()
-    loss, logits, _ = te.train_step(model, teacher, optimizer, x, y, hp, STAGE_WEIGHT.get(hp.method, 1.0), extra)
+    loss, logits, _ = te.train_step(model, teacher, optimizer, x, y, hp, STAGE_WEIGHT.get(hp.method, 1.0), extra, index)
     grad_norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for _, p in te.named_parameters(model, extra))))
     return loss.item(), logits.detach().numpy(), grad_norm
 
 
-def jittor_step(model, teacher, optimizer, x, y, hp, extra):
+def jittor_step(model, teacher, optimizer, x, y, hp, extra, index):
     """As torch_step; Jittor's optimizer keeps the last step's gradients until the next backward."""
     model.train()
-    loss, logits, _ = je.train_step(model, teacher, optimizer, x, y, hp, STAGE_WEIGHT.get(hp.method, 1.0), extra)
+    loss, logits, _ = je.train_step(model, teacher, optimizer, x, y, hp, STAGE_WEIGHT.get(hp.method, 1.0), extra, index)
     grads = [p.opt_grad(optimizer).numpy().astype(np.float64) for n, p in je.named_parameters(model, extra)
              if not is_buffer(n)]
     grad_norm = float(np.sqrt(sum((g ** 2).sum() for g in grads)))
@@ -204,10 +205,11 @@ def batches(args):
     noise = np.random.default_rng([args.seed, 999])
     epoch = 0
     while True:
-        for images, labels in iterate_batches(x, y, args.batch_size, True, args.seed, epoch, args.dataset):
+        for images, labels, index in iterate_batches(x, y, args.batch_size, True, args.seed, epoch, args.dataset,
+                                                     with_index=True):
             if args.jitter:
                 images = images + noise.normal(0.0, args.jitter, images.shape).astype(np.float32)
-            yield images, labels
+            yield images, labels, index
         epoch += 1
 
 
@@ -236,10 +238,10 @@ def run_parity(args):
     opt_t, opt_j = te.make_optimizer(model_t, hp, extra_t), je.make_optimizer(model_j, hp, extra_j)
     opt_64 = te.make_optimizer(model_64, hp, extra_64) if model_64 is not None else None
     rows = []
-    for step, (x, y) in zip(range(1, args.steps + 1), batches(args)):
+    for step, (x, y, index) in zip(range(1, args.steps + 1), batches(args)):
         loss_t, logits_t, gn_t = torch_step(model_t, teacher_t, opt_t, tds.to_tensor(x, "cpu"),
-                                            torch.from_numpy(y), hp, extra_t)
-        loss_j, logits_j, gn_j = jittor_step(model_j, teacher_j, opt_j, jt.array(x), jt.array(y), hp, extra_j)
+                                            torch.from_numpy(y), hp, extra_t, index)
+        loss_j, logits_j, gn_j = jittor_step(model_j, teacher_j, opt_j, jt.array(x), jt.array(y), hp, extra_j, index)
         row = {"step": step, "loss_torch": loss_t, "loss_jittor": loss_j,
                "rel_loss": abs(loss_t - loss_j) / max(abs(loss_t), 1e-12),
                "logits": float(np.abs(logits_t - logits_j).max()), "grad_norm": abs(gn_t - gn_j),
@@ -247,7 +249,7 @@ def run_parity(args):
         if model_64 is not None:
             # the same torch code in float64: how far float32 rounding alone moves a run by this step
             loss_64, _, _ = torch_step(model_64, teacher_64, opt_64, torch.from_numpy(x).double(), torch.from_numpy(y),
-                                       hp, extra_64)
+                                       hp, extra_64, index)
             row["rel_loss_f32_vs_f64"] = abs(loss_t - loss_64) / max(abs(loss_64), 1e-12)
         rows.append(row)
     return rows
@@ -289,7 +291,7 @@ def compare_ckpt(args):
     loader, _ = tds.build_test_loader(args.data_dir, EVAL_BATCH_SIZE, torch.device("cpu"), dataset)
     same = n = 0
     worst = 0.0
-    for images, labels in loader.epoch(0):
+    for images, labels, _ in loader.epoch(0):
         with torch.no_grad():
             lt = model_t(images).numpy()
         lj = model_j(jt.array(images.numpy())).numpy()

@@ -51,9 +51,10 @@ def first_batch(data_dir):
             torch.from_numpy(data["train_y"][index].astype(np.int64)))
 
 
-def step_one_push(method, teacher, images, labels):
-    """rho: |grad of the distillation terms| / |grad of the weighted CE term| over the student's parameters."""
-    config = build_config("student", METHODS, method=method, mdistiller_weights=True)
+def step_one_push(method, teacher, images, labels, **settings):
+    """rho: |grad of the distillation terms| / |grad of the weighted CE term| over the student's parameters. settings:
+    config fields (the data a setup reads: CRD's split, for its memory rows)."""
+    config = build_config("student", METHODS, method=method, mdistiller_weights=True, **settings)
     device = td.select_device("cpu")
     student = engine.build(config, device)
     student.train()
@@ -61,7 +62,7 @@ def step_one_push(method, teacher, images, labels):
     with torch.no_grad():
         out_teacher = engine.forward(teacher, images, METHODS[method].features)
     out = engine.forward(student, images, METHODS[method].features)
-    terms = METHODS[method].terms(out, out_teacher, labels, config, 1.0, extra)
+    terms = METHODS[method].terms(out, out_teacher, labels, config, 1.0, dict(extra, index=np.arange(len(labels))))
     params = list(student.parameters())
 
     def norm(loss):
@@ -112,7 +113,8 @@ def main(argv=None):
         raise UserError(f"--teacher {args.teacher}: no such checkpoint; make run trains it (ckpt/quick/teacher_s0_*)")
     images, labels = first_batch(args.data_dir)
     teacher, _ = engine.load_teacher(args.teacher, td.select_device("cpu"), dataset="cifar10")
-    push = {method: step_one_push(method, teacher, images, labels) for method in [YARDSTICK, *args.methods]}
+    push = {method: step_one_push(method, teacher, images, labels, data_dir=args.data_dir)
+            for method in [YARDSTICK, *args.methods]}
     rows = {}
     for method in args.methods:
         scale = min(1.0, push[YARDSTICK] / push[method])

@@ -67,8 +67,10 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed, epoch, 2]).generate_state(1)[0])
 
 
-def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0, dataset="cifar10", rank=0, world_size=1):
-    """Yield (float32 N x 3 x 32 x 32, int64 N) numpy batches, normalised with the dataset's mean/std.
+def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0, dataset="cifar10", rank=0, world_size=1,
+                    with_index=False):
+    """Yield (float32 N x 3 x 32 x 32, int64 N) numpy batches, normalised with the dataset's mean/std; with_index:
+    (images, labels, the batch's rows of the split) (CRD's memory bank has a row per training sample).
 
     train=True: shuffled and augmented from epoch_rng(seed, epoch), the last incomplete
     batch dropped (a constant batch shape: no recompilation in Jittor, no BatchNorm
@@ -95,7 +97,7 @@ def iterate_batches(images, labels, batch_size, train, seed=0, epoch=0, dataset=
             x = crop_and_flip(images[idx], *(c[rows] for c in crops), dataset=dataset)
         else:
             x = normalise(images[idx], dataset)
-        yield x, labels[idx]
+        yield (x, labels[idx], idx) if with_index else (x, labels[idx])
 
 
 def prefetch(iterator, depth=2):

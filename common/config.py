@@ -18,7 +18,8 @@ FRAMEWORKS = ("torch", "jittor")  # the two mirrored folders: torch_/ and jittor
 
 # The method table's names (METHODS in <framework>_/distillers.py, the same keys in both), for the framework-free
 # scripts (run_all.py, report.py) that cannot import a framework; tests/test_distillers.py checks it against both.
-METHOD_NAMES = ("ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid", "deit", "tinybert")
+METHOD_NAMES = ("ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid", "ofd", "reviewkd", "crd",
+                "deit", "tinybert")
 DEFAULT_METHODS = ("ce", "kd", "dkd", "fitnet", "at", "rkd", "vid")  # run_all.py's students unless --methods says otherwise
 
 # Stage defaults: the settings every run of a stage has, whatever its method. A method's own weights
@@ -160,7 +161,8 @@ PAIRS = {
 OWN_PAIR = dict(model="cifar10simple", teacher_model="cifar10quick", dataset="cifar10")
 OWN_PAIR_WEIGHTS = {"fitnet": dict(fitnet_weight=8.5), "at": dict(at_weight=110.0), "nst": dict(nst_weight=12.0),
                     "pkt": dict(pkt_weight=840.0), "rkd": dict(rkd_distance_weight=2.9, rkd_angle_weight=5.9),
-                    "sp": dict(sp_weight=160.0)}  # `python weights.py --grid` prints it; KD, DKD, KDSVD, VID: mdistiller's
+                    "sp": dict(sp_weight=160.0), "ofd": dict(ofd_weight=0.0005)}
+# `python weights.py --grid` prints it; KD, DKD, KDSVD, VID, ReviewKD: mdistiller's
 
 
 def own_pair_methods(methods):

@@ -1,5 +1,6 @@
 """Initial weights drawn in numpy by name, so both frameworks start from the same numbers."""
 import hashlib
+import math
 
 import numpy as np
 
@@ -79,9 +80,13 @@ def no_weight_decay(name, shape):
     return name.endswith(".bias") or len(shape) <= 1 or name.rsplit(".", 1)[-1] in TOKENS
 
 
+BUFFERS = ("running_mean", "running_var",  # BatchNorm's running statistics
+           "memory_v1", "memory_v2", "z", "draws")  # CRD's memory banks, normalisation constants, batches drawn
+
+
 def is_buffer(name):
-    """BatchNorm running statistics: saved with the weights, but not trained (Jittor lists them as parameters)."""
-    return name.endswith(("running_mean", "running_var"))
+    """Saved with the weights, but not trained (Jittor lists them as parameters): BUFFERS, by the name's last part."""
+    return name.rsplit(".", 1)[-1] in BUFFERS
 
 
 
@@ -124,3 +129,19 @@ def finite_weights_warning(state, path):
     """One line 'warning: ...' for weights with NaN or inf (test.py still evaluates them), or None."""
     message = nonfinite_message(state, path)
     return f"warning: {message}; the model's outputs and accuracy will be meaningless" if message else None
+
+
+def ofd_margins(scale, shift):
+    """OFD's margin of each channel of a BatchNorm that precedes a ReLU (Heo et al. 2019; mdistiller's
+    init_ofd_modules), from the BN's weight (scale, the std of its output) and bias (shift, its mean): the expected
+    value of the negative responses, E[x | x < 0] = m - s phi(m/s) / Phi(-m/s) for x ~ N(m, s^2), where Phi(-m/s) >
+    0.001, else -3 s. In float64 numpy, the same for both frameworks (mdistiller: scipy's norm.cdf, Phi(z) =
+    erfc(-z / sqrt 2) / 2 here). A scale of 0 is floored at 1e-12, which gives the limits: m for a constant m < 0,
+    about 0 for m >= 0."""
+    s = np.maximum(np.abs(np.asarray(scale, dtype=np.float64)), 1e-12)
+    m = np.asarray(shift, dtype=np.float64)
+    z = m / s
+    cdf = 0.5 * np.vectorize(math.erfc)(z / math.sqrt(2.0))  # Phi(-z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = m - s * np.exp(-z ** 2 / 2) / math.sqrt(2 * math.pi) / cdf
+    return np.where(cdf > 0.001, expected, -3 * s)

@@ -166,13 +166,14 @@ def forward(model, images, read_features):
     return model(images), None
 
 
-def train_step(model, teacher, optimizer, images, labels, config, distill_weight=1.0, extra=None):
+def train_step(model, teacher, optimizer, images, labels, config, distill_weight=1.0, extra=None, index=None):
     """One SGD step, returning (loss, logits, terms): the step of every stage, the one align.py compares and
     bench.py times. The teacher (frozen; None for a teacher or a ce student) sees this very batch, once.
 
     The loss is the sum of the method's named terms (distillers.METHODS); with --rdrop the model runs twice
     (two dropout masks): every term is the mean over the two passes, plus rdrop x the symmetric KL between
-    them. extra: the modules trained with the model (FitNet's regressor, VID's regressors and variances).
+    them. extra: the modules trained with the model (FitNet's regressor, VID's regressors and variances). index: the
+    batch's rows of the training split (numpy), which the terms read as extra["index"] (CRD's memory bank).
     """
     method = METHODS[config.method]
     out_teacher = None
@@ -180,7 +181,8 @@ def train_step(model, teacher, optimizer, images, labels, config, distill_weight
         with jt.no_grad():
             out_teacher = forward(teacher, images, method.features)
     passes = [forward(model, images, method.features) for _ in range(2 if config.rdrop else 1)]
-    terms = mean_terms([method.terms(out, out_teacher, labels, config, distill_weight, extra) for out in passes])
+    inputs = dict(extra or {}, index=index)
+    terms = mean_terms([method.terms(out, out_teacher, labels, config, distill_weight, inputs) for out in passes])
     if config.rdrop:
         terms["rdrop"] = config.rdrop * rdrop_loss(passes[0][0], passes[1][0])
     loss = sum(terms.values())
@@ -206,10 +208,11 @@ def train_one_epoch(model, teacher, loader, optimizer, epoch, config, device, ex
     meter = Meter()
     t_data = t_train = 0.0
     end = time.perf_counter()
-    for step, (images, labels) in enumerate(progress(loader.epoch(epoch), len(loader), f"{FRAMEWORK} {label}")):
+    for step, (images, labels, index) in enumerate(progress(loader.epoch(epoch), len(loader), f"{FRAMEWORK} {label}")):
         start = time.perf_counter()
         t_data += start - end  # waiting for the next batch (prefetched in the background)
-        loss, logits, terms = train_step(model, teacher, optimizer, images, labels, config, distill_weight, extra)
+        loss, logits, terms = train_step(model, teacher, optimizer, images, labels, config, distill_weight, extra,
+                                         index)
         devices.sync(device)
         values = {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()},
                   **batch_accuracy(logits.numpy(), labels.numpy())}
@@ -231,7 +234,7 @@ def evaluate(model, loader):
     heads = getattr(getattr(model, "module", model), "HEADS", [])
     acc = {name: EvalAccumulator(loader.num_classes) for name in [None, *heads]}
     with jt.no_grad():
-        for images, labels in loader.epoch(0):
+        for images, labels, _ in loader.epoch(0):
             logits, feats = forward(model, images, bool(heads))
             for name, out in [(None, logits), *((name, feats["heads"][name]) for name in heads)]:
                 loss_sum = nn.cross_entropy_loss(out, labels, reduction="sum")

@@ -26,8 +26,9 @@ def submodule(net, name):
 
 
 def forward_features(model, images):
-    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}); a ViT's
-    also "attention" (each block's pre-softmax scores, net.ATTENTION) and a distilled ViT's "heads" ({name: logits}).
+    """The logits and mdistiller's features of one forward: (logits, {"feats": [...], "pooled_feat": ...}); a model
+    with PREACT also "preact_feats" (mdistiller's: each feature before its ReLU); a ViT's also "attention" (each
+    block's pre-softmax scores, net.ATTENTION) and a distilled ViT's "heads" ({name: logits}).
 
     Forward hooks on the modules the class names in FEATURES (and on the input of its CLASSIFIER) read
     them; they exist for this call only, so the plain forward is untouched. A hook keeps the first call's
@@ -45,7 +46,8 @@ def forward_features(model, images):
         seen.setdefault("pooled_feat", inputs[0])
 
     extra = list(getattr(net, "ATTENTION", [])) + list(getattr(net, "HEADS", []))  # a ViT's scores, DeiT's heads
-    names = [n for n, _ in net.FEATURES] + extra
+    preact = [n for n, _ in getattr(net, "PREACT", [])]  # OFD's and ReviewKD's pre-activation features
+    names = list(dict.fromkeys([n for n, _ in net.FEATURES] + preact + extra))  # a module once (Jittor: one hook each)
     hooked = [submodule(net, name) for name in names]
     for module, name in zip(hooked, names):
         module.register_forward_hook(keep(name))  # Jittor: one hook per module, removed by name
@@ -59,6 +61,8 @@ def forward_features(model, images):
         classifier.remove_pre_forward_hook()
     feats = [FEATURE_OPS[op](seen[name]) for name, op in net.FEATURES]
     out = {"feats": feats, "pooled_feat": seen["pooled_feat"]}
+    if hasattr(net, "PREACT"):  # the same list as FEATURES (no activations): the same tensors
+        out["preact_feats"] = feats if net.PREACT == net.FEATURES else [FEATURE_OPS[op](seen[n]) for n, op in net.PREACT]
     if hasattr(net, "ATTENTION"):
         out["attention"] = [seen[name] for name in net.ATTENTION]
     if hasattr(net, "HEADS"):
@@ -73,11 +77,12 @@ def feature_shapes(model, image_shape=(3, 32, 32)):
 
 def probe_shapes(model, image_shape=(3, 32, 32)):
     """{key: [shape of each]} of the model's listed features, a sample's shape each: "feats" (C, H, W), and a ViT's
-    "attention" [heads, L, L]; from one zero image in eval mode (changes no statistics)."""
+    "attention" [heads, L, L], "preact_feats" (C, H, W), and "pooled_feat" (C,) itself; from one zero image in eval mode (changes no statistics)."""
     was_training = model.is_training()
     model.eval()
     with jt.no_grad():
         _, features = forward_features(model, jt.zeros((1, *image_shape)))
     if was_training:
         model.train()
-    return {key: [tuple(f.shape[1:]) for f in value] for key, value in features.items() if isinstance(value, list)}
+    return {key: [tuple(f.shape[1:]) for f in value] if isinstance(value, list) else tuple(value.shape[1:])
+            for key, value in features.items() if key != "heads"}

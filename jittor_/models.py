@@ -35,6 +35,10 @@ class CIFAR10Quick(nn.Module):
 
     # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
     FEATURES = [("bn1", "relu_pool"), ("bn2", "relu_pool"), ("bn3", "relu_pool")]  # 64@16, 128@8, 256@4
+    # mdistiller's `preact_feats` (OFD, ReviewKD): the same stages before the ReLU (max-pool commutes with it, so the
+    # ReLU of each is the feature above), and the BatchNorm whose output reaches that ReLU (OFD's margins), per stage
+    PREACT = [("bn1", "pool"), ("bn2", "pool"), ("bn3", "pool")]
+    BN_BEFORE_RELU = ["bn1", "bn2", "bn3"]
     CLASSIFIER = "fc2"  # its input is `pooled_feat`
 
     def __init__(self, num_classes=10):
@@ -63,6 +67,7 @@ class CIFAR10Simple(nn.Module):
 
     # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
     FEATURES = [("conv1", "pool"), ("conv2", "pool"), ("conv3", "pool")]  # 32@16, 32@8, 64@4
+    PREACT = FEATURES  # no activations: the pre-activation features are the features (no BatchNorm either)
     CLASSIFIER = "fc2"
 
     def __init__(self, num_classes=10):
@@ -97,12 +102,13 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = BatchNorm2d(planes)
         self.downsample = downsample
+        self.preact = nn.Identity()  # its output is the sum before the last ReLU, for a hook to read (preact_feats)
 
     def execute(self, x):
         residual = x if self.downsample is None else self.downsample(x)
         out = nn.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return nn.relu(out + residual)
+        return nn.relu(self.preact(out + residual))
 
 
 class ResNet(nn.Module):
@@ -126,6 +132,10 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(num_filters[2], n, stride=2)
         self.layer3 = self._make_layer(num_filters[3], n, stride=2)
         self.fc = nn.Linear(num_filters[3], num_classes)
+        # mdistiller's `preact_feats` (OFD, ReviewKD): the stem as in feats (mdistiller's f0, after its ReLU), then each
+        # stage's last block before its last ReLU; the stages' BatchNorms mdistiller's get_bn_before_relu names (OFD)
+        self.PREACT = [("bn1", "relu")] + [(f"layer{i}.{n - 1}.preact", None) for i in (1, 2, 3)]
+        self.BN_BEFORE_RELU = [f"layer{i}.{n - 1}.bn2" for i in (1, 2, 3)]
 
     def _make_layer(self, planes, blocks, stride):
         downsample = None

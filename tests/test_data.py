@@ -158,12 +158,16 @@ def test_each_frameworks_loader_yields_the_reference_batches(loader, tiny_data):
     data = load_cifar10(tiny_data)
     x, y = data["train_x"], data["train_y"]
     for train, seed, epoch in ((True, 0, 1), (True, 3, 0), (False, 0, 1)):
-        batches = [(bx.numpy(), by.numpy()) for bx, by in loader(x, y, 64, train, seed=seed, device="cpu").epoch(epoch)]
+        batches = [(bx.numpy(), by.numpy(), index)
+                   for bx, by, index in loader(x, y, 64, train, seed=seed, device="cpu").epoch(epoch)]
         want = reference_epoch(x, y, 64, train, seed, epoch)
         assert len(batches) == len(want) == (300 // 64 if train else -(-300 // 64))
-        for (bx, by), (wx, wy) in zip(batches, want):
+        for (bx, by, index), (wx, wy) in zip(batches, want):
             np.testing.assert_array_equal(by, wy)
             np.testing.assert_allclose(bx, wx, rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(y[index], by)  # each batch's rows of the split (CRD's memory rows)
+        rows = np.concatenate([index for _, _, index in batches])
+        assert len(set(rows)) == len(rows) and (train or np.array_equal(rows, np.arange(300)))
 
 
 def test_crop_and_flip_match_pillow(tiny_data):

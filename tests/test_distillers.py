@@ -6,6 +6,7 @@ one-line errors for settings that cannot work."""
 import json
 import os
 import runpy
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from common.config import (build_config, check_resume, flag_name, FRAMEWORKS, OW
                            weight_fields)
 from common.errors import CheckpointError, UserError
 from common.results import read_result
+from conftest import write_tiny_cifar
 from stage_runner import one_line_error, ROOT, stage_process
 from jittor_ import device as jd, distillers as jdist, engine as je, features as jf, models as jm
 from test_feature_losses import at_ref
@@ -26,6 +28,9 @@ from torch_ import device as td, distillers as tdist, engine as te, features as 
 METHODS = tdist.METHODS  # configs are framework-neutral records; test_method_tables_agree: jittor's is equal
 FW = {"torch": (tm, te, tf, td, tdist, torch.from_numpy, lambda v: v.detach().numpy()),
       "jittor": (jm, je, jf, jd, jdist, jt.array, lambda v: v.numpy())}
+# The data the setups below read (CRD's memory bank has a row per training image and draws negatives by label): a
+# tiny CIFAR-10 of 300 training images, made at import, for the table-driven tests whose parameters need setups.
+TINY = dict(data_dir=write_tiny_cifar(tempfile.mkdtemp(prefix="tiny_cifar_")), train_size=200, val_size=50)
 
 
 def batch(n=16, seed=0):
@@ -51,7 +56,8 @@ def sym_kl64(a, b):
 def test_method_tables_agree():
     """jittor_/distillers.py mirrors torch_/distillers.py: same methods in the same order, same defaults and flags."""
     assert list(tdist.METHODS) == list(jdist.METHODS) == ["ce", "kd", "dkd", "fitnet", "at", "nst", "pkt", "rkd", "sp",
-                                                          "kdsvd", "vid", "deit", "tinybert"]
+                                                          "kdsvd", "vid", "ofd", "reviewkd", "crd", "deit",
+                                                          "tinybert"]
     for name, t in tdist.METHODS.items():
         j = jdist.METHODS[name]
         assert t.title == j.title and t.title and "\n" not in t.title, name
@@ -99,11 +105,11 @@ def test_method_help_and_docstring_are_made_from_the_table(fw, capsys):
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_method_setup_builds_the_modules_of_fitnet_vid_and_tinybert_only(fw):
+def test_method_setup_builds_the_modules_of_fitnet_vid_ofd_reviewkd_crd_and_tinybert_only(fw):
     models, _, _, devices, distillers, _, _ = FW[fw]
     device = devices.select_device("cpu")
     for name, method in distillers.METHODS.items():
-        config = build_config("student", distillers.METHODS, method=name)
+        config = build_config("student", distillers.METHODS, method=name, **TINY)
         student, teacher = default_pair(models, config)
         extra = method.setup(config, student, teacher, device)
         if name == "fitnet":  # hint at feature 1: 32 channels at 8 px -> the teacher's 128 at 8 px, a 1x1 conv
@@ -111,6 +117,15 @@ def test_method_setup_builds_the_modules_of_fitnet_vid_and_tinybert_only(fw):
         elif name == "vid":  # a regressor and a log-scale per feature: 32 -> 64, 32 -> 128, 64 -> 256 channels
             assert list(extra) == ["vid"] and [tuple(stage.log_scale.shape) for stage in extra["vid"].stages] == [
                 (64,), (128,), (256,)]
+        elif name == "ofd":  # a connector per stage: 32 -> 64, 32 -> 128, 64 -> 256 channels, 1x1
+            assert list(extra) == ["ofd"] and [tuple(c[0].weight.shape) for c in extra["ofd"].connectors] == [
+                (64, 32, 1, 1), (128, 32, 1, 1), (256, 64, 1, 1)]
+        elif name == "reviewkd":  # an ABF per stage and for the pooled feature, deepest first: to 1024, 256, 128, 64
+            assert list(extra) == ["reviewkd"] and [abf.conv2[0].weight.shape[0] for abf in extra["reviewkd"].abfs] == [
+                1024, 256, 128, 64]
+        elif name == "crd":  # two embeddings (64 and 1024 wide pooled features to 128), a memory row per image
+            assert list(extra) == ["crd"] and tuple(extra["crd"].memory_v1.shape) == (200, 128)
+            assert tuple(extra["crd"].embed_t.linear.weight.shape) == (128, 1024)
         elif name == "tinybert":  # one linear map from the ViT student's width to the ViT teacher's
             assert list(extra) == ["fit_dense"] and tuple(extra["fit_dense"].fit_dense.weight.shape) == (192, 96)
         else:
@@ -126,14 +141,14 @@ def methods_with_modules(own_pair=False):
     """The methods whose setup returns modules trained with the student (FitNet's regressor, VID's, TinyBERT's linear
     map), found by running every setup of the table on its default models (torch's; test_method_tables_agree:
     Jittor's are the same). own_pair: only the methods that train the repo's own CNN pair by default."""
-    configs = {name: build_config("student", METHODS, method=name) for name in METHODS}
+    configs = {name: build_config("student", METHODS, method=name, **TINY) for name in METHODS}
     return [name for name, method in METHODS.items() if not (own_pair and configs[name].model != OWN_PAIR["model"])
             and method.setup(configs[name], *default_pair(tm, configs[name]), td.select_device("cpu"))]
 
 
 def test_the_methods_with_modules_are_found():
-    assert methods_with_modules() == ["fitnet", "vid", "tinybert"]
-    assert methods_with_modules(own_pair=True) == ["fitnet", "vid"]
+    assert methods_with_modules() == ["fitnet", "vid", "ofd", "reviewkd", "crd", "tinybert"]
+    assert methods_with_modules(own_pair=True) == ["fitnet", "vid", "ofd", "reviewkd", "crd"]
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -145,7 +160,7 @@ def test_modules_trained_with_the_student_are_saved_and_restored_exactly(fw, met
     and the next step gives the same loss."""
     models, engine, _, devices, distillers, array, _ = FW[fw]
     device = devices.select_device("cpu")
-    config = build_config("student", distillers.METHODS, method=method, name=f"modules_{method}")
+    config = build_config("student", distillers.METHODS, method=method, name=f"modules_{method}", **TINY)
     teacher = default_pair(models, config)[1]
     teacher.eval()
 
@@ -162,7 +177,7 @@ def test_modules_trained_with_the_student_are_saved_and_restored_exactly(fw, met
         x, y = batch(8, seed)
         engine.set_seed(seed)  # the dropout masks (the ViTs')
         return float(engine.train_step(student_model, teacher, optimizer, array(x), array(y), config, 1.0,
-                                       extra)[0].item())
+                                       extra, np.arange(8) + 8 * seed)[0].item())  # rows of the split (CRD's)
 
     trained = fresh()
     for seed in (0, 1):
@@ -189,8 +204,8 @@ def test_modules_trained_with_the_student_are_saved_and_restored_exactly(fw, met
 
 def test_unknown_or_missing_method_is_a_one_line_user_error():
     with pytest.raises(UserError) as e:
-        resolve("student", {"method": "crd"}, METHODS)
-    assert "unknown method 'crd'" in str(e.value) and "ce, kd, dkd, fitnet, at, nst, pkt, rkd, sp, kdsvd, vid" in str(e.value)
+        resolve("student", {"method": "mgd"}, METHODS)
+    assert "unknown method 'mgd'" in str(e.value) and "ce, kd, dkd, fitnet, at, nst, pkt, rkd, sp, kdsvd, vid, ofd" in str(e.value)
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match=r"^the following arguments are required: --method \(or --pair\)$"):
         resolve("student", {}, METHODS)

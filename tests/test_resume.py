@@ -138,7 +138,7 @@ def test_teacher_killed_mid_epoch_resumes_exactly(fw, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("method", ["kd", *methods_with_modules(own_pair=True)])  # fitnet, vid: modules trained with it
+@pytest.mark.parametrize("method", ["kd", *methods_with_modules(own_pair=True)])  # fitnet, vid, ofd, reviewkd: modules
 def test_student_killed_mid_epoch_resumes_exactly(fw, method, teachers, tiny_data):
     teacher = teachers[fw]  # conftest's shared tiny teacher
     args = lambda name: ["--method", method, "--teacher", teacher, "--data-dir", tiny_data, "--name", name,
@@ -146,9 +146,9 @@ def test_student_killed_mid_epoch_resumes_exactly(fw, method, teachers, tiny_dat
     assert stage_process(fw, "train_student", *args(f"r/{method}_ref")).returncode == 0  # uninterrupted
     kill_and_resume(fw, "train_student", f"r/{method}_cut", args(f"r/{method}_cut"))
     assert_same_run(f"r/{method}_ref", f"r/{method}_cut", fw)
-    if method != "kd":  # the modules trained: saved, with their momentum (FitNet's regressor, VID's regressors)
+    if method != "kd":  # the modules trained: saved, with their momentum (FitNet's regressor, VID's, OFD's, ReviewKD's)
         ckpt = load_checkpoint(ckpt_path(f"r/{method}_cut", fw))
-        key = {"fitnet": "regressor", "vid": "vid"}[method]
+        key = {"fitnet": "regressor"}.get(method, method)  # VID's, OFD's, ReviewKD's: under the method's name
         assert ckpt[key] and not any(k.startswith(key) for k in ckpt["model"])
         assert any(k.startswith(f"{key}.") and np.abs(v).sum() > 0 for k, v in ckpt["optimizer"].items())
         if method == "fitnet":

@@ -31,11 +31,12 @@ class Loader:
         return num_batches(len(self.labels), self.batch_size, self.train, self.rank, self.world_size)
 
     def epoch(self, epoch):
-        """Iterate over one epoch; numpy work runs one batch ahead in a background thread."""
+        """Iterate over one epoch: (images, labels, the batch's rows of the split as numpy); numpy work runs one batch
+        ahead in a background thread."""
         batches = iterate_batches(self.images, self.labels, self.batch_size, self.train, self.seed, epoch,
-                                  self.dataset, self.rank, self.world_size)
-        for images, labels in prefetch(batches):
-            yield to_tensor(images, self.device), to_tensor(labels, self.device)
+                                  self.dataset, self.rank, self.world_size, with_index=True)
+        for images, labels, index in prefetch(batches):
+            yield to_tensor(images, self.device), to_tensor(labels, self.device), index
 
 
 def to_tensor(array, device):

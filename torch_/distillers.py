@@ -13,10 +13,14 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common.config import DKD_BETA, DKD_BETA_DEFAULT, at_stages, run_at_stages  # noqa: E402
+from common.config import (DKD_BETA, DKD_BETA_DEFAULT, SPLIT_SEED, TEACHER_DEFAULTS, at_stages,  # noqa: E402
+                           run_at_stages)
+from common.contrast import contrast_rng, default_k, draw_contrast, negatives_by_class  # noqa: E402
+from common.datasets import DATASETS, load_dataset, split_indices  # noqa: E402
+from common.distributed import launch  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.schedules import warmup_factor  # noqa: E402
-from common.weights import init_weights  # noqa: E402
+from common.weights import init_weights, ofd_margins  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -389,6 +393,57 @@ def vid_loss(regressor, log_scale, f_s, f_t, eps=1e-5):
     return nll.mean(dim=[2, 3]).mean(dim=1).mean()
 
 
+def feat_loss(source, target, margin):
+    """OFD's distillation loss (Heo et al. 2019; mdistiller's feat_loss): a partial L2 between the student's connected
+    pre-activation feature (source) and the teacher's (target), with the teacher's negative responses replaced by
+    its channel's margin: no loss where both lie at or below the margin, (source - margin)^2 where only the
+    teacher does, (source - target)^2 where the teacher is positive or where it lies in (margin, 0] and the student
+    above it. Mean over the batch, summed over channels and positions (axis by axis)."""
+    margin = torch.as_tensor(margin, dtype=source.dtype, device=source.device).reshape(1, -1, 1, 1)
+    loss = ((source - margin) ** 2 * ((source > margin) & (target <= margin)).to(source.dtype)
+            + (source - target) ** 2 * ((source > target) & (target > margin) & (target <= 0)).to(source.dtype)
+            + (source - target) ** 2 * (target > 0).to(source.dtype))
+    return loss.abs().mean(dim=0).sum(dim=2).sum(dim=1).sum()
+
+
+def hcl_loss(fstudent, fteacher):
+    """ReviewKD's hierarchical context loss (Chen et al. 2021; mdistiller's hcl_loss): per pair of features the MSE,
+    plus the MSEs of both average-pooled to 4x4, 2x2 and 1x1 (the sizes below the feature's), weighted 1/2, 1/4,
+    1/8 and the sum divided by the weights' sum; summed over the pairs."""
+    loss_all = 0.0
+    for fs, ft in zip(fstudent, fteacher):
+        h = fs.shape[2]
+        loss, cnt, tot = mse(fs, ft), 1.0, 1.0
+        for size in (4, 2, 1):
+            if size >= h:
+                continue
+            cnt /= 2.0
+            loss = loss + mse(pool_to(fs, size), pool_to(ft, size)) * cnt
+            tot += cnt
+        loss_all = loss_all + loss / tot
+    return loss_all
+
+
+def contrast_loss(x, num_data, eps=1e-7):
+    """CRD's NCE loss of one view (Tian et al. 2020; mdistiller's ContrastLoss): x [B, K + 1] the normalised scores,
+    each row's positive first, against noise of probability 1 / num_data, m = K: -(sum over rows of
+    log(P_pos / (P_pos + m Pn + eps)) + sum over the negatives of log(m Pn / (P_neg + m Pn + eps))) / B, summed row
+    by row (mdistiller's sums run over B x K at once)."""
+    bsz, m = x.shape[0], x.shape[1] - 1
+    noise = m / num_data
+    log_d1 = (x[:, 0] / (x[:, 0] + noise + eps)).log()
+    log_d0 = (noise / (x[:, 1:] + noise + eps)).log()
+    return -(log_d1.sum() + log_d0.sum(dim=1).sum()) / bsz
+
+
+def contrast_scores(memory, v, rows, temperature):
+    """exp(memory[rows] . v / T) [B, K + 1]: one embedding per sample against its rows of the other view's memory bank
+    (mdistiller's ContrastMemory: index_select, bmm, exp); the memory is a constant here (detached)."""
+    bsz, k1 = rows.shape
+    weight = memory[rows.reshape(-1)].reshape(bsz, k1, -1).detach()
+    return ((weight @ v.reshape(bsz, -1, 1)).reshape(bsz, k1) / temperature).exp()
+
+
 def deit_loss(outputs_kd, teacher_logits, distillation_type, tau):
     """DeiT's distillation loss on the distillation head (Touvron et al. 2021; deit/losses.py DistillationLoss).
     soft: KL(teacher || student) at temperature tau, summed over the batch, x tau^2, divided by batch x classes
@@ -440,6 +495,8 @@ def rdrop_loss(logits_a, logits_b):
     return 0.5 * ((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(dim=1).mean()
 
 
+OFD_KERNEL = 1  # mdistiller's OFD.CONNECTOR.KERNEL_SIZE
+REVIEWKD_MAX_MID = 512  # mdistiller's ABF middle width: min(512, the student's pooled width)
 TASK_TERMS = ("ce", "rdrop")  # the terms of the task loss; the others are distillation (DOT keeps them apart)
 
 
@@ -518,6 +575,21 @@ def kdsvd_terms(out, out_teacher, labels, config, w, extra):
 def vid_terms(out, out_teacher, labels, config, w, extra):
     vid = extra["vid"](*after_stem(config, out, out_teacher))  # VIDModules: vid_loss summed over the stages
     return {**ce_terms(out, out_teacher, labels, config, w, extra), "vid": w * config.vid_weight * vid}
+
+
+def ofd_terms(out, out_teacher, labels, config, w, extra):
+    ofd = extra["ofd"](*ofd_pairs(config, out, out_teacher))  # OFDConnectors: feat_loss summed over the stages
+    return {**ce_terms(out, out_teacher, labels, config, w, extra), "ofd": w * config.ofd_weight * ofd}
+
+
+def reviewkd_terms(out, out_teacher, labels, config, w, extra):
+    reviewkd = extra["reviewkd"](*reviewkd_pairs(config, out, out_teacher))  # ReviewKDModules: the ABFs, hcl_loss
+    return {**ce_terms(out, out_teacher, labels, config, w, extra), "reviewkd": w * config.reviewkd_weight * reviewkd}
+
+
+def crd_terms(out, out_teacher, labels, config, w, extra):
+    crd = extra["crd"](out[1]["pooled_feat"], out_teacher[1]["pooled_feat"], extra["index"])  # CRDModules
+    return {**ce_terms(out, out_teacher, labels, config, w, extra), "crd": w * config.crd_weight * crd}
 
 
 def deit_terms(out, out_teacher, labels, config, w, extra):
@@ -695,6 +767,278 @@ def vid_setup(config, student, teacher, device):
     return {"vid": devices.to_device(vid, device)}
 
 
+def teacher_model(config):
+    """The teacher's model name (None in a config: the stage default's, CIFAR10Quick)."""
+    return config.teacher_model or TEACHER_DEFAULTS["model"]
+
+
+def after_stem_of(model, items):
+    """A model's features after its stem (every one for the models without a stem entry, common.config.NO_STEM)."""
+    return [items[i] for i in at_stages(model, len(items))]
+
+
+def last_common(*lists):
+    """mdistiller's _align_list: the last entries of each list, as many as the shortest has."""
+    count = min(len(items) for items in lists)
+    return [items[len(items) - count:] for items in lists]
+
+
+def ofd_pairs(config, out, out_teacher):
+    """OFD's features: the student's and the teacher's pre-activation features after the stem, the last of each
+    as many as both have (mdistiller's preact_feats[1:], aligned)."""
+    return last_common(after_stem_of(config.model, out[1]["preact_feats"]),
+                       after_stem_of(teacher_model(config), out_teacher[1]["preact_feats"]))
+
+
+def reviewkd_pairs(config, out, out_teacher):
+    """ReviewKD's features, shallow to deep: the student's features after the stem and its pooled feature (mdistiller's
+    STU_PREACT False), the teacher's pre-activation features after the stem and its pooled feature."""
+    pooled_s, pooled_t = out[1]["pooled_feat"], out_teacher[1]["pooled_feat"]
+    return (after_stem_of(config.model, out[1]["feats"]) + [pooled_s.reshape(*pooled_s.shape, 1, 1)],
+            after_stem_of(teacher_model(config), out_teacher[1]["preact_feats"])
+            + [pooled_t.reshape(*pooled_t.shape, 1, 1)])
+
+
+def preact_shapes(config, student, teacher, method, readers=("student", "teacher")):
+    """The shapes of both models' features (features.probe_shapes); a one-line refusal where a model of readers, the
+    ones whose pre-activation features the method reads, does not list them (PREACT)."""
+    shapes = {}
+    for role, name, model in (("student", config.model, student), ("teacher", teacher_model(config), teacher)):
+        if role in readers and not hasattr(getattr(model, "module", model), "PREACT"):
+            raise UserError(f"--method {method} reads pre-activation features, which {role} {name} does not list "
+                            f"(models with them: cifar10quick, cifar10simple and the resnet family)")
+        shapes[role] = features.probe_shapes(model)
+    return shapes["student"], shapes["teacher"]
+
+
+class OFDConnectors(nn.Module):
+    """OFD's connectors (mdistiller's ConnectorConvBN), trained with the student: per stage a conv from the student's
+    channels to the teacher's (no bias) and a BatchNorm. The forward is mdistiller's ofd_loss: stage i of n gives
+    feat_loss(connected student feature, the teacher's average-pooled to its size, margin) / 2^(n - 1 - i). The
+    margins are constants of the teacher (float64 numpy, common.weights.ofd_margins), not state."""
+
+    def __init__(self, channels_s, channels_t, margins, kernel_size=1):
+        super().__init__()
+        self.connectors = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(s, t, kernel_size, padding=(kernel_size - 1) // 2, bias=False),
+                          models.BatchNorm2d(t)) for s, t in zip(channels_s, channels_t)])
+        self.margins = [np.asarray(m, dtype=np.float32) for m in margins]
+
+    def forward(self, g_s, g_t):
+        loss, n = 0, len(g_s)
+        for i, (connector, f_s, f_t, margin) in enumerate(zip(self.connectors, g_s, g_t, self.margins)):
+            f_s = connector(f_s)
+            loss = loss + feat_loss(f_s, pool_to(f_t, f_s.shape[2]).detach(), margin) / 2 ** (n - 1 - i)
+        return loss
+
+
+def seeded(shapes, seed, scheme):
+    """Initial values for the {name: shape} entries of a method's module, drawn in numpy (common.weights.init_weights)
+    from a stream of its own, in one name order for both frameworks (their state orders may differ)."""
+    order = sorted(shapes, key=lambda k: [int(p) if p.isdigit() else p for p in k.split(".")])
+    return init_weights({k: shapes[k] for k in order}, seed, scheme)
+
+
+def ofd_setup(config, student, teacher, device):
+    """OFD's connectors and the teacher's margins (mdistiller's init_ofd_modules) on the stages ofd_pairs takes: the
+    teacher must list the BatchNorm before each stage's ReLU, and the student's feature size divide the teacher's
+    (its feature is average-pooled to the student's). Connectors: mdistiller's init, conv N(0, 2 / (k k out)) and BN
+    1 and 0, drawn from a stream of their own ([seed, 4])."""
+    shapes_s, shapes_t = preact_shapes(config, student, teacher, "ofd")
+    bns = getattr(getattr(teacher, "module", teacher), "BN_BEFORE_RELU", None)
+    if not bns:
+        raise UserError(f"--method ofd takes its margins from the teacher's BatchNorms before its ReLUs, which teacher "
+                        f"{teacher_model(config)} does not have")
+    pre_s, pre_t = last_common(after_stem_of(config.model, shapes_s["preact_feats"]),
+                               after_stem_of(teacher_model(config), shapes_t["preact_feats"]))
+    bns = bns[len(bns) - len(pre_t):]
+    for (c_s, h_s, _), (c_t, h_t, _) in zip(pre_s, pre_t):
+        if h_t % h_s:
+            raise UserError(f"--method ofd: a {h_s} px student feature against a {h_t} px teacher feature; OFD pools "
+                            f"the teacher's to the student's size by whole factors only")
+    state_t = models.get_state(getattr(teacher, "module", teacher))
+    margins = [ofd_margins(state_t[f"{bn}.weight"], state_t[f"{bn}.bias"]) for bn in bns]
+    ofd = OFDConnectors([s[0] for s in pre_s], [t[0] for t in pre_t], margins, OFD_KERNEL)
+    models.load_state(ofd, seeded(models.state_shapes(ofd), [config.seed, 4], "kaiming_normal"), f"init(ofd, seed={config.seed})")
+    print(f"OFD on {len(pre_s)} stages: connectors {[s[0] for s in pre_s]} -> {[t[0] for t in pre_t]} channels, "
+          f"margins from {bns}")
+    return {"ofd": devices.to_device(ofd, device)}
+
+
+def resize_nearest(x, size):
+    """F.interpolate(x, (size, size), mode="nearest") between sizes a whole factor apart, up or down, written out
+    (repeat each pixel, or take every f-th), so that both frameworks index the same pixels."""
+    n, c, h, w = x.shape
+    if size >= h:
+        f = size // h
+        return x.reshape(n, c, h, 1, w, 1).expand(n, c, h, f, w, f).reshape(n, c, size, size)
+    return x[:, :, ::h // size, ::w // size]
+
+
+class ABF(nn.Module):
+    """ReviewKD's attention-based fusion (mdistiller's ABF): a 1x1 conv + BN to the middle width; then, but on the
+    deepest feature, a fusion with the deeper ABF's output (resized to this feature's size) by two sigmoid attention
+    maps; resized to the teacher's size; a 3x3 conv + BN to the teacher's channels. Returns (output, what the next
+    shallower ABF fuses with)."""
+
+    def __init__(self, in_channel, mid_channel, out_channel, fuse):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channel, mid_channel, 1, bias=False), models.BatchNorm2d(mid_channel))
+        self.conv2 = nn.Sequential(nn.Conv2d(mid_channel, out_channel, 3, padding=1, bias=False),
+                                   models.BatchNorm2d(out_channel))
+        self.att_conv = nn.Sequential(nn.Conv2d(mid_channel * 2, 2, 1), nn.Sigmoid()) if fuse else None
+
+    def forward(self, x, y, shape, out_shape):
+        n, _, h, w = x.shape
+        x = self.conv1(x)
+        if self.att_conv is not None:
+            y = resize_nearest(y, shape)
+            z = self.att_conv(torch.cat([x, y], dim=1))
+            x = x * z[:, 0].reshape(n, 1, h, w) + y * z[:, 1].reshape(n, 1, h, w)
+        if x.shape[-1] != out_shape:
+            x = resize_nearest(x, out_shape)
+        return self.conv2(x), x
+
+
+class ReviewKDModules(nn.Module):
+    """ReviewKD's ABFs (mdistiller's ReviewKD.abfs), trained with the student, deepest first. The forward runs them
+    from the student's pooled feature up to its shallowest stage and returns hcl_loss of their outputs against the
+    teacher's features (both lists shallow to deep, as reviewkd_pairs gives them)."""
+
+    def __init__(self, in_channels, out_channels, shapes, out_shapes):
+        super().__init__()
+        mid = min(REVIEWKD_MAX_MID, in_channels[-1])
+        last = len(in_channels) - 1
+        self.abfs = nn.ModuleList([ABF(c, mid, out_channels[i], i < last) for i, c in enumerate(in_channels)][::-1])
+        self.shapes, self.out_shapes = shapes[::-1], out_shapes[::-1]
+
+    def forward(self, feats_s, feats_t):
+        x = feats_s[::-1]
+        out, residual = self.abfs[0](x[0], None, self.shapes[0], self.out_shapes[0])
+        results = [out]
+        for f, abf, shape, out_shape in zip(x[1:], self.abfs[1:], self.shapes[1:], self.out_shapes[1:]):
+            out, residual = abf(f, residual, shape, out_shape)
+            results.insert(0, out)
+        return hcl_loss(results, feats_t)
+
+
+def reviewkd_setup(config, student, teacher, device):
+    """ReviewKD's ABFs (mdistiller's ReviewKD.__init__) for the features reviewkd_pairs takes, their channels and sizes
+    read from the models (mdistiller's REVIEWKD.IN_CHANNELS, OUT_CHANNELS, SHAPES, OUT_SHAPES for its pair). Sizes
+    must be whole factors apart (resize_nearest), and each teacher size divisible by hcl_loss's 4, 2 and 1 where
+    smaller. Init as mdistiller's: the 1x1 and 3x3 convs kaiming_uniform_(a=1), U(+-sqrt(3 / fan_in)), the attention
+    convs torch's default, BN 1 and 0, from a stream of their own ([seed, 5])."""
+    shapes_s, shapes_t = preact_shapes(config, student, teacher, "reviewkd", readers=("teacher",))
+    feats_s = after_stem_of(config.model, shapes_s["feats"]) + [(*shapes_s["pooled_feat"], 1, 1)]
+    feats_t = after_stem_of(teacher_model(config), shapes_t["preact_feats"]) + [
+        (*shapes_t["pooled_feat"], 1, 1)]
+    if len(feats_s) != len(feats_t):
+        raise UserError(f"--method reviewkd pairs the student's {len(feats_s) - 1} stages after the stem with the "
+                        f"teacher's {len(feats_t) - 1}: they must be as many")
+    sizes_s, sizes_t = [s[1] for s in feats_s], [t[1] for t in feats_t]
+    steps = list(zip(sizes_t[1:], sizes_s[:-1])) + list(zip(sizes_s, sizes_t))  # residual to shape; shape to out_shape
+    for a, b in steps:
+        if max(a, b) % min(a, b):
+            raise UserError(f"--method reviewkd resizes {a} px features to {b} px: by whole factors only")
+    for h in sizes_t:
+        if any(h % size for size in (4, 2, 1) if size < h):
+            raise UserError(f"--method reviewkd: a {h} px teacher feature does not pool to 4, 2 and 1 px by whole factors")
+    reviewkd = ReviewKDModules([s[0] for s in feats_s], [t[0] for t in feats_t], sizes_s, sizes_t)
+    state = seeded(models.state_shapes(reviewkd), [config.seed, 5], "uniform")
+    for key in state:
+        if key.endswith(("conv1.0.weight", "conv2.0.weight")):
+            state[key] = state[key] * np.float32(np.sqrt(3.0))  # U(+-1/sqrt(fan_in)) -> kaiming_uniform_(a=1)
+    models.load_state(reviewkd, state, f"init(reviewkd, seed={config.seed})")
+    print(f"ReviewKD: {len(feats_s)} ABFs, student {[s[0] for s in feats_s]} -> teacher {[t[0] for t in feats_t]} "
+          f"channels at {sizes_t} px")
+    return {"reviewkd": devices.to_device(reviewkd, device)}
+
+
+class Embed(nn.Module):
+    """CRD's embedding (mdistiller's Embed): a linear map of the flattened feature, then L2-normalised (the norm
+    floored at 1e-12: mdistiller's divides an all-zero row by 0)."""
+
+    def __init__(self, dim_in, dim_out):
+        super().__init__()
+        self.linear = nn.Linear(dim_in, dim_out)
+
+    def forward(self, x):
+        x = self.linear(x.reshape(x.shape[0], -1))
+        return x / (x ** 2).sum(dim=1, keepdim=True).sqrt().clamp(min=1e-12)
+
+
+class CRDModules(nn.Module):
+    """CRD's modules (mdistiller's CRD.init_crd_modules): the student's and the teacher's embeddings, trained with the
+    student, and the two memory banks of ContrastMemory, one row per training sample (memory_v1 holds the student's
+    embeddings, memory_v2 the teacher's), with its normalisation constants z (-1 until the first batch sets them to
+    the mean score x num_data) and `draws`, the batches whose negatives have been drawn (the sampling stream's
+    position). All four are buffers: saved in the checkpoint, not trained. The forward draws the batch's negatives
+    (common.contrast), scores each view's embedding against the other view's memory, updates both memories with the
+    batch's embeddings (momentum, then L2-normalised) and returns the two NCE losses' sum (mdistiller's crd_loss)."""
+
+    def __init__(self, dim_s, dim_t, labels, num_classes, config):
+        super().__init__()
+        self.embed_s, self.embed_t = Embed(dim_s, config.crd_dim), Embed(dim_t, config.crd_dim)
+        self.register_buffer("memory_v1", torch.zeros(len(labels), config.crd_dim))
+        self.register_buffer("memory_v2", torch.zeros(len(labels), config.crd_dim))
+        self.register_buffer("z", torch.full((2,), -1.0))
+        self.register_buffer("draws", torch.zeros(1))
+        self.labels, self.negatives = labels, negatives_by_class(labels, num_classes)
+        self.k, self.seed = config.crd_k or default_k(len(labels)), config.seed
+        self.temperature, self.momentum = config.crd_temperature, config.crd_momentum
+
+    def forward(self, f_s, f_t, index):
+        draws = int(self.draws.item())
+        rows = draw_contrast(index, self.labels[index], self.negatives, self.k, contrast_rng(self.seed, draws))
+        v1, v2 = self.embed_s(f_s), self.embed_t(f_t)
+        rows = torch.from_numpy(rows).to(v1.device)
+        out_v2 = contrast_scores(self.memory_v1, v2, rows, self.temperature)
+        out_v1 = contrast_scores(self.memory_v2, v1, rows, self.temperature)
+        with torch.no_grad():
+            z = self.z.tolist()
+            z = [s if s > 0 else float(out.mean(dim=1).mean()) * len(self.labels) for s, out in zip(z, (out_v1, out_v2))]
+            self.z.copy_(torch.tensor(z))
+            z = self.z.tolist()  # float32, as a resumed run reads them
+            self.draws.fill_(draws + 1)
+            index = torch.from_numpy(index).to(v1.device)
+            for memory, v in ((self.memory_v1, v1), (self.memory_v2, v2)):
+                rows_new = memory[index] * self.momentum + v.detach() * (1 - self.momentum)
+                memory[index] = rows_new / (rows_new ** 2).sum(dim=1, keepdim=True).sqrt()
+        return contrast_loss(out_v1 / z[0], len(self.labels)) + contrast_loss(out_v2 / z[1], len(self.labels))
+
+
+def crd_setup(config, student, teacher, device):
+    """CRD's embeddings and memory banks (mdistiller's init_crd_modules) for the pooled features of the pair (its
+    FEAT.STUDENT_DIM and TEACHER_DIM, read from the models), one memory row per image of the training split, whose
+    labels it reads from the data (the negatives of each class). Initial values in numpy: the embeddings torch's
+    default ([seed, 6]), the memories U(+-1 / sqrt(dim / 3)) as mdistiller's ([seed, 7]). One process only, and no
+    R-Drop: the bank is indexed by sample and updated once a step."""
+    if launch().world_size > 1:
+        raise UserError("--method crd runs on one process: its memory bank has a row per training sample, updated by "
+                        "the batch's own rows, and the launchers split the batch between ranks")
+    if config.rdrop:
+        raise UserError("--rdrop: CRD updates its memory bank with the student's embedding once a step; R-Drop's two "
+                        "passes would update it twice")
+    if config.crd_k is not None and config.crd_k < 1:
+        raise UserError(f"--crd-k {config.crd_k}: CRD contrasts each sample with at least one negative")
+    data = load_dataset(config.dataset, config.data_dir)
+    train, _ = split_indices(len(data["train_y"]), config.train_size, config.val_size, SPLIT_SEED)
+    labels = data["train_y"][train].astype(np.int64)
+    shapes_s, shapes_t = features.probe_shapes(student), features.probe_shapes(teacher)
+    crd = CRDModules(shapes_s["pooled_feat"][0], shapes_t["pooled_feat"][0], labels, DATASETS[config.dataset][
+        "num_classes"], config)
+    shapes = models.state_shapes(crd)
+    state = seeded({k: v for k, v in shapes.items() if k.startswith("embed")}, [config.seed, 6], "uniform")
+    rng, bound = np.random.default_rng([config.seed, 7]), 1 / np.sqrt(config.crd_dim / 3)
+    for key in ("memory_v1", "memory_v2"):
+        state[key] = rng.uniform(-bound, bound, shapes[key]).astype(np.float32)
+    state["z"], state["draws"] = np.full(2, -1.0, np.float32), np.zeros(1, np.float32)
+    models.load_state(crd, state, f"init(crd, seed={config.seed})")
+    print(f"CRD: embeddings {shapes_s['pooled_feat'][0]} and {shapes_t['pooled_feat'][0]} -> {config.crd_dim}, "
+          f"memory banks of {len(labels)} rows, {crd.k} negatives a sample")
+    return {"crd": devices.to_device(crd, device)}
+
+
 def deit_setup(config, student, teacher, device):
     """DeiT trains a distillation token and its head: the student must have them; soft or hard only."""
     if config.deit_type not in ("soft", "hard"):
@@ -819,6 +1163,29 @@ METHODS = {
                   dict(vid_weight=(float, "weight of the VID loss (the negative log-likelihood)"),
                        vid_init_pred_var=(float, "the initial variance of the regressors' Gaussians"),
                        vid_eps=(float, "the floor added to each variance"))),
+    # mdistiller/engine/cfg.py: OFD CE 1 + 0.001 x OFD (OFD.LOSS.FEAT_WEIGHT) on preact_feats[1:], 1x1 connectors, no
+    # warm-up; ReviewKD CE 1 + 1 x hcl (REVIEWKD.REVIEWKD_WEIGHT), warmed up over 20 of 240 epochs as DKD: the stage's
+    # --warmup here
+    "ofd": Method("overhaul of feature distillation: partial L2 of pre-ReLU features beyond a margin (Heo et al. 2019)",
+                  ofd_terms, True, True, ofd_setup, dict(ce_weight=1.0, ofd_weight=0.001, warmup=0),
+                  dict(ofd_weight=(float, "weight of the OFD loss (the margin's partial L2)"))),
+    "reviewkd": Method("knowledge review: fused student stages against the teacher's, hierarchical context loss "
+                       "(Chen et al. 2021)",
+                       reviewkd_terms, True, True, reviewkd_setup, dict(ce_weight=1.0, reviewkd_weight=1.0),
+                       dict(reviewkd_weight=(float, "weight of ReviewKD's hierarchical context loss"))),
+    # mdistiller/engine/cfg.py: CRD CE 1 + 0.8 x CRD (CRD.LOSS.FEAT_WEIGHT) on pooled_feat, embeddings of 128
+    # (CRD.FEAT.DIM), NCE momentum 0.5 and temperature 0.07 (CRD.NCE.*), mode "exact" (CRD.MODE), no warm-up; K
+    # (CRD.NCE.K, 16384 of CIFAR-100's 50,000 images) is that share of the training split (common.contrast.default_k)
+    "crd": Method("contrastive representation distillation: NCE of embeddings against memory banks (Tian et al. 2020)",
+                  crd_terms, True, True, crd_setup,
+                  dict(ce_weight=1.0, crd_weight=0.8, crd_k=None, crd_dim=128, crd_temperature=0.07, crd_momentum=0.5,
+                       warmup=0),
+                  dict(crd_weight=(float, "weight of the CRD loss (the two views' NCE losses)"),
+                       crd_k=(int, "negatives per sample (default: mdistiller's 16384 of 50,000 images as a share of "
+                                   "the training split)"),
+                       crd_dim=(int, "the embeddings' width"),
+                       crd_temperature=(float, "the NCE temperature"),
+                       crd_momentum=(float, "the memory banks' momentum"))),
     # the transformer track (docs/transformers.md). DeiT's main.py defaults: --distillation-alpha 0.5,
     # --distillation-tau 1.0; its students here have the distillation token (deit2x96). TinyBERT's task distillation
     # (task_distill.py): temperature 1, the stages' lengths are a setting of the run here.
