@@ -72,9 +72,14 @@ PROFILE_STEPS = 10
 SLOW_S = 2.0  # --zoo: no warm-up call after a first call this slow (ResNet50: seconds per batch)
 MATMUL_N = 2048  # the peak: an n x n float32 matmul, 2 n^3 FLOP
 # (pattern of the kernel's name, group): the first that matches; jittor_/kernels.py names itself in its kernels' header
-KERNEL_GROUPS = (("^mkl_conv", "oneDNN convolutions (fwd, bwd data, bwd weights)"), ("^mkl_", "oneDNN matmuls"),
-                 ("jittor_/kernels.py", "jittor_/kernels.py: BatchNorm, max-pool (OpenMP)"))
-JITTOR_KERNELS, REST = "Jittor's own kernels (fused, 1 thread)", "the rest: Python, graph building, scheduling"
+# --profile's kernel groups, the same rows in both frameworks: (pattern of a profiled name, group), first match wins.
+# Jittor's profiler names its kernels (oneDNN's mkl_* ops, the repo's jt.code kernels by their header, its own fused
+# kernels); torch's names its aten ops and autograd nodes, each counted by its self time.
+CONV, MATMUL, NORM_POOL = "convolutions (fwd, bwd data, bwd weights)", "matmuls", "BatchNorm, max-pool"
+KERNEL_GROUPS = {"jittor": (("^mkl_conv", CONV), ("^mkl_", MATMUL), ("jittor_/kernels.py", NORM_POOL)),
+                 "torch": (("onvolution", CONV), ("addmm|aten::mm$|bmm|matmul|AddmmBackward|MmBackward", MATMUL),
+                           ("batch_norm|BatchNorm|max_pool|MaxPool", NORM_POOL))}
+OTHER, REST = "other ops (Jittor: its own fused kernels, 1 thread)", "the rest: Python, graph building, scheduling"
 
 
 def num_classes(arch):
@@ -236,18 +241,30 @@ class Worker:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; before count_flops
         return {"peak_rss_mib": rss, "flops": {a: self.count_flops(a) for a in (self.arch, self.teacher_arch) if a}}
 
+    def profiled(self, steps):
+        """(wall seconds, [(name, ns)]) of `steps` training steps under the framework's profiler: Jittor's
+        (jt.profile_scope: each kernel's total time), torch's (torch.profiler: each op's self CPU time)."""
+        if self.framework == "torch":
+            profiler = importlib.import_module("torch.profiler")
+            with profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
+                wall = self.run("train", steps)
+            return wall, [(e.key, e.self_cpu_time_total * 1e3) for e in prof.key_averages()]  # us -> ns
+        with self.fw.profile_scope() as report:
+            wall = self.run("train", steps)
+        rows = [dict(zip(report[0], row)) for row in report[1:]]
+        # a relayed op's time is counted in its replacement
+        return wall, [(r["Name"], float(r["TotalTime"])) for r in rows if "relay" not in r["Name"]]
+
     def profile(self, steps):
-        """ms per training step by kernel group, from Jittor's profiler (jt.profile_scope)."""
+        """ms per training step by kernel group (KERNEL_GROUPS, then OTHER), and the rest of the wall time."""
         self.first("train")
         wall = self.run("train", steps)
-        with self.fw.profile_scope() as report:
-            wall_profiled = self.run("train", steps)
-        ms = dict.fromkeys([g for _, g in KERNEL_GROUPS] + [JITTOR_KERNELS], 0.0)
-        for row in report[1:]:
-            r = dict(zip(report[0], row))
-            if "relay" not in r["Name"]:  # a relayed op's time is counted in its replacement
-                group = next((g for pattern, g in KERNEL_GROUPS if re.search(pattern, r["Name"])), JITTOR_KERNELS)
-                ms[group] += float(r["TotalTime"]) / steps / 1e6  # ns in all -> ms per step
+        wall_profiled, times = self.profiled(steps)
+        groups = KERNEL_GROUPS[self.framework]
+        ms = dict.fromkeys([g for _, g in groups] + [OTHER], 0.0)
+        for name, ns in times:
+            group = next((g for pattern, g in groups if re.search(pattern, name)), OTHER)
+            ms[group] += ns / steps / 1e6  # ns in all -> ms per step
         ms[REST] = max(wall_profiled * 1e3 / steps - sum(ms.values()), 0.0)
         return {"wall_ms": wall * 1e3 / steps, "profiled_wall_ms": wall_profiled * 1e3 / steps, "ms": ms}
 
@@ -389,20 +406,37 @@ def read_docs(path, key):
     return text
 
 
+def ratio(a, b):
+    """a / b to 2 decimals, or "-" where b is 0 (a group with no kernel in one framework)."""
+    return f"{a / b:.2f}" if b else "-"
+
+
 def profile(args):
-    """--profile: Jittor's training step of the teacher (or the first of --models), by kernel group."""
+    """--profile: both frameworks' training step of the teacher (or the first of --models), by kernel group, each in
+    a process of its own, one after the other; the matmul peak of the same machine measured before them."""
     arch = args.models[0] if args.models else TEACHER_DEFAULTS["model"]
     images, labels, source = training_images(args.data_dir)
     with spawn() as pool:
-        info = pool.submit(remote, "init", "jittor", arch, tile(images, SUBSET), tile(labels, SUBSET),
-                           {"zoo": False, "steps": 1}).result()
-        p = pool.submit(remote, "profile", args.profile_steps).result()
-    rows = [[group, f"{ms:.1f}", f"{100 * ms / p['profiled_wall_ms']:.0f}%"] for group, ms in p["ms"].items()]
-    rows.append(["wall time, profiler on", f"{p['profiled_wall_ms']:.1f}", "100%"])
-    print(f"\njittor {info['version']}, {info['threads']} OpenMP threads, oneDNN {'on' if info['onednn'] else 'OFF'}: "
-          f"{arch}'s train_step over {args.profile_steps} steps of {BATCH_SIZE} {source}; "
-          f"{p['wall_ms']:.1f} ms/step without the profiler ({BATCH_SIZE / p['wall_ms'] * 1e3:.4g} img/s)\n")
-    print(table(["kernel group", "ms/step", "share"], rows, "simple"))
+        peak = pool.submit(measure_data, args.data_dir, 2 if args.quick else 3, True).result()["matmul_gflops"]["best"]
+    info, p = {}, {}
+    for fw in FRAMEWORKS:
+        with spawn() as pool:
+            info[fw] = pool.submit(remote, "init", fw, arch, tile(images, SUBSET), tile(labels, SUBSET),
+                                   {"zoo": False, "steps": 1}).result()
+            p[fw] = pool.submit(remote, "profile", args.profile_steps).result()
+    t, j = (p[fw] for fw in FRAMEWORKS)
+    share = lambda fw, ms: f"{100 * ms / p[fw]['profiled_wall_ms']:.0f}%"
+    rows = [[group, f"{t['ms'][group]:.1f}", share("torch", t["ms"][group]), f"{j['ms'][group]:.1f}",
+             share("jittor", j["ms"][group]), ratio(j["ms"][group], t["ms"][group])] for group in t["ms"]]
+    rows.append(["wall time, profiler on", f"{t['profiled_wall_ms']:.1f}", "100%", f"{j['profiled_wall_ms']:.1f}",
+                 "100%", ratio(j["profiled_wall_ms"], t["profiled_wall_ms"])])
+    print(f"\n{arch}'s train_step over {args.profile_steps} steps of {BATCH_SIZE} {source}, "
+          f"{info['torch']['threads']} threads each; torch {info['torch']['version']}, jittor "
+          f"{info['jittor']['version']} (oneDNN {'on' if info['jittor']['onednn'] else 'OFF'}); without the profiler: "
+          + ", ".join(f"{fw} {p[fw]['wall_ms']:.1f} ms/step ({BATCH_SIZE / p[fw]['wall_ms'] * 1e3:.4g} img/s)"
+                      for fw in FRAMEWORKS)
+          + f"; numpy float32 matmul peak {peak:.0f} GFLOP/s\n")
+    print(table(["kernel group", "torch ms/step", "share", "jittor ms/step", "share", "jittor/torch"], rows, "simple"))
     return 0
 
 
