@@ -34,22 +34,30 @@ def nce_ref(x, num_data, eps=1e-7):
     return -(d1.sum() + d0.sum()) / len(x)
 
 
-def crd_ref(state, f_s, f_t, index, rows, temperature=0.07, momentum=0.5):
-    """mdistiller's CRD.crd_loss in float64 from a module state whose constants are unset: the embeddings (linear,
-    L2-normalised), ContrastMemory's scores exp(memory[rows] . v / T) of each view against the other's memory, Z = the
-    mean score x num_data, the two NCE losses; then the memory rows of the batch moved by the momentum and
-    normalised. Returns (loss, memory_v1, memory_v2, z)."""
-    def embed(prefix, f):
-        x = f64(f).reshape(len(f), -1) @ f64(state[f"{prefix}.linear.weight"]).T + f64(state[f"{prefix}.linear.bias"])
-        return x / np.sqrt((x ** 2).sum(1, keepdims=True))
+def embed_ref(state, prefix, f):
+    """mdistiller's Embed in float64: linear, then L2-normalised."""
+    x = f64(f).reshape(len(f), -1) @ f64(state[f"{prefix}.linear.weight"]).T + f64(state[f"{prefix}.linear.bias"])
+    return x / np.sqrt((x ** 2).sum(1, keepdims=True))
 
-    v1, v2 = embed("embed_s", f_s), embed("embed_t", f_t)
-    memory_v1, memory_v2 = f64(state["memory_v1"]), f64(state["memory_v2"])
-    n = len(memory_v1)
-    out_v2 = np.exp(np.einsum("bkd,bd->bk", memory_v1[rows], v2) / temperature)
-    out_v1 = np.exp(np.einsum("bkd,bd->bk", memory_v2[rows], v1) / temperature)
-    z = (out_v1.mean() * n, out_v2.mean() * n)
+
+def scores_ref(state, f_s, f_t, rows, temperature):
+    """ContrastMemory's scores exp(memory[rows] . v / T) of each view against the other's memory: (out_v1, out_v2),
+    and the two embeddings."""
+    v1, v2 = embed_ref(state, "embed_s", f_s), embed_ref(state, "embed_t", f_t)
+    out_v2 = np.exp(np.einsum("bkd,bd->bk", f64(state["memory_v1"])[rows], v2) / temperature)
+    out_v1 = np.exp(np.einsum("bkd,bd->bk", f64(state["memory_v2"])[rows], v1) / temperature)
+    return out_v1, out_v2, v1, v2
+
+
+def crd_ref(state, f_s, f_t, index, rows, z=None, temperature=0.07, momentum=0.5):
+    """mdistiller's CRD.crd_loss in float64: the two views' scores, Z = the mean score x num_data where z is not given
+    (the first batch), the two NCE losses; then the memory rows of the batch moved by the momentum and normalised.
+    Returns (loss, memory_v1, memory_v2, z)."""
+    out_v1, out_v2, v1, v2 = scores_ref(state, f_s, f_t, rows, temperature)
+    n = len(state["memory_v1"])
+    z = (out_v1.mean() * n, out_v2.mean() * n) if z is None else tuple(f64(z))
     loss = nce_ref(out_v1 / z[0], n) + nce_ref(out_v2 / z[1], n)
+    memory_v1, memory_v2 = f64(state["memory_v1"]), f64(state["memory_v2"])
     for memory, v in ((memory_v1, v1), (memory_v2, v2)):
         moved = memory[index] * momentum + v * (1 - momentum)
         memory[index] = moved / np.sqrt((moved ** 2).sum(1, keepdims=True))
@@ -103,10 +111,8 @@ def test_crd_forward_matches_mdistillers_contrast_memory(fw, tiny_data):
         f_s, f_t = rng.standard_normal((8, 64)).astype(np.float32), rng.standard_normal((8, 1024)).astype(np.float32)
         rows = draw_contrast(index, crd.labels[index], negatives, crd.k, contrast_rng(config.seed, draw))
         drawn.append(rows)
-        loss, memory_v1, memory_v2, z = crd_ref(state, f_s, f_t, index, rows)
-        if draw == 1:  # Z is kept from the first batch: the reference's own Z scaled back to it
-            z_kept = state["z"]
-            loss = crd_ref_with_z(state, f_s, f_t, rows, z_kept)
+        # Z: set by the first batch, then kept
+        loss, memory_v1, memory_v2, z = crd_ref(state, f_s, f_t, index, rows, None if draw == 0 else state["z"])
         got = float(crd(tensor(f_s), tensor(f_t), index).item())
         after = models.get_state(crd)
         assert abs(got - loss) <= 1e-5 * abs(loss), (draw, got, loss)
@@ -119,19 +125,6 @@ def test_crd_forward_matches_mdistillers_contrast_memory(fw, tiny_data):
             assert np.array_equal(after["z"], state["z"])
         assert after["draws"][0] == draw + 1
     assert not np.array_equal(drawn[0][:, 1:], drawn[1][:, 1:])
-
-
-def crd_ref_with_z(state, f_s, f_t, rows, z, temperature=0.07):
-    """crd_ref's loss with given normalisation constants (a batch after the first)."""
-    def embed(prefix, f):
-        x = f64(f).reshape(len(f), -1) @ f64(state[f"{prefix}.linear.weight"]).T + f64(state[f"{prefix}.linear.bias"])
-        return x / np.sqrt((x ** 2).sum(1, keepdims=True))
-
-    v1, v2 = embed("embed_s", f_s), embed("embed_t", f_t)
-    n = len(state["memory_v1"])
-    out_v2 = np.exp(np.einsum("bkd,bd->bk", f64(state["memory_v1"])[rows], v2) / temperature)
-    out_v1 = np.exp(np.einsum("bkd,bd->bk", f64(state["memory_v2"])[rows], v1) / temperature)
-    return nce_ref(out_v1 / f64(z[0]), n) + nce_ref(out_v2 / f64(z[1]), n)
 
 
 def test_negatives_are_other_classes_drawn_as_mdistiller_draws():
