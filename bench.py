@@ -74,9 +74,10 @@ MATMUL_N = 2048  # the peak: an n x n float32 matmul, 2 n^3 FLOP
 # (pattern of the kernel's name, group): the first that matches; jittor_/kernels.py names itself in its kernels' header
 # --profile's kernel groups, the same rows in both frameworks: (pattern of a profiled name, group), first match wins.
 # Jittor's profiler names its kernels (oneDNN's mkl_* ops, the repo's jt.code kernels by their header, its own fused
-# kernels); torch's names its aten ops and autograd nodes, each counted by its self time.
+# kernels; the batched matmul of jittor_/kernels.py counts as a matmul); torch's names its aten ops and autograd
+# nodes, each counted by its self time.
 CONV, MATMUL, NORM_POOL = "convolutions (fwd, bwd data, bwd weights)", "matmuls", "BatchNorm, max-pool"
-KERNEL_GROUPS = {"jittor": (("^mkl_conv", CONV), ("^mkl_", MATMUL), ("jittor_/kernels.py", NORM_POOL)),
+KERNEL_GROUPS = {"jittor": (("^mkl_conv", CONV), ("^mkl_|// matmul", MATMUL), ("jittor_/kernels.py", NORM_POOL)),
                  "torch": (("onvolution", CONV), ("addmm|aten::mm$|bmm|matmul|AddmmBackward|MmBackward", MATMUL),
                            ("batch_norm|BatchNorm|max_pool|MaxPool", NORM_POOL))}
 OTHER, REST = "other ops (Jittor: its own fused kernels, 1 thread)", "the rest: Python, graph building, scheduling"

@@ -1,5 +1,5 @@
-"""Multi-threaded CPU kernels for Jittor's BatchNorm and 2x2 max-pool: C++ with OpenMP in jt.code, each
-a jt.Function with its own backward. Jittor-only (torch's own ops are multi-threaded already).
+"""Multi-threaded CPU kernels for Jittor's BatchNorm, 2x2 max-pool and batched matmul: C++ with OpenMP in jt.code,
+each a jt.Function with its own backward. Jittor-only (torch's own ops are multi-threaded already).
 
 Why: on CPU, Jittor runs the kernels it generates itself (BatchNorm's reductions and elementwise
 work, ReLU, max-pool) on one thread; only its oneDNN convolutions and matmuls use every core. Its
@@ -27,6 +27,9 @@ resnet8x4 1477 against 1561).
                       row-major order, the element Jittor's and torch's max_pool2d give it to on ties
                       (for finite inputs; -Ofast makes no promise about NaN, and a run whose loss
                       is not finite stops anyway)
+    matmul            a @ b or a @ b^T over leading batch dimensions (the ViT's attention: scores q k^T and their
+                      product with v); Jittor runs its own batched matmul as a broadcast and a reduce on one thread,
+                      not through oneDNN (bench.py --profile, docs/speed.md)
 """
 import os
 import sys
@@ -267,3 +270,97 @@ def max_pool2d(x, relu=False):
     if on_cpu(x):
         return MaxPool2x2(relu)(x)
     return nn.max_pool2d(nn.relu(x) if relu else x, 2)
+
+
+# ---------------------------------------------------------------- batched matmul
+# C = A @ B for every matrix of a batch, each thread owning whole matrices. The loops are written for the three
+# layouts the forward and the two gradients need (M x N outputs, K summed); the innermost runs along contiguous rows
+# of B and C (explicitly vectorized: GCC's -O2 cost model leaves a loop whose length is no multiple of the vector
+# width scalar), and A @ B^T first copies B^T into a thread's buffer so that it can run the same way.
+MATMUL_LOOPS = {
+    "NN": """  // a: M x K, b: K x N
+                for (int i = 0; i < M; i++) {
+                    float32* __restrict__ c = cp + i * N;
+                    for (int j = 0; j < N; j++) c[j] = 0;
+                    for (int k = 0; k < K; k++) {
+                        const float32 s = ap[i * K + k];
+                        const float32* __restrict__ r = bp + k * N;
+                        _Pragma("omp simd") for (int j = 0; j < N; j++) c[j] += s * r[j];
+                    }
+                }""",
+    "NT": """  // a: M x K, b: N x K, through t = b^T (K x N)
+                for (int j = 0; j < N; j++)
+                    for (int k = 0; k < K; k++) t[k * N + j] = bp[j * K + k];
+                for (int i = 0; i < M; i++) {
+                    float32* __restrict__ c = cp + i * N;
+                    for (int j = 0; j < N; j++) c[j] = 0;
+                    for (int k = 0; k < K; k++) {
+                        const float32 s = ap[i * K + k];
+                        const float32* __restrict__ r = t + k * N;
+                        _Pragma("omp simd") for (int j = 0; j < N; j++) c[j] += s * r[j];
+                    }
+                }""",
+    "TN": """  // a: K x M, b: K x N
+                for (int i = 0; i < M * N; i++) cp[i] = 0;
+                for (int k = 0; k < K; k++) {
+                    const float32* __restrict__ r = bp + k * N;
+                    for (int i = 0; i < M; i++) {
+                        const float32 s = ap[k * M + i];
+                        float32* __restrict__ c = cp + i * N;
+                        _Pragma("omp simd") for (int j = 0; j < N; j++) c[j] += s * r[j];
+                    }
+                }""",
+}
+
+
+def batched_matmul_code(a, b, layout):
+    """The [batch, M, N] products of a and b ([batch, ., .] each) in one of MATMUL_LOOPS' layouts."""
+    m, k = (a.shape[2], a.shape[1]) if layout == "TN" else (a.shape[1], a.shape[2])
+    n = b.shape[1] if layout == "NT" else b.shape[2]
+    return jt.code((a.shape[0], m, n), a.dtype, [a, b], cpu_header=HEADER + "\n// matmul\n#include <vector>", cpu_src=f"""
+        constexpr int M = {m}, N = {n}, K = {k};
+        const int batch = in0_shape0;
+        #pragma omp parallel
+        {{
+            std::vector<float32> buffer({"K * N" if layout == "NT" else "0"});
+            float32* __restrict__ t = buffer.data();
+            #pragma omp for schedule(static)
+            for (int bi = 0; bi < batch; bi++) {{
+                const float32* __restrict__ ap = in0_p + (size_t)bi * M * K;
+                const float32* __restrict__ bp = in1_p + (size_t)bi * K * N;
+                float32* __restrict__ cp = out0_p + (size_t)bi * M * N;
+              {MATMUL_LOOPS[layout]}
+            }}
+        }}
+        """)
+
+
+class BatchedMatmul(jt.Function):
+    """a @ b (trans_b: a @ b^T) over the leading dimensions, float32 sums in index order; the gradients by the same
+    kernel: for a @ b, da = dc @ b^T, db = a^T @ dc; for a @ b^T, da = dc @ b, db = dc^T @ a."""
+
+    def __init__(self, trans_b):
+        self.trans_b = bool(trans_b)
+
+    def execute(self, a, b):
+        self.shapes = a.shape, b.shape
+        self.a, self.b = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
+        c = batched_matmul_code(self.a, self.b, "NT" if self.trans_b else "NN")
+        return c.reshape(*a.shape[:-2], *c.shape[-2:])
+
+    def grad(self, dc):
+        dc = dc.reshape(-1, *dc.shape[-2:])
+        if self.trans_b:
+            da, db = batched_matmul_code(dc, self.b, "NN"), batched_matmul_code(dc, self.a, "TN")
+        else:
+            da, db = batched_matmul_code(dc, self.b, "NT"), batched_matmul_code(self.a, dc, "TN")
+        return da.reshape(self.shapes[0]), db.reshape(self.shapes[1])
+
+
+def matmul(a, b, trans_b=False):
+    """a @ b, or a @ b^T with trans_b, for [..., M, K] by [..., K, N] (or [..., N, K]) with the same leading
+    dimensions (the attention's [B, heads, ., .]): one multi-threaded kernel on CPU (Jittor's own batched matmul
+    there is a broadcast and a reduce on one thread), Jittor's @ elsewhere."""
+    if on_cpu(a) and a.ndim >= 3:
+        return BatchedMatmul(trans_b)(a, b)
+    return a @ (b.transpose(-2, -1) if trans_b else b)

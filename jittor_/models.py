@@ -30,6 +30,13 @@ def max_pool2d(x, relu=False):
     return kernels.max_pool2d(x, relu)
 
 
+def matmul(a, b, trans_b=False):
+    """a @ b, or a @ b^T with trans_b, over the leading dimensions (the attention's [B, heads, ., .]): one
+    multi-threaded kernel on CPU (jittor_/kernels.py; Jittor's own runs on one thread), @ on a GPU. torch_/models.py:
+    @."""
+    return kernels.matmul(a, b, trans_b)
+
+
 class CIFAR10Quick(nn.Module):
     """Teacher: 3 x [conv3x3 + BN + ReLU + maxpool2] (64, 128, 256), FC 4096-1024, ReLU, dropout, FC."""
 
@@ -569,9 +576,9 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # each [B, heads, L, C / heads]
-        scores = self.scores((q * self.scale) @ k.transpose(-2, -1))
+        scores = self.scores(matmul(q * self.scale, k, trans_b=True))
         attn = self.attn_drop(nn.softmax(scores, dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        x = matmul(attn, v).transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
 
 

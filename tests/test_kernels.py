@@ -1,5 +1,5 @@
-"""jittor_/kernels.py, Jittor's multi-threaded CPU kernels: BatchNorm2d in training mode and the 2x2 max-pool
-(with and without a fused ReLU), forward and gradients, against float64 numpy references, against Jittor's
+"""jittor_/kernels.py, Jittor's multi-threaded CPU kernels: BatchNorm2d in training mode, the 2x2 max-pool
+(with and without a fused ReLU) and the batched matmul of the ViT's attention, forward and gradients, against float64 numpy references, against Jittor's
 own ops (kernels.ENABLED = False, what a GPU runs) and against torch; ties in the max-pool go to the element
 Jittor's and torch's max_pool2d give them to. BatchNorm's eval mode (Jittor's ops) against its reference."""
 import ctypes
@@ -286,3 +286,53 @@ def test_cifar10quick_runs_the_kernels_and_matches_jittor_ops(monkeypatch):
             close(fast[1][name], ops[1][name], name, rtol=1e-3)
     for name in fast[2]:
         close(fast[2][name], ops[2][name], name, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- the batched matmul
+MATMUL_SHAPES = [((2, 3, 65, 32), (2, 3, 32, 65)),  # the attention's scores at batch 2 (vit2x96: 65 tokens, 32 wide)
+                 ((2, 3, 65, 65), (2, 3, 65, 32)),  # the scores times v
+                 ((1, 1, 1, 5), (1, 1, 5, 7)),  # a batch of one, one row
+                 ((4, 7, 3), (4, 3, 9))]  # one leading dimension, odd sizes
+
+
+@pytest.mark.parametrize("shapes", MATMUL_SHAPES)
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_batched_matmul_forward_and_gradients(shapes, trans_b, monkeypatch):
+    """a @ b and a @ b^T against float64 numpy, and both gradients against Jittor's own @ (kernels.ENABLED off)."""
+    rng = np.random.default_rng(len(shapes[0]))
+    a, b = (rng.normal(size=s).astype(np.float32) for s in shapes)
+    if trans_b:
+        b = np.ascontiguousarray(np.swapaxes(b, -1, -2))
+    expected = a.astype(np.float64) @ (np.swapaxes(b, -1, -2) if trans_b else b)
+    dy = rng.normal(size=expected.shape).astype(np.float32)
+    fast = grads(lambda x, y: kernels.matmul(x, y, trans_b), [a, b], dy)
+    close(fast[0], expected, "a @ b")
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    ops = grads(lambda x, y: kernels.matmul(x, y, trans_b), [a, b], dy)
+    for got, want, name in zip(fast, ops, ("y", "da", "db")):
+        close(got, want, name)
+
+
+def test_vit_attention_runs_the_kernel_and_matches_jittor_ops(monkeypatch):
+    """A ViT's attention calls the kernel twice a block on CPU (q k^T, then the scores times v); a training forward
+    and backward of vit2x96 (dropout off) gives Jittor's own ops' logits and gradients."""
+    calls = []
+    execute = kernels.BatchedMatmul.execute
+    monkeypatch.setattr(kernels.BatchedMatmul, "execute", lambda self, *a: calls.append(1) or execute(self, *a))
+    x = np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32)
+
+    def run(enabled):
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        model = jm.set_dropout(jm.build_model("vit2x96", seed=0), 0.0)
+        model.train()
+        logits = model(jt.array(x))
+        params = [p for _, p in model.named_parameters()]
+        return logits.numpy(), [g.numpy() for g in jt.grad((logits * logits).sum(), params)]
+
+    fast = run(True)
+    assert len(calls) == 4  # 2 blocks x 2 products
+    ops = run(False)
+    assert len(calls) == 4
+    close(fast[0], ops[0], "logits", rtol=1e-4)
+    for i, (g, h) in enumerate(zip(fast[1], ops[1])):
+        assert np.abs(g - h).max() <= 1e-4 * max(np.abs(h).max(), 1e-6), i
