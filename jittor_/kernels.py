@@ -277,29 +277,21 @@ def max_pool2d(x, relu=False):
 # layouts the forward and the two gradients need (M x N outputs, K summed); the innermost runs along contiguous rows
 # of B and C (explicitly vectorized: GCC's -O2 cost model leaves a loop whose length is no multiple of the vector
 # width scalar), and A @ B^T first copies B^T into a thread's buffer so that it can run the same way.
-MATMUL_LOOPS = {
-    "NN": """  // a: M x K, b: K x N
+ROWS_TIMES_B = """
                 for (int i = 0; i < M; i++) {
                     float32* __restrict__ c = cp + i * N;
                     for (int j = 0; j < N; j++) c[j] = 0;
                     for (int k = 0; k < K; k++) {
                         const float32 s = ap[i * K + k];
-                        const float32* __restrict__ r = bp + k * N;
+                        const float32* __restrict__ r = B + k * N;
                         _Pragma("omp simd") for (int j = 0; j < N; j++) c[j] += s * r[j];
                     }
-                }""",
+                }"""  # C = A B with A M x K at ap, B K x N at B
+MATMUL_LOOPS = {
+    "NN": ROWS_TIMES_B.replace("B + k", "bp + k"),  # a: M x K, b: K x N
     "NT": """  // a: M x K, b: N x K, through t = b^T (K x N)
                 for (int j = 0; j < N; j++)
-                    for (int k = 0; k < K; k++) t[k * N + j] = bp[j * K + k];
-                for (int i = 0; i < M; i++) {
-                    float32* __restrict__ c = cp + i * N;
-                    for (int j = 0; j < N; j++) c[j] = 0;
-                    for (int k = 0; k < K; k++) {
-                        const float32 s = ap[i * K + k];
-                        const float32* __restrict__ r = t + k * N;
-                        _Pragma("omp simd") for (int j = 0; j < N; j++) c[j] += s * r[j];
-                    }
-                }""",
+                    for (int k = 0; k < K; k++) t[k * N + j] = bp[j * K + k];""" + ROWS_TIMES_B.replace("B + k", "t + k"),
     "TN": """  // a: K x M, b: K x N
                 for (int i = 0; i < M * N; i++) cp[i] = 0;
                 for (int k = 0; k < K; k++) {
