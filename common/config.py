@@ -158,11 +158,11 @@ PAIRS = {
 # step-1 gradient push against CE capped at KD's, then a 3-point grid on the validation split; docs/distillers.md).
 # A level of resolve() between the preset and the method's defaults, for the own pair only
 # (a student cifar10simple on CIFAR-10 whose teacher is cifar10quick, the default); --mdistiller-weights skips it.
+# `python weights.py --grid` prints it; KD, DKD, KDSVD, VID, ReviewKD and CRD keep mdistiller's.
 OWN_PAIR = dict(model="cifar10simple", teacher_model="cifar10quick", dataset="cifar10")
 OWN_PAIR_WEIGHTS = {"fitnet": dict(fitnet_weight=8.5), "at": dict(at_weight=110.0), "nst": dict(nst_weight=12.0),
                     "pkt": dict(pkt_weight=840.0), "rkd": dict(rkd_distance_weight=2.9, rkd_angle_weight=5.9),
                     "sp": dict(sp_weight=160.0), "ofd": dict(ofd_weight=0.0005)}
-# `python weights.py --grid` prints it; KD, DKD, KDSVD, VID, ReviewKD: mdistiller's
 
 
 def own_pair_methods(methods):

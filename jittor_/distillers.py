@@ -743,9 +743,7 @@ def build_vid(shapes_s, shapes_t, init_pred_var, eps, seed):
     overflows float64 above v = 709)."""
     vid = VIDModules([s[0] for s in shapes_s], [t[0] for t in shapes_t], eps)
     shapes = models.state_shapes(vid)
-    order = sorted((k for k in shapes if not k.endswith(".log_scale")),
-                   key=lambda k: [int(p) if p.isdigit() else p for p in k.split(".")])  # the same in both frameworks
-    state = init_weights({k: shapes[k] for k in order}, [seed, 2], "uniform")
+    state = seeded({k: v for k, v in shapes.items() if not k.endswith(".log_scale")}, [seed, 2], "uniform")
     v = init_pred_var - eps
     state.update({k: np.full(shape, v + np.log(-np.expm1(-v))) for k, shape in shapes.items() if k.endswith(".log_scale")})
     models.load_state(vid, state, f"init(vid, seed={seed})")
@@ -859,7 +857,8 @@ def ofd_setup(config, student, teacher, device):
     state_t = models.get_state(getattr(teacher, "module", teacher))
     margins = [ofd_margins(state_t[f"{bn}.weight"], state_t[f"{bn}.bias"]) for bn in bns]
     ofd = OFDConnectors([s[0] for s in pre_s], [t[0] for t in pre_t], margins, OFD_KERNEL)
-    models.load_state(ofd, seeded(models.state_shapes(ofd), [config.seed, 4], "kaiming_normal"), f"init(ofd, seed={config.seed})")
+    models.load_state(ofd, seeded(models.state_shapes(ofd), [config.seed, 4], "kaiming_normal"),
+                      f"init(ofd, seed={config.seed})")
     print(f"OFD on {len(pre_s)} stages: connectors {[s[0] for s in pre_s]} -> {[t[0] for t in pre_t]} channels, "
           f"margins from {bns}")
     return {"ofd": devices.to_device(ofd, device)}
