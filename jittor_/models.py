@@ -178,12 +178,13 @@ class Bottleneck(nn.Module):
         if stride != 1 or in_planes != self.expansion * planes:
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, self.expansion * planes, 1, stride=stride, bias=False),
                                           BatchNorm2d(self.expansion * planes))
+        self.preact = nn.Identity()  # its output is the sum before the last ReLU, for a hook to read (preact_feats)
 
     def execute(self, x):
         out = nn.relu(self.bn1(self.conv1(x)))
         out = nn.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return nn.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+        return nn.relu(self.preact(out + (x if self.shortcut is None else self.shortcut(x))))
 
 
 class ResNetV2(nn.Module):
@@ -206,6 +207,10 @@ class ResNetV2(nn.Module):
         self.layer3 = self._make_layer(256, num_blocks[2], stride=2)
         self.layer4 = self._make_layer(512, num_blocks[3], stride=2)
         self.linear = nn.Linear(512 * Bottleneck.expansion, num_classes)
+        # mdistiller's preact_feats and get_bn_before_relu: the stem as in feats, then each stage's last block before
+        # its last ReLU; the stages' last bn3
+        self.PREACT = [("bn1", "relu")] + [(f"layer{i}.{n - 1}.preact", None) for i, n in enumerate(num_blocks, 1)]
+        self.BN_BEFORE_RELU = [f"layer{i}.{n - 1}.bn3" for i, n in enumerate(num_blocks, 1)]
 
     def _make_layer(self, planes, blocks, stride):
         layers = []
@@ -269,6 +274,10 @@ class WideResNet(nn.Module):
     # mdistiller's `feats`: the module whose output each is, and what follows it there (forward_features)
     FEATURES = [("conv1", None), ("block1", None), ("block2", None), ("block3", None)]  # raw residual stream
     CLASSIFIER = "fc"
+    # mdistiller's preact_feats: each stage's output through the BatchNorm that opens the next (the final bn1 for the
+    # last), the ones its get_bn_before_relu names; the first call's output (the same numbers as the repeat's)
+    PREACT = [("conv1", None), ("block2.layer.0.bn1", None), ("block3.layer.0.bn1", None), ("bn1", None)]
+    BN_BEFORE_RELU = ["block2.layer.0.bn1", "block3.layer.0.bn1", "bn1"]
 
     def __init__(self, depth, widen_factor, num_classes=10):
         super().__init__()
@@ -322,6 +331,10 @@ class VGG(nn.Module):
         self.block3 = vgg_block(widths[3], widths[2][-1])
         self.block4 = vgg_block(widths[4], widths[3][-1])
         self.classifier = nn.Linear(512, num_classes)
+        # mdistiller's preact_feats: block0 as in feats, then blocks 1-4 before their ReLU, each ending in the BatchNorm
+        # its get_bn_before_relu names
+        self.PREACT = [("block0", "relu")] + [(f"block{k}", None) for k in (1, 2, 3, 4)]
+        self.BN_BEFORE_RELU = [f"block{k}.{len(getattr(self, f'block{k}')) - 1}" for k in (1, 2, 3, 4)]
 
     def execute(self, x):
         h = x.shape[2]
@@ -420,6 +433,7 @@ class ShuffleV1Block(nn.Module):
         self.bn2 = BatchNorm2d(mid_planes)
         self.conv3 = nn.Conv2d(mid_planes, out_planes, 1, groups=groups, bias=False)
         self.bn3 = BatchNorm2d(out_planes)
+        self.preact = nn.Identity()  # its output is the block's output before the last ReLU (preact_feats)
 
     def execute(self, x):
         out = nn.relu(self.bn1(self.conv1(x)))
@@ -427,8 +441,8 @@ class ShuffleV1Block(nn.Module):
         out = nn.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.stride == 2:
-            return nn.relu(jt.concat([out, nn.avg_pool2d(x, 3, stride=2, padding=1)], 1))
-        return nn.relu(out + x)
+            return nn.relu(self.preact(jt.concat([out, nn.avg_pool2d(x, 3, stride=2, padding=1)], 1)))
+        return nn.relu(self.preact(out + x))
 
 
 class ShuffleNetV1(nn.Module):
@@ -450,6 +464,9 @@ class ShuffleNetV1(nn.Module):
         self.layer2 = self._make_layer(out_planes[1], num_blocks[1], groups)
         self.layer3 = self._make_layer(out_planes[2], num_blocks[2], groups)
         self.linear = nn.Linear(out_planes[2], num_classes)
+        # mdistiller's preact_feats: the stem as in feats, then each stage's last block before its last ReLU. It names
+        # no BatchNorms before ReLUs (its get_bn_before_relu: not supported as an OFD teacher)
+        self.PREACT = [("bn1", "relu")] + [(f"layer{i}.{n - 1}.preact", None) for i, n in enumerate(num_blocks, 1)]
 
     def _make_layer(self, out_planes, blocks, groups):
         layers = []
@@ -477,14 +494,15 @@ class ShuffleV2Block(nn.Module):
         self.bn2 = BatchNorm2d(c)
         self.conv3 = nn.Conv2d(c, c, 1, bias=False)
         self.bn3 = BatchNorm2d(c)
+        self.preact = nn.Identity()  # its output is mdistiller's preact: the concat before the ReLU and the shuffle
 
     def execute(self, x):
         c = x.shape[1] // 2
         x1, x2 = x[:, :c], x[:, c:]
         out = nn.relu(self.bn1(self.conv1(x2)))
         out = self.bn2(self.conv2(out))
-        out = nn.relu(self.bn3(self.conv3(out)))
-        return channel_shuffle(jt.concat([x1, out], 1), 2)
+        out = self.preact(jt.concat([x1, self.bn3(self.conv3(out))], 1))
+        return channel_shuffle(nn.relu(out), 2)  # x1 is a ReLU's output (shuffled): the ReLU leaves it as it is
 
 
 class ShuffleV2DownBlock(nn.Module):
@@ -536,6 +554,9 @@ class ShuffleNetV2(nn.Module):
         self.conv2 = nn.Conv2d(out_channels[2], out_channels[3], 1, bias=False)
         self.bn2 = BatchNorm2d(out_channels[3])
         self.linear = nn.Linear(out_channels[3], num_classes)
+        # mdistiller's preact_feats: the stem as in feats, then each stage's last block's concat before its ReLU and
+        # shuffle (so feats = shuffle(ReLU(preact_feats))). No BatchNorms before ReLUs (not an OFD teacher there)
+        self.PREACT = [("bn1", "relu")] + [(f"layer{i}.{n}.preact", None) for i, n in enumerate(num_blocks, 1)]
 
     def _make_layer(self, out_channels, blocks):
         layers = [ShuffleV2DownBlock(self.in_channels, out_channels)]

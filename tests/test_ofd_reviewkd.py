@@ -314,35 +314,123 @@ def test_reviewkd_on_mdistillers_pair_has_its_shapes_and_init():
 
 
 # ------------------------------------------------------------------ pre-activation features and refusals
+def with_random_batchnorms(models, net, seed):
+    """net with every BatchNorm's running statistics and affine parameters drawn at random (eval mode then
+    normalises by them: a BN's output is no longer its input rescaled, and some outputs are negative)."""
+    rng = np.random.default_rng(seed)
+    state = models.get_state(net)
+    for key in [k[:-len(".running_var")] for k in state if k.endswith(".running_var")]:
+        c = state[f"{key}.running_var"].shape
+        state[f"{key}.running_mean"] = rng.normal(0.0, 0.5, c).astype(np.float32)
+        state[f"{key}.running_var"] = rng.uniform(0.5, 2.0, c).astype(np.float32)
+        state[f"{key}.weight"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
+        state[f"{key}.bias"] = rng.normal(0.0, 0.5, c).astype(np.float32)
+    models.load_state(net, state, "test BNs")
+    net.eval()
+    return state
+
+
+def shuffle64(x, groups=2):
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w)
+
+
+# what each model's feats are of its pre-activation features after the stem entry (mdistiller's definitions)
+PREACT_MODELS = {"cifar10quick": "relu", "resnet8x4": "relu", "ResNet50": "relu", "vgg8": "relu", "ShuffleV1": "relu",
+                 "ShuffleV2": "shuffled relu", "wrn_16_2": "the next batchnorm"}
+
+
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("model", ["cifar10quick", "resnet8x4"])
-def test_preact_feats_are_the_feats_before_their_relu(fw, model):
-    """relu(preact_feats) == feats stage by stage (mdistiller's stem entry is the feature itself), and some entries of
-    each stage after the stem are negative: read before the ReLU."""
+@pytest.mark.parametrize("model", sorted(PREACT_MODELS))
+def test_preact_feats_are_mdistillers_pre_activations(fw, model):
+    """Stage by stage after the stem entry (which is the feature itself, and must be): relu(preact_feats) == feats
+    (ShuffleV2: shuffled, as its block shuffles after the ReLU); a WRN's preact is its feature through the BatchNorm
+    that opens the next stage (the final bn1), computed here in float64 from that BN's random statistics. Some
+    entries after the stem are negative: read before the ReLU."""
     _, models, _, features, tensor = FW[fw]
     net = models.build_model(model, 0)
-    net.eval()
+    state = with_random_batchnorms(models, net, 3)
     _, out = features.forward_features(net, tensor(stage_feats(9, 2, [(3, 32, 32)])[0]))
-    for i, (pre, feat) in enumerate(zip(out["preact_feats"], out["feats"])):
-        pre, feat = pre.detach().numpy(), feat.detach().numpy()
-        assert np.allclose(np.maximum(pre, 0), feat, atol=1e-6), i
-        assert (pre < 0).any() == (model == "cifar10quick" or i > 0), i
+    pres, feats = [f.detach().numpy() for f in out["preact_feats"]], [f.detach().numpy() for f in out["feats"]]
+    assert len(pres) == len(feats)
+    first = 0 if model == "cifar10quick" else 1  # CIFAR10Quick has no stem entry
+    if first:
+        assert np.array_equal(pres[0], feats[0])
+    for i in range(first, len(pres)):
+        pre, feat = pres[i], feats[i]
+        if PREACT_MODELS[model] == "the next batchnorm":
+            bn = ["block2.layer.0.bn1", "block3.layer.0.bn1", "bn1"][i - 1]
+            expected = ((f64(feat) - state[f"{bn}.running_mean"][None, :, None, None])
+                        / np.sqrt(f64(state[f"{bn}.running_var"])[None, :, None, None] + 1e-5)
+                        * state[f"{bn}.weight"][None, :, None, None] + state[f"{bn}.bias"][None, :, None, None])
+            assert np.allclose(pre, expected, rtol=1e-4, atol=1e-4), i
+        else:
+            post = np.maximum(pre, 0)
+            assert np.allclose(shuffle64(post) if PREACT_MODELS[model] == "shuffled relu" else post, feat,
+                               atol=1e-6), i
+        assert (pre < 0).any(), i
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("model", ["cifar10quick", "resnet8x4", "ResNet50", "vgg8", "wrn_16_2"])
+def test_bn_before_relu_names_a_batchnorm_per_stage_after_the_stem(fw, model):
+    """OFD's margins come from BN_BEFORE_RELU (mdistiller's get_bn_before_relu): one BatchNorm per pre-activation
+    stage after the stem, with that stage's channels; for VGG and a WRN the BN's output is the preact itself."""
+    distillers, models, _, features, tensor = FW[fw]
+    net = models.build_model(model, 0)
+    with_random_batchnorms(models, net, 4)
+    _, out = features.forward_features(net, tensor(stage_feats(9, 2, [(3, 32, 32)])[0]))
+    pres = distillers.after_stem_of(model, out["preact_feats"])
+    bns = [features.submodule(net, name) for name in net.BN_BEFORE_RELU]
+    assert len(bns) == len(pres)
+    for bn, pre in zip(bns, pres):
+        assert isinstance(bn, models.BatchNorm2d) and bn.weight.shape[0] == pre.shape[1]
+    if model in ("vgg8", "wrn_16_2"):  # the BN is the last op before the ReLU: its output is the preact
+        for name, pre in zip(net.BN_BEFORE_RELU, pres):
+            seen, module = {}, features.submodule(net, name)
+            handle = module.register_forward_hook(lambda m, inputs, output: seen.setdefault("out", output))
+            net(tensor(stage_feats(9, 2, [(3, 32, 32)])[0]))
+            handle.remove() if fw == "torch" else module.remove_forward_hook()  # Jittor: removed by module
+            assert np.array_equal(seen["out"].detach().numpy(), pre.detach().numpy()), name
+
+
+# mdistiller's pairs among the zoo's models that OFD and ReviewKD now take (its configs list resnet32x4 -> resnet8x4
+# only; the channels and sizes are read from the models). MobileNetV2 lists no preact_feats: as a ReviewKD student it
+# is read at its feats, mdistiller's STU_PREACT False.
+ZOO_PAIRS = [("ofd", "wrn_40_2", "wrn_16_2", 3), ("ofd", "vgg13", "vgg8", 4), ("ofd", "ResNet50", "ShuffleV1", 3),
+             ("reviewkd", "wrn_40_2", "ShuffleV1", 4), ("reviewkd", "vgg13", "MobileNetV2", 5),
+             ("reviewkd", "ResNet50", "MobileNetV2", 5)]
+
+
+@pytest.mark.parametrize("method, teacher_model, model, count", ZOO_PAIRS)
+def test_ofd_and_reviewkd_take_the_zoo_pairs_alike_in_both_frameworks(method, teacher_model, model, count):
+    """OFD's connectors and margins, ReviewKD's ABFs: as many as the pair's stages, the same numbers in both frameworks,
+    a finite loss of the same value on the models' own features (cifar100, untrained: the teacher's random BNs)."""
+    states, losses = {}, {}
+    for fw in FRAMEWORKS:
+        distillers, models, _, features, tensor = FW[fw]
+        config, student, teacher, extra = own_pair(fw, method, model=model, teacher_model=teacher_model,
+                                                   dataset="cifar100")
+        modules = extra[method]
+        assert len(modules.connectors if method == "ofd" else modules.abfs) == count
+        states[fw] = models.get_state(modules)
+        images = tensor(stage_feats(8, 4, [(3, 32, 32)])[0])
+        out, out_teacher = features.forward_features(student, images), features.forward_features(teacher, images)
+        pairs = getattr(distillers, f"{method}_pairs")(config, out, out_teacher)
+        losses[fw] = value(modules(*pairs))
+    assert all(np.array_equal(states["torch"][k], states["jittor"][k]) for k in states["torch"])
+    assert np.isfinite(losses["torch"]) and losses["torch"] > 0
+    assert abs(losses["jittor"] - losses["torch"]) <= 1e-4 * losses["torch"], losses
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("method, flags, message", [
-    ("ofd", dict(model="wrn_16_2", teacher_model="resnet32x4"), "student wrn_16_2 does not list"),
+    ("ofd", dict(model="MobileNetV2", teacher_model="resnet32x4"), "student MobileNetV2 does not list"),
     ("ofd", dict(teacher_model="cifar10simple"), "BatchNorms before its ReLUs, which teacher cifar10simple does not"),
-    ("reviewkd", dict(teacher_model="wrn_40_2", model="resnet8x4"), "teacher wrn_40_2 does not list"),
+    ("ofd", dict(model="resnet8x4", teacher_model="ShuffleV2"), "BatchNorms before its ReLUs, which teacher ShuffleV2"),
+    ("reviewkd", dict(teacher_model="MobileNetV2", model="resnet8x4"), "teacher MobileNetV2 does not list"),
 ])
 def test_a_pair_without_what_the_method_reads_is_refused_in_one_line(fw, method, flags, message):
     with pytest.raises(UserError) as e:
         own_pair(fw, method, **flags)
     assert message in str(e.value) and "\n" not in str(e.value)
-
-
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_reviewkd_reads_only_the_teachers_pre_activations(fw):
-    """mdistiller's STU_PREACT False: a student without preact_feats (wrn_16_2) trains against a ResNet teacher."""
-    _, _, _, extra = own_pair(fw, "reviewkd", model="wrn_16_2", teacher_model="resnet32x4")
-    assert len(extra["reviewkd"].abfs) == 4
