@@ -6,6 +6,7 @@
     python run_all.py --preset full --resume --parallel   # continue an interrupted run, both frameworks at once
     python run_all.py --preset full --tag rdrop --seeds 1 --methods kd dkd --teacher-args "--rdrop 5 --dropout 0.3" \
         --against full                     # an R-Drop teacher and its students, against the plain ones
+    python run_all.py --preset full --methods ce kd --dot-methods kd   # and a KD student trained with DOT
     python run_all.py --preset vit-quick   # the transformer track: a ViT teacher, CE / R-Drop / DeiT / TinyBERT students
 
 Each stage is its own process (torch_/... or jittor_/... script), so the frameworks never
@@ -40,8 +41,8 @@ import threading
 import time
 
 from common.checkpoint import ckpt_path
-from common.config import (add_data_dir, CNN_TEACHER_FROM, DEFAULT_METHODS, FRAMEWORKS, METHOD_NAMES, PRESET_SEEDS,
-                           PRESETS, VIT_STUDENTS)
+from common.config import (add_data_dir, CNN_TEACHER_FROM, DEFAULT_METHODS, FRAMEWORKS, MDISTILLER_DOT_DELTA,
+                           METHOD_NAMES, PRESET_SEEDS, PRESETS, VIT_STUDENTS)
 from common.distributed import launcher_command
 from common.errors import DIVERGED_EXIT, UserError
 from common.paths import ROOT
@@ -143,6 +144,8 @@ def run_framework(framework, args, seed, env=None):
     teacher = ckpt_path(teacher_name, framework)
     students = [(m, f"student_{m}", m, ["--beta", str(args.beta)] if m == "dkd" and args.beta is not None else [],
                  teacher if m != "ce" else None) for m in args.methods]
+    students += [(f"{m} dot", f"student_{m}_dot", m, ["--dot", str(MDISTILLER_DOT_DELTA)], teacher)
+                 for m in args.dot_methods]
     if args.beta_sweep:
         students = [(f"dkd beta={b:g}", f"student_dkd_beta{b:g}", "dkd", ["--beta", str(b)], teacher)
                     for b in args.beta_sweep]
@@ -228,6 +231,10 @@ def parse_args(argv=None):
     parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=None,
                         help=f"student methods to run (default: {' '.join(DEFAULT_METHODS)}; the vit-* presets run "
                              f"common.config.VIT_STUDENTS)")
+    parser.add_argument("--dot-methods", nargs="+", choices=[m for m in METHOD_NAMES if m != "ce"], default=[],
+                        metavar="METHOD",
+                        help=f"also train these students with DOT (--dot {MDISTILLER_DOT_DELTA}, mdistiller's delta), "
+                             "as student_<method>_dot: one process only")
     parser.add_argument("--cnn-teacher-from", default=None, metavar="TAG",
                         help="the vit-* presets: the CNN teacher of the DeiT students, ckpt/TAG/teacher_s<seed>_"
                              f"<framework>.ckpt (default: {', '.join(f'{k}: {v}' for k, v in CNN_TEACHER_FROM.items())})")
@@ -259,6 +266,9 @@ def parse_args(argv=None):
     if args.preset in CNN_TEACHER_FROM and (args.methods or args.beta_sweep is not None):
         parser.error(f"--preset {args.preset} runs the transformer track's students (common.config.VIT_STUDENTS): "
                      f"no --methods or --beta-sweep")
+    if args.dot_methods and (args.preset in CNN_TEACHER_FROM or args.beta_sweep is not None or args.nproc > 1):
+        parser.error("--dot-methods: DOT students go with --methods students of one process (no vit-* preset, "
+                     "--beta-sweep or --nproc)")
     args.methods = args.methods or list(DEFAULT_METHODS)
     args.cnn_teacher_from = args.cnn_teacher_from or CNN_TEACHER_FROM.get(args.preset)
     if args.seeds is None:

@@ -39,6 +39,7 @@ STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[1
                         dot=0.0,  # DOT's delta (0: plain SGD; mdistiller's SOLVER.DOT.DELTA is 0.075)
                         optimizer="sgd", schedule="step", lr_warmup=0)
 STAGE_DEFAULTS = {"teacher": TEACHER_DEFAULTS, "student": STUDENT_DEFAULTS}
+MDISTILLER_DOT_DELTA = 0.075  # mdistiller's SOLVER.DOT.DELTA: run_all.py --dot-methods trains with it
 # How the ViTs train (DeiT's recipe: main.py's defaults): AdamW, weight decay 0.05 but on biases, LayerNorm, tokens
 # and position embedding (common.weights.no_weight_decay), a linear lr warm-up then cosine decay (common.schedules).
 # A level of resolve() below the preset: a model's own training settings. lr: DeiT's 5e-4 is for batch 512 (its

@@ -389,3 +389,16 @@ def test_the_generated_blocks_are_found_in_their_docs_pages():
                       "rdrop": "distillers.md"}.items():
         assert report.marked_doc(key) == os.path.join(ROOT, "docs", page), key
     assert report.marked_doc("no-such-tag") is None
+
+
+def test_a_dot_student_is_a_stage_of_its_own_with_its_gain(tmp_path):
+    """run_all.py --dot-methods kd names the DOT student student_kd_dot: its own row after the methods' rows, and its
+    gain over the same seed's CE student."""
+    for seed in (0, 1):
+        for fw in report.FRAMEWORKS:
+            for stage, top1 in (("student_ce", 50.0), ("student_kd", 52.0), ("student_kd_dot", 53.5)):
+                write_run(f"dotr/{stage}_s{seed}", fw, seed, test_top1=top1 + seed)
+    block = report.main(["--tag", "dotr", "--img-dir", str(tmp_path)])
+    rows, gains = tables(block)[:2]
+    assert list(rows)[1:] == ["student_ce", "student_kd", "student_kd_dot"]
+    assert gains["student_kd_dot − student_ce"][1:] == ["+3.50 ± 0.00", "+3.50 ± 0.00"]

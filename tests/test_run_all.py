@@ -226,3 +226,31 @@ def test_exit_codes_of_a_stage(monkeypatch, tmp_path, code, record, nproc, outco
     records = job.run_framework("torch", args, 0)
     assert records["dkd beta=9"] == {"diverged": 2, "wall": None}
     assert records["dkd beta=0"]["top1"] == 12.5 and records["dkd beta=0"]["seconds"]["train"] == 1.0
+
+
+def test_dot_methods_add_a_dot_student_beside_the_plain_one(monkeypatch, tmp_path):
+    """--dot-methods kd: a second KD student, student_kd_dot, trained with mdistiller's --dot 0.075; the plain KD
+    student is trained without it. Refused where DOT cannot run (several processes) or has no students."""
+    import run_all as job
+    script = tmp_path / "stage.py"
+    script.write_text(FAKE_STAGE.format(root=ROOT))
+    monkeypatch.setenv("CKPT", ckpt_path("{name}", "torch"))
+    monkeypatch.setattr(job, "stage_script", lambda framework, stage: str(script))
+    monkeypatch.setattr(job, "launcher_command", lambda framework, nproc: [sys.executable])
+    commands, run = [], job.run
+    monkeypatch.setattr(job, "run", lambda cmd, *a, **k: commands.append(cmd) or run(cmd, *a, **k))
+    teacher = ckpt_path("rdot_src/teacher_s0", "torch")
+    os.makedirs(os.path.dirname(teacher), exist_ok=True)
+    open(teacher, "w").close()
+    args = job.parse_args(["--tag", "rdot", "--teacher-from", "rdot_src", "--methods", "kd", "--dot-methods", "kd",
+                           "--frameworks", "torch"])
+    records = job.run_framework("torch", args, 0)
+    assert list(records) == ["kd", "kd dot"] and records["kd dot"]["top1"] == 12.5
+    trained = {c[c.index("--name") + 1]: c for c in commands if "--name" in c}
+    assert sorted(trained) == ["rdot/student_kd_dot_s0", "rdot/student_kd_s0"]
+    dot = trained["rdot/student_kd_dot_s0"]
+    assert dot[dot.index("--method") + 1] == "kd" and dot[dot.index("--dot") + 1] == "0.075"
+    assert "--dot" not in trained["rdot/student_kd_s0"]
+    for bad in (["--nproc", "2"], ["--preset", "vit-quick"], ["--dot-methods", "ce"]):
+        with pytest.raises(SystemExit):
+            job.parse_args(["--dot-methods", "kd", *bad] if bad[0] != "--dot-methods" else bad)
