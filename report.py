@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from common.config import FRAMEWORKS, METHOD_NAMES, VIT_STUDENTS  # noqa: E402
+from common.config import DOT_METHODS, FRAMEWORKS, METHOD_NAMES, VIT_STUDENTS  # noqa: E402
 from common.errors import die, UserError  # noqa: E402
 from common.files import atomic_write  # noqa: E402
 from common.logs import read_scalars  # noqa: E402
@@ -48,7 +48,7 @@ from common.tables import table  # noqa: E402
 COLORS = {"torch": "#ee4c2c", "jittor": "#1f77b4"}  # one colour per framework in every figure
 LABELS = {"torch": "torch", "jittor": "Jittor"}  # the frameworks in the terminal table, as README.md names them
 STAGES = ["teacher", *(f"student_{method}" for method in METHOD_NAMES),
-          *(f"student_{method}_dot" for method in METHOD_NAMES if method != "ce"),  # run_all.py --dot-methods
+          *(f"student_{method}_dot" for method in DOT_METHODS),  # run_all.py --dot-methods
           *(name for name in VIT_STUDENTS if name[len("student_"):] not in METHOD_NAMES)]  # the ViT track's too
 STAGE_RUN = re.compile(rf"^({'|'.join(STAGES)})_s(\d+)$")
 SWEEP_RUN = re.compile(r"^student_dkd_beta(\d+(?:\.\d+)?)_s(\d+)$")

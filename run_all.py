@@ -41,8 +41,8 @@ import threading
 import time
 
 from common.checkpoint import ckpt_path
-from common.config import (add_data_dir, CNN_TEACHER_FROM, DEFAULT_METHODS, FRAMEWORKS, MDISTILLER_DOT_DELTA,
-                           METHOD_NAMES, PRESET_SEEDS, PRESETS, VIT_STUDENTS)
+from common.config import (add_data_dir, CNN_TEACHER_FROM, DEFAULT_METHODS, DOT_METHODS, FRAMEWORKS,
+                           MDISTILLER_DOT_DELTA, METHOD_NAMES, PRESET_SEEDS, PRESETS, VIT_STUDENTS)
 from common.distributed import launcher_command
 from common.errors import DIVERGED_EXIT, UserError
 from common.paths import ROOT
@@ -231,7 +231,7 @@ def parse_args(argv=None):
     parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=None,
                         help=f"student methods to run (default: {' '.join(DEFAULT_METHODS)}; the vit-* presets run "
                              f"common.config.VIT_STUDENTS)")
-    parser.add_argument("--dot-methods", nargs="+", choices=[m for m in METHOD_NAMES if m != "ce"], default=[],
+    parser.add_argument("--dot-methods", nargs="+", choices=DOT_METHODS, default=[],
                         metavar="METHOD",
                         help=f"also train these students with DOT (--dot {MDISTILLER_DOT_DELTA}, mdistiller's delta), "
                              "as student_<method>_dot: one process only")

@@ -36,10 +36,11 @@ STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[1
                         warmup=10,  # epochs of linear warm-up of the distillation weight (DKD's 20 over 240)
                         rdrop=0.0, dropout=None, sync_bn=True, teacher_model=None,
                         mdistiller_weights=False,  # True: mdistiller's weights on the own pair too (OWN_PAIR_WEIGHTS)
-                        dot=0.0,  # DOT's delta (0: plain SGD; mdistiller's SOLVER.DOT.DELTA is 0.075)
+                        dot=0.0,  # DOT's delta (0: plain SGD; mdistiller's: MDISTILLER_DOT_DELTA)
                         optimizer="sgd", schedule="step", lr_warmup=0)
 STAGE_DEFAULTS = {"teacher": TEACHER_DEFAULTS, "student": STUDENT_DEFAULTS}
 MDISTILLER_DOT_DELTA = 0.075  # mdistiller's SOLVER.DOT.DELTA: run_all.py --dot-methods trains with it
+DOT_METHODS = tuple(m for m in METHOD_NAMES if m != "ce")  # DOT needs a distillation term: run_all.py --dot-methods
 # How the ViTs train (DeiT's recipe: main.py's defaults): AdamW, weight decay 0.05 but on biases, LayerNorm, tokens
 # and position embedding (common.weights.no_weight_decay), a linear lr warm-up then cosine decay (common.schedules).
 # A level of resolve() below the preset: a model's own training settings. lr: DeiT's 5e-4 is for batch 512 (its
@@ -419,7 +420,7 @@ def add_method_args(parser, methods):
     parser.add_argument("--dot", type=float, default=None, metavar="DELTA",
                         help="DOT, the distillation-oriented trainer (Zhao et al. 2023): the CE and the distillation "
                              "gradients keep momentum buffers of their own, at momentum - DELTA and momentum + DELTA "
-                             "(mdistiller: 0.075; default 0: plain SGD). One process only")
+                             f"(mdistiller: {MDISTILLER_DOT_DELTA}; default 0: plain SGD). One process only")
     settings = {}  # field -> (type, help, [methods])
     for name, m in methods.items():
         for key, (kind, text) in m.flags.items():

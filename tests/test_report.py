@@ -285,12 +285,17 @@ def test_gain_over_the_ce_student_is_paired_by_seed(tmp_path):
     assert rows["student_ce"][8] == "0.35"  # |Δ| 1 over the seed std 2.83 of both frameworks
 
 
-def test_fitnet_and_at_rows_and_their_gains(tmp_path):
-    """The feature distillers are stages of the same tables, with their paired gain over CE."""
+def write_stages(tag, top1s):
+    """Seeds 0 and 1 of each stage, the same test top-1 in both frameworks: top1s[stage] + seed."""
     for seed in (0, 1):
         for fw in report.FRAMEWORKS:
-            for stage, top1 in (("student_ce", 50.0), ("student_fitnet", 48.0), ("student_at", 51.5)):
-                write_run(f"feat/{stage}_s{seed}", fw, seed, test_top1=top1 + seed)
+            for stage, top1 in top1s.items():
+                write_run(f"{tag}/{stage}_s{seed}", fw, seed, test_top1=top1 + seed)
+
+
+def test_fitnet_and_at_rows_and_their_gains(tmp_path):
+    """The feature distillers are stages of the same tables, with their paired gain over CE."""
+    write_stages("feat", {"student_ce": 50.0, "student_fitnet": 48.0, "student_at": 51.5})
     block = report.main(["--tag", "feat", "--img-dir", str(tmp_path)])
     rows, gains = tables(block)[:2]
     assert list(rows)[1:] == ["student_ce", "student_fitnet", "student_at"]  # STAGES' order, after the header
@@ -394,10 +399,7 @@ def test_the_generated_blocks_are_found_in_their_docs_pages():
 def test_a_dot_student_is_a_stage_of_its_own_with_its_gain(tmp_path):
     """run_all.py --dot-methods kd names the DOT student student_kd_dot: its own row after the methods' rows, and its
     gain over the same seed's CE student."""
-    for seed in (0, 1):
-        for fw in report.FRAMEWORKS:
-            for stage, top1 in (("student_ce", 50.0), ("student_kd", 52.0), ("student_kd_dot", 53.5)):
-                write_run(f"dotr/{stage}_s{seed}", fw, seed, test_top1=top1 + seed)
+    write_stages("dotr", {"student_ce": 50.0, "student_kd": 52.0, "student_kd_dot": 53.5})
     block = report.main(["--tag", "dotr", "--img-dir", str(tmp_path)])
     rows, gains = tables(block)[:2]
     assert list(rows)[1:] == ["student_ce", "student_kd", "student_kd_dot"]

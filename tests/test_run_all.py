@@ -198,6 +198,21 @@ sys.exit(code)
 """
 
 
+def fake_stages(monkeypatch, tmp_path, teacher_tag):
+    """run_all with FAKE_STAGE as every stage script and no launcher, and a teacher checkpoint of tag teacher_tag
+    (only its existence counts); returns the run_all module."""
+    import run_all as job
+    script = tmp_path / "stage.py"
+    script.write_text(FAKE_STAGE.format(root=ROOT))
+    monkeypatch.setenv("CKPT", ckpt_path("{name}", "torch"))
+    monkeypatch.setattr(job, "stage_script", lambda framework, stage: str(script))
+    monkeypatch.setattr(job, "launcher_command", lambda framework, nproc: [sys.executable])
+    teacher = ckpt_path(f"{teacher_tag}/teacher_s0", "torch")
+    os.makedirs(os.path.dirname(teacher), exist_ok=True)
+    open(teacher, "w").close()
+    return job
+
+
 @pytest.mark.parametrize("code, record, nproc, outcome", [
     (3, True, 1, "diverged"), (1, True, 2, "diverged"), (1, True, 1, "stage failed (exit 1)"),
     (3, False, 1, "does not say so"), (2, True, 1, "stage failed (exit 2)")])
@@ -205,18 +220,10 @@ def test_exit_codes_of_a_stage(monkeypatch, tmp_path, code, record, nproc, outco
     """Exit 3 with a record saying diverged is a result: the job goes on. Under a launcher (--nproc 2) so
     is exit 1 with such a record (torchrun reports any failed rank as 1); otherwise exit 1 or 2 stops the
     job, and so does exit 3 whose record does not say diverged. Fake stage scripts: run_all's part only."""
-    import run_all as job
-    script = tmp_path / "stage.py"
-    script.write_text(FAKE_STAGE.format(root=ROOT))
     tag = f"rx{code}{record}{nproc}"
+    job = fake_stages(monkeypatch, tmp_path, f"{tag}_src")
     monkeypatch.setenv("FAKE_EXIT", str(code))
     monkeypatch.setenv("FAKE_RECORD", "1" if record else "")
-    monkeypatch.setenv("CKPT", ckpt_path("{name}", "torch"))
-    monkeypatch.setattr(job, "stage_script", lambda framework, stage: str(script))
-    monkeypatch.setattr(job, "launcher_command", lambda framework, nproc: [sys.executable])
-    teacher = ckpt_path(f"{tag}_src/teacher_s0", "torch")  # only its existence counts
-    os.makedirs(os.path.dirname(teacher), exist_ok=True)
-    open(teacher, "w").close()
     args = job.parse_args(["--tag", tag, "--teacher-from", f"{tag}_src", "--beta-sweep", "9", "0",
                            "--frameworks", "torch", "--nproc", str(nproc)])
     if outcome != "diverged":
@@ -231,17 +238,9 @@ def test_exit_codes_of_a_stage(monkeypatch, tmp_path, code, record, nproc, outco
 def test_dot_methods_add_a_dot_student_beside_the_plain_one(monkeypatch, tmp_path):
     """--dot-methods kd: a second KD student, student_kd_dot, trained with mdistiller's --dot 0.075; the plain KD
     student is trained without it. Refused where DOT cannot run (several processes) or has no students."""
-    import run_all as job
-    script = tmp_path / "stage.py"
-    script.write_text(FAKE_STAGE.format(root=ROOT))
-    monkeypatch.setenv("CKPT", ckpt_path("{name}", "torch"))
-    monkeypatch.setattr(job, "stage_script", lambda framework, stage: str(script))
-    monkeypatch.setattr(job, "launcher_command", lambda framework, nproc: [sys.executable])
+    job = fake_stages(monkeypatch, tmp_path, "rdot_src")
     commands, run = [], job.run
     monkeypatch.setattr(job, "run", lambda cmd, *a, **k: commands.append(cmd) or run(cmd, *a, **k))
-    teacher = ckpt_path("rdot_src/teacher_s0", "torch")
-    os.makedirs(os.path.dirname(teacher), exist_ok=True)
-    open(teacher, "w").close()
     args = job.parse_args(["--tag", "rdot", "--teacher-from", "rdot_src", "--methods", "kd", "--dot-methods", "kd",
                            "--frameworks", "torch"])
     records = job.run_framework("torch", args, 0)
@@ -251,6 +250,7 @@ def test_dot_methods_add_a_dot_student_beside_the_plain_one(monkeypatch, tmp_pat
     dot = trained["rdot/student_kd_dot_s0"]
     assert dot[dot.index("--method") + 1] == "kd" and dot[dot.index("--dot") + 1] == "0.075"
     assert "--dot" not in trained["rdot/student_kd_s0"]
-    for bad in (["--nproc", "2"], ["--preset", "vit-quick"], ["--dot-methods", "ce"]):
+    for bad in (["--dot-methods", "kd", "--nproc", "2"], ["--dot-methods", "kd", "--preset", "vit-quick"],
+                ["--dot-methods", "kd", "--beta-sweep", "1"], ["--dot-methods", "ce"]):
         with pytest.raises(SystemExit):
-            job.parse_args(["--dot-methods", "kd", *bad] if bad[0] != "--dot-methods" else bad)
+            job.parse_args(bad)
