@@ -42,7 +42,8 @@ import time
 
 from common.checkpoint import ckpt_path
 from common.config import (add_data_dir, CNN_TEACHER_FROM, DEFAULT_METHODS, DOT_METHODS, FRAMEWORKS,
-                           MDISTILLER_DOT_DELTA, METHOD_NAMES, PRESET_SEEDS, PRESETS, VIT_STUDENTS)
+                           MDISTILLER_DOT_DELTA, METHOD_NAMES, OWN_PAIR_DOT_DELTA, PRESET_SEEDS, PRESETS,
+                           VIT_STUDENTS)
 from common.distributed import launcher_command
 from common.errors import DIVERGED_EXIT, UserError
 from common.paths import ROOT
@@ -144,7 +145,7 @@ def run_framework(framework, args, seed, env=None):
     teacher = ckpt_path(teacher_name, framework)
     students = [(m, f"student_{m}", m, ["--beta", str(args.beta)] if m == "dkd" and args.beta is not None else [],
                  teacher if m != "ce" else None) for m in args.methods]
-    students += [(f"{m} dot", f"student_{m}_dot", m, ["--dot", str(MDISTILLER_DOT_DELTA)], teacher)
+    students += [(f"{m} dot", f"student_{m}_dot", m, ["--dot", str(args.dot_delta)], teacher)
                  for m in args.dot_methods]
     if args.beta_sweep:
         students = [(f"dkd beta={b:g}", f"student_dkd_beta{b:g}", "dkd", ["--beta", str(b)], teacher)
@@ -166,6 +167,10 @@ def run_framework(framework, args, seed, env=None):
         ckpt = ckpt_path(name, framework)
         record, wall = read_result(name, framework), None
         where = report.shown(result_path(name, framework))
+        trained_dot = record and record["config"].get("dot", 0.0)  # records older than DOT had none
+        if args.resume and record and "--dot" in cmd and trained_dot != float(cmd[cmd.index("--dot") + 1]):
+            raise StageFailed(f"{name}: {where} was trained with --dot {trained_dot:g}, not --dot-delta "
+                              f"{cmd[cmd.index('--dot') + 1]}: delete it and {report.shown(ckpt)} to retrain")
         if args.resume and is_tested(record):
             print(f"[{framework}] {name}: finished earlier ({where}), not run again")
         elif args.resume and is_diverged(record):  # its checkpoint holds the blown-up weights
@@ -233,8 +238,10 @@ def parse_args(argv=None):
                              f"common.config.VIT_STUDENTS)")
     parser.add_argument("--dot-methods", nargs="+", choices=DOT_METHODS, default=[],
                         metavar="METHOD",
-                        help=f"also train these students with DOT (--dot {MDISTILLER_DOT_DELTA}, mdistiller's delta), "
-                             "as student_<method>_dot: one process only")
+                        help="also train these students with DOT (--dot DELTA), as student_<method>_dot: one process only")
+    parser.add_argument("--dot-delta", type=float, default=OWN_PAIR_DOT_DELTA, metavar="DELTA",
+                        help=f"DOT's delta for --dot-methods (default {OWN_PAIR_DOT_DELTA}, the own pair's by weights.py "
+                             f"--dot-grid; mdistiller's {MDISTILLER_DOT_DELTA} diverges on it in the full preset)")
     parser.add_argument("--cnn-teacher-from", default=None, metavar="TAG",
                         help="the vit-* presets: the CNN teacher of the DeiT students, ckpt/TAG/teacher_s<seed>_"
                              f"<framework>.ckpt (default: {', '.join(f'{k}: {v}' for k, v in CNN_TEACHER_FROM.items())})")

@@ -2,6 +2,7 @@
 
     python weights.py                      # step 1: each method's push at step 1 and the capped weights
     python weights.py --grid               # step 2 too: 3 quick-preset students per capped method, on validation
+    python weights.py --dot-grid           # DOT's delta: 3 full-preset KD students, on validation
 
 mdistiller's weights are set for ResNets with BatchNorm on CIFAR-100; on the BN-free, activation-free
 CIFAR10Simple several of them blow the student up within a few epochs (docs/distillers.md). The rule, the
@@ -17,6 +18,12 @@ same for every method with a teacher:
    among those that did not diverge. Every distillation weight of the method is multiplied by the chosen
    factor (RKD's two keep their ratio) and rounded to 2 significant digits.
 common/config.py's OWN_PAIR_WEIGHTS holds the result; --mdistiller-weights brings mdistiller's back.
+
+DOT's delta, the same way (step 2 only: DOT adds no loss term to push): mdistiller's 0.075 and its thirds,
+0.025 / 0.05 / 0.075, a KD student (torch, seed 0) at each, and the one with the best validation top-1 among
+those that did not diverge, a tie going to the larger delta. The grid runs at the full preset's length with its
+teacher (seed 0), because that is where 0.075 diverges (epoch 12, just after the KD warm-up): the quick preset's
+15 epochs train at every delta and cannot tell them apart. common/config.py's OWN_PAIR_DOT_DELTA holds it.
 """
 import argparse
 import math
@@ -27,7 +34,8 @@ import sys
 import numpy as np
 
 from common.batches import normalise
-from common.config import add_data_dir, build_config, flag_name, own_pair_methods, SPLIT_SEED, weight_fields
+from common.config import (add_data_dir, build_config, flag_name, MDISTILLER_DOT_DELTA, own_pair_methods, SPLIT_SEED,
+                           weight_fields)
 from common.datasets import load_dataset, split_indices
 from common.errors import die, UserError
 from common.results import read_result
@@ -37,6 +45,7 @@ from torch_ import device as td, engine
 from torch_.distillers import METHODS
 
 GRID = (1 / 3, 1.0, 3.0)
+DOT_GRID = tuple(MDISTILLER_DOT_DELTA * k / 3 for k in (1, 2, 3))
 BATCH = 64
 YARDSTICK = "kd"
 
@@ -78,13 +87,14 @@ def scaled(method, scale):
     return {key: float(f"{getattr(config, key) * scale:.2g}") for key in weight_fields(METHODS, method)}
 
 
-def grid_run(method, weights, args, tag):
-    """A quick-preset student of `method` with these weights (torch, seed 0): its best validation top-1, or None."""
+def grid_run(method, weights, args, tag, preset="quick", teacher=None):
+    """A student of `method` with these settings ({config field: value}; torch, seed 0, the quick preset and
+    --teacher unless given): its best validation top-1, or None if it diverged."""
     name = f"weights/{method}_{tag}"
     record = read_result(name, "torch")
     flags = [f"{flag_name(k)}={v}" for k, v in weights.items()]
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_", "train_student.py"),
-           "--method", method, "--preset", "quick", "--teacher", args.teacher, "--data-dir", args.data_dir,
+           "--method", method, "--preset", preset, "--teacher", teacher or args.teacher, "--data-dir", args.data_dir,
            "--name", name, *flags] + (["--resume"] if args.resume and record else [])
     if not (args.resume and record and (record["finished"] or record["diverged"])):
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -92,6 +102,18 @@ def grid_run(method, weights, args, tag):
             raise UserError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
         record = read_result(name, "torch")
     return None if record["diverged"] else record["best_val_top1"]
+
+
+def dot_grid(args):
+    """DOT's delta on the own pair: {delta: best validation top-1 or None}, and the chosen delta (None: all diverged)."""
+    grid = {}
+    for delta in DOT_GRID:
+        grid[delta] = grid_run(YARDSTICK, dict(dot=round(delta, 4)), args, f"dot{delta:.3g}", "full", args.dot_teacher)
+        print(f"dot {delta:.3g}: best val top-1 {grid[delta]}", flush=True)
+    trained = {d: top1 for d, top1 in grid.items() if top1 is not None}
+    chosen = max(trained, key=lambda d: (trained[d], d)) if trained else None
+    print(f"OWN_PAIR_DOT_DELTA = {chosen if chosen is None else round(chosen, 4)}")
+    return grid, chosen
 
 
 def parse_args(argv=None):
@@ -102,6 +124,11 @@ def parse_args(argv=None):
     parser.add_argument("--grid", action="store_true", help="step 2: train the 3-point grid on the validation split")
     parser.add_argument("--teacher", default="ckpt/quick/teacher_s0_torch.ckpt",
                         help="the grid's teacher (default: make run's, seed 0)")
+    parser.add_argument("--dot-grid", action="store_true",
+                        help=f"instead: DOT's delta, KD students with --dot {' / '.join(f'{d:.3g}' for d in DOT_GRID)} "
+                             "at the full preset's length, on the validation split")
+    parser.add_argument("--dot-teacher", default="ckpt/full/teacher_s0_torch.ckpt",
+                        help="the DOT grid's teacher (default: the full run's, seed 0)")
     parser.add_argument("--resume", action="store_true", help="the grid keeps the runs it has finished")
     add_data_dir(parser)
     return parser.parse_args(argv)
@@ -109,6 +136,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.dot_grid:
+        if not os.path.isfile(args.dot_teacher):
+            raise UserError(f"--dot-teacher {args.dot_teacher}: no such checkpoint; `python run_all.py --preset full` "
+                            "trains it (ckpt/full/teacher_s0_*)")
+        return dot_grid(args)
     if not os.path.isfile(args.teacher):
         raise UserError(f"--teacher {args.teacher}: no such checkpoint; make run trains it (ckpt/quick/teacher_s0_*)")
     images, labels = first_batch(args.data_dir)

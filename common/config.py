@@ -39,7 +39,8 @@ STUDENT_DEFAULTS = dict(model="cifar10simple", epochs=40, lr=0.01, milestones=[1
                         dot=0.0,  # DOT's delta (0: plain SGD; mdistiller's: MDISTILLER_DOT_DELTA)
                         optimizer="sgd", schedule="step", lr_warmup=0)
 STAGE_DEFAULTS = {"teacher": TEACHER_DEFAULTS, "student": STUDENT_DEFAULTS}
-MDISTILLER_DOT_DELTA = 0.075  # mdistiller's SOLVER.DOT.DELTA: run_all.py --dot-methods trains with it
+MDISTILLER_DOT_DELTA = 0.075  # mdistiller's SOLVER.DOT.DELTA; on the own pair KD diverges with it (full preset)
+OWN_PAIR_DOT_DELTA = 0.05  # `python weights.py --dot-grid`: the own pair's, run_all.py --dot-methods trains with it
 DOT_METHODS = tuple(m for m in METHOD_NAMES if m != "ce")  # DOT needs a distillation term: run_all.py --dot-methods
 # How the ViTs train (DeiT's recipe: main.py's defaults): AdamW, weight decay 0.05 but on biases, LayerNorm, tokens
 # and position embedding (common.weights.no_weight_decay), a linear lr warm-up then cosine decay (common.schedules).

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from common.checkpoint import ckpt_path, make_checkpoint, save_checkpoint
+from common.config import MDISTILLER_DOT_DELTA, OWN_PAIR_DOT_DELTA
 from common.paths import IMG_DIR, LOG_DIR
 from common.results import read_result, result_path
 from conftest import ROOT
@@ -187,10 +188,11 @@ if "--ckpt" in argv:  # test.py: the fake checkpoint holds its run's name
     sys.exit(0)
 name, code = argv[argv.index("--name") + 1], int(os.environ["FAKE_EXIT"]) if "beta9_" in argv[argv.index("--name") + 1] else 0
 history = [dict(("time/" + part, 1.0) for part in ("data", "train", "eval"))]
+config = {{"name": name, "dot": float(argv[argv.index("--dot") + 1]) if "--dot" in argv else 0.0}}
 if code and os.environ["FAKE_RECORD"]:
-    write_result(training_result({{"name": name}}, "torch", "student", history, None, {{"epoch": 2, "error": "nan"}}))
+    write_result(training_result(config, "torch", "student", history, None, {{"epoch": 2, "error": "nan"}}))
 elif not code:
-    write_result(training_result({{"name": name}}, "torch", "student", history, 30.0))
+    write_result(training_result(config, "torch", "student", history, 30.0))
     os.makedirs(os.path.dirname(os.environ["CKPT"].format(name=name)), exist_ok=True)
     with open(os.environ["CKPT"].format(name=name), "w") as f:
         f.write(name)
@@ -236,20 +238,26 @@ def test_exit_codes_of_a_stage(monkeypatch, tmp_path, code, record, nproc, outco
 
 
 def test_dot_methods_add_a_dot_student_beside_the_plain_one(monkeypatch, tmp_path):
-    """--dot-methods kd: a second KD student, student_kd_dot, trained with mdistiller's --dot 0.075; the plain KD
-    student is trained without it. Refused where DOT cannot run (several processes) or has no students."""
+    """--dot-methods kd: a second KD student, student_kd_dot, trained with the own pair's --dot (mdistiller's with
+    --dot-delta 0.075); the plain KD student is trained without it. Refused where DOT cannot run (several processes)
+    or has no students."""
     job = fake_stages(monkeypatch, tmp_path, "rdot_src")
     commands, run = [], job.run
     monkeypatch.setattr(job, "run", lambda cmd, *a, **k: commands.append(cmd) or run(cmd, *a, **k))
-    args = job.parse_args(["--tag", "rdot", "--teacher-from", "rdot_src", "--methods", "kd", "--dot-methods", "kd",
-                           "--frameworks", "torch"])
-    records = job.run_framework("torch", args, 0)
+    flags = ["--tag", "rdot", "--teacher-from", "rdot_src", "--methods", "kd", "--dot-methods", "kd",
+             "--frameworks", "torch"]
+    records = job.run_framework("torch", job.parse_args(flags), 0)
     assert list(records) == ["kd", "kd dot"] and records["kd dot"]["top1"] == 12.5
     trained = {c[c.index("--name") + 1]: c for c in commands if "--name" in c}
     assert sorted(trained) == ["rdot/student_kd_dot_s0", "rdot/student_kd_s0"]
     dot = trained["rdot/student_kd_dot_s0"]
-    assert dot[dot.index("--method") + 1] == "kd" and dot[dot.index("--dot") + 1] == "0.075"
+    assert dot[dot.index("--method") + 1] == "kd" and dot[dot.index("--dot") + 1] == str(OWN_PAIR_DOT_DELTA)
     assert "--dot" not in trained["rdot/student_kd_s0"]
+    assert job.parse_args(["--dot-methods", "kd", "--dot-delta", "0.075"]).dot_delta == MDISTILLER_DOT_DELTA
+    # --resume keeps the finished DOT student of this delta, and refuses one trained with another
+    assert job.run_framework("torch", job.parse_args([*flags, "--resume"]), 0)["kd dot"]["top1"] == 12.5
+    with pytest.raises(job.StageFailed, match=r"trained with --dot 0.0\d+, not --dot-delta 0.075: delete it"):
+        job.run_framework("torch", job.parse_args([*flags, "--resume", "--dot-delta", "0.075"]), 0)
     for bad in (["--dot-methods", "kd", "--nproc", "2"], ["--dot-methods", "kd", "--preset", "vit-quick"],
                 ["--dot-methods", "kd", "--beta-sweep", "1"], ["--dot-methods", "ce"]):
         with pytest.raises(SystemExit):

@@ -64,3 +64,22 @@ def test_a_step_one_push_is_the_ratio_of_the_gradient_norms(teachers, tiny_data)
         terms[term].backward()
         norms.append(math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in student.parameters())))
     assert pushes["kd"] == pytest.approx(norms[1] / norms[0], rel=1e-6)
+
+
+def test_the_dot_grid_takes_mdistillers_delta_and_its_thirds_and_picks_on_validation(monkeypatch, capsys):
+    """weights.py --dot-grid: KD students at 0.025, 0.05 and 0.075, full preset, the full run's teacher; the best
+    validation top-1 among those that did not diverge (None), a tie to the larger delta; all diverged: none."""
+    runs = []
+    top1 = {"dot0.025": 60.0, "dot0.05": 61.5, "dot0.075": None}
+    monkeypatch.setattr(weights, "grid_run", lambda method, w, args, tag, preset, teacher:
+                        runs.append((method, w, preset, teacher)) or top1[tag])
+    grid, chosen = weights.main(["--dot-grid", "--dot-teacher", __file__])
+    assert runs == [("kd", {"dot": d}, "full", __file__) for d in (0.025, 0.05, 0.075)]
+    assert chosen == pytest.approx(0.05) and grid[chosen] == 61.5
+    assert "OWN_PAIR_DOT_DELTA = 0.05" in capsys.readouterr().out
+    top1.update({"dot0.025": 61.5})
+    assert weights.main(["--dot-grid", "--dot-teacher", __file__])[1] == pytest.approx(0.05)  # the tie
+    top1.update({"dot0.025": None, "dot0.05": None})
+    assert weights.main(["--dot-grid", "--dot-teacher", __file__])[1] is None
+    with pytest.raises(weights.UserError, match="--dot-teacher"):
+        weights.main(["--dot-grid", "--dot-teacher", "no/such.ckpt"])
