@@ -167,10 +167,11 @@ def run_framework(framework, args, seed, env=None):
         ckpt = ckpt_path(name, framework)
         record, wall = read_result(name, framework), None
         where = report.shown(result_path(name, framework))
-        trained_dot = record and record["config"].get("dot", 0.0)  # records older than DOT had none
-        if args.resume and record and "--dot" in cmd and trained_dot != float(cmd[cmd.index("--dot") + 1]):
-            raise StageFailed(f"{name}: {where} was trained with --dot {trained_dot:g}, not --dot-delta "
-                              f"{cmd[cmd.index('--dot') + 1]}: delete it and {report.shown(ckpt)} to retrain")
+        delta = float(cmd[cmd.index("--dot") + 1]) if "--dot" in cmd else None  # a --dot-methods student
+        trained_delta = record["config"].get("dot", 0.0) if record else None  # older records: no DOT
+        if args.resume and delta is not None and trained_delta not in (None, delta):
+            raise StageFailed(f"{name}: {where} was trained with --dot {trained_delta:g}, not --dot-delta {delta:g}: "
+                              f"delete it and {report.shown(ckpt)} to retrain")
         if args.resume and is_tested(record):
             print(f"[{framework}] {name}: finished earlier ({where}), not run again")
         elif args.resume and is_diverged(record):  # its checkpoint holds the blown-up weights

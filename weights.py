@@ -45,7 +45,7 @@ from torch_ import device as td, engine
 from torch_.distillers import METHODS
 
 GRID = (1 / 3, 1.0, 3.0)
-DOT_GRID = tuple(MDISTILLER_DOT_DELTA * k / 3 for k in (1, 2, 3))
+DOT_GRID = tuple(round(MDISTILLER_DOT_DELTA * k / 3, 4) for k in (1, 2, 3))  # 0.025, 0.05, 0.075
 BATCH = 64
 YARDSTICK = "kd"
 
@@ -108,11 +108,11 @@ def dot_grid(args):
     """DOT's delta on the own pair: {delta: best validation top-1 or None}, and the chosen delta (None: all diverged)."""
     grid = {}
     for delta in DOT_GRID:
-        grid[delta] = grid_run(YARDSTICK, dict(dot=round(delta, 4)), args, f"dot{delta:.3g}", "full", args.dot_teacher)
-        print(f"dot {delta:.3g}: best val top-1 {grid[delta]}", flush=True)
+        grid[delta] = grid_run(YARDSTICK, dict(dot=delta), args, f"dot{delta:g}", "full", args.dot_teacher)
+        print(f"dot {delta:g}: best val top-1 {grid[delta]}", flush=True)
     trained = {d: top1 for d, top1 in grid.items() if top1 is not None}
     chosen = max(trained, key=lambda d: (trained[d], d)) if trained else None
-    print(f"OWN_PAIR_DOT_DELTA = {chosen if chosen is None else round(chosen, 4)}")
+    print(f"OWN_PAIR_DOT_DELTA = {chosen}")
     return grid, chosen
 
 
@@ -125,7 +125,7 @@ def parse_args(argv=None):
     parser.add_argument("--teacher", default="ckpt/quick/teacher_s0_torch.ckpt",
                         help="the grid's teacher (default: make run's, seed 0)")
     parser.add_argument("--dot-grid", action="store_true",
-                        help=f"instead: DOT's delta, KD students with --dot {' / '.join(f'{d:.3g}' for d in DOT_GRID)} "
+                        help=f"instead: DOT's delta, KD students with --dot {' / '.join(f'{d:g}' for d in DOT_GRID)} "
                              "at the full preset's length, on the validation split")
     parser.add_argument("--dot-teacher", default="ckpt/full/teacher_s0_torch.ckpt",
                         help="the DOT grid's teacher (default: the full run's, seed 0)")
