@@ -19,7 +19,8 @@ log/<tag>/report.md: every table (val top-1, |delta| / seed std, the seconds per
 epoch, Jittor's kernel compilation, apart) and the overlaid curves img/<tag>_<stage>.png. The tables
 also go into the docs/ page holding the tag's markers (the full run's and the beta sweep's do).
 
---resume makes long runs survivable: a stage whose record is finished and tested is not run again,
+--resume makes long runs survivable: a stage whose record is finished and tested is not run again
+(once every flag the job gives it holds the record's value: otherwise the job stops and names the flag),
 and a stage with a checkpoint continues after its last finished epoch (the stage's own --resume).
 A stage whose loss became NaN exits with DIVERGED_EXIT (3) and its record says at which epoch: the
 job counts it as diverged and goes on (a point of a beta sweep, say), and --resume does not run it
@@ -41,8 +42,8 @@ import threading
 import time
 
 from common.checkpoint import ckpt_path
-from common.config import (add_data_dir, CNN_TEACHER_FROM, DEFAULT_METHODS, DOT_METHODS, FRAMEWORKS,
-                           MDISTILLER_DOT_DELTA, METHOD_NAMES, OWN_PAIR_DOT_DELTA, PRESET_SEEDS, PRESETS,
+from common.config import (add_data_dir, CNN_TEACHER_FROM, DEFAULT_METHODS, DOT_METHODS, flag_name, flag_text,
+                           FRAMEWORKS, MDISTILLER_DOT_DELTA, METHOD_NAMES, OWN_PAIR_DOT_DELTA, PRESET_SEEDS, PRESETS,
                            VIT_STUDENTS)
 from common.distributed import launcher_command
 from common.errors import DIVERGED_EXIT, UserError
@@ -112,6 +113,44 @@ def train_and_test(framework, name, train_cmd, test_cmd, env, launched):
     return wall, record
 
 
+def stage_flags(cmd):
+    """The flags a stage command gives its script, {dest: [value tokens]} (a launcher's own flags left out)."""
+    flags, key = {}, None
+    for token in cmd[next(i for i, t in enumerate(cmd) if t.endswith(".py")) + 1:]:
+        if token.startswith("--"):
+            key = token[2:].replace("-", "_")
+            flags[key] = []
+        else:
+            flags[key].append(token)
+    return flags
+
+
+def stale_setting(flags, config):
+    """The first flag given now that a finished run's record (config) holds another value for, as (recorded, given)
+    flag texts; None when all agree. Paths and placement may differ (a clone elsewhere, another device); the
+    epochs may not (a finished run is not extended). The stage's own --resume compares every resolved field
+    (common.config.check_resume); a finished run is not started again, so this compares what run_all gives."""
+    for key, tokens in flags.items():
+        if key in ("name", "resume", "data_dir", "device", "teacher"):
+            continue
+        field = key[3:] if key.startswith("no_") and not tokens else key
+        given_text = " ".join([flag_name(key), *tokens])
+        if field not in config:
+            return f"a version before {flag_name(field)} existed", given_text
+        saved = config[field]
+        if isinstance(saved, bool):
+            given = field == key
+        elif isinstance(saved, list):
+            given = [type(saved[0])(t) for t in tokens] if saved else tokens
+        elif isinstance(saved, (int, float)):
+            given = type(saved)(tokens[0])
+        else:
+            given = tokens[0] if tokens else None
+        if given != saved:
+            return flag_text(field, saved), given_text
+    return None
+
+
 def stage_script(framework, stage):
     return os.path.join(ROOT, f"{framework}_", f"{stage}.py")
 
@@ -167,10 +206,9 @@ def run_framework(framework, args, seed, env=None):
         ckpt = ckpt_path(name, framework)
         record, wall = read_result(name, framework), None
         where = report.shown(result_path(name, framework))
-        delta = float(cmd[cmd.index("--dot") + 1]) if "--dot" in cmd else None  # a --dot-methods student
-        trained_delta = record["config"].get("dot", 0.0) if record else None  # older records: no DOT
-        if args.resume and delta is not None and trained_delta not in (None, delta):
-            raise StageFailed(f"{name}: {where} was trained with --dot {trained_delta:g}, not --dot-delta {delta:g}: "
+        stale = (is_tested(record) or is_diverged(record)) and stale_setting(stage_flags(cmd), record["config"])
+        if args.resume and stale:  # a run kept by --resume must be the run this command asks for
+            raise StageFailed(f"{name}: {where} was trained with {stale[0]}, this job gives {stale[1]}: "
                               f"delete it and {report.shown(ckpt)} to retrain")
         if args.resume and is_tested(record):
             print(f"[{framework}] {name}: finished earlier ({where}), not run again")

@@ -188,7 +188,14 @@ if "--ckpt" in argv:  # test.py: the fake checkpoint holds its run's name
     sys.exit(0)
 name, code = argv[argv.index("--name") + 1], int(os.environ["FAKE_EXIT"]) if "beta9_" in argv[argv.index("--name") + 1] else 0
 history = [dict(("time/" + part, 1.0) for part in ("data", "train", "eval"))]
-config = {{"name": name, "dot": float(argv[argv.index("--dot") + 1]) if "--dot" in argv else 0.0}}
+def typed(token):
+    for kind in (int, float):
+        try:
+            return kind(token)
+        except ValueError:
+            pass
+    return token
+config = {{flag[2:].replace("-", "_"): typed(value) for flag, value in zip(argv, argv[1:]) if flag.startswith("--")}}
 if code and os.environ["FAKE_RECORD"]:
     write_result(training_result(config, "torch", "student", history, None, {{"epoch": 2, "error": "nan"}}))
 elif not code:
@@ -256,9 +263,31 @@ def test_dot_methods_add_a_dot_student_beside_the_plain_one(monkeypatch, tmp_pat
     assert job.parse_args(["--dot-methods", "kd", "--dot-delta", "0.075"]).dot_delta == MDISTILLER_DOT_DELTA
     # --resume keeps the finished DOT student of this delta, and refuses one trained with another
     assert job.run_framework("torch", job.parse_args([*flags, "--resume"]), 0)["kd dot"]["top1"] == 12.5
-    with pytest.raises(job.StageFailed, match=r"trained with --dot 0.0\d+, not --dot-delta 0.075: delete it"):
+    with pytest.raises(job.StageFailed, match=re.escape(f"trained with --dot {OWN_PAIR_DOT_DELTA!r}, this job gives "
+                                                        f"--dot 0.075: delete it")):
         job.run_framework("torch", job.parse_args([*flags, "--resume", "--dot-delta", "0.075"]), 0)
     for bad in (["--dot-methods", "kd", "--nproc", "2"], ["--dot-methods", "kd", "--preset", "vit-quick"],
                 ["--dot-methods", "kd", "--beta-sweep", "1"], ["--dot-methods", "ce"]):
         with pytest.raises(SystemExit):
             job.parse_args(bad)
+
+
+def test_resume_keeps_a_finished_run_only_when_every_given_flag_matches_its_record():
+    """--resume skips a finished stage: every flag run_all gives it (and --student-args / --teacher-args) must hold
+    the record's value, typed as the record holds it; paths and the device may differ; epochs may not."""
+    import run_all as job
+    config = {"seed": 0, "epochs": 40, "milestones": [15, 30], "dot": 0.05, "beta": 1.0, "preset": "full",
+              "mdistiller_weights": False, "data_dir": "/a/data", "teacher": "/a/ckpt/t.ckpt", "device": "auto"}
+    cmd = ["torchrun", "--nproc-per-node", "2", "/b/torch_/train_student.py", "--seed", "0", "--preset", "full",
+           "--data-dir", "/b/data", "--teacher", "/b/ckpt/t.ckpt", "--dot", "0.05", "--milestones", "15", "30",
+           "--beta", "1", "--device", "cpu", "--no-mdistiller-weights"]
+    assert job.stage_flags(cmd)["milestones"] == ["15", "30"] and "nproc_per_node" not in job.stage_flags(cmd)
+    assert job.stale_setting(job.stage_flags(cmd), config) is None
+    for extra, stale in [(["--epochs", "30"], ("--epochs 40", "--epochs 30")),
+                         (["--milestones", "5", "7"], ("--milestones [15, 30]", "--milestones 5 7")),
+                         (["--seed", "1"], ("--seed 0", "--seed 1")),
+                         (["--preset", "quick"], ("--preset 'full'", "--preset quick")),
+                         (["--mdistiller-weights"], ("--no-mdistiller-weights", "--mdistiller-weights")),
+                         (["--dot", "0.075"], ("--dot 0.05", "--dot 0.075")),
+                         (["--rdrop", "5"], ("a version before --rdrop existed", "--rdrop 5"))]:
+        assert job.stale_setting(job.stage_flags(cmd + extra), config) == stale
