@@ -117,9 +117,10 @@ def stage_flags(cmd):
     """The flags a stage command gives its script, {dest: [value tokens]} (a launcher's own flags left out)."""
     flags, key = {}, None
     for token in cmd[next(i for i, t in enumerate(cmd) if t.endswith(".py")) + 1:]:
-        if token.startswith("--"):
-            key = token[2:].replace("-", "_")
-            flags[key] = []
+        if token.startswith("--"):  # --flag value ... or --flag=value
+            key, _, value = token[2:].partition("=")
+            key = key.replace("-", "_")
+            flags[key] = [value] if value else []
         else:
             flags[key].append(token)
     return flags
@@ -138,17 +139,22 @@ def stale_setting(flags, config):
         if field not in config:
             return f"a version before {flag_name(field)} existed", given_text
         saved = config[field]
-        if isinstance(saved, bool):
-            given = field == key
-        elif isinstance(saved, list):
-            given = [type(saved[0])(t) for t in tokens] if saved else tokens
-        elif isinstance(saved, (int, float)):
-            given = type(saved)(tokens[0])
-        else:
-            given = tokens[0] if tokens else None
+        given = field == key if isinstance(saved, bool) else typed_like(saved, tokens)
         if given != saved:
             return flag_text(field, saved), given_text
     return None
+
+
+def typed_like(saved, tokens):
+    """A flag's value tokens typed as the record holds its value: a number, a list of numbers, a string."""
+    try:
+        if isinstance(saved, list):
+            return [type(saved[0])(t) for t in tokens] if saved else tokens
+        if isinstance(saved, (int, float)):
+            return type(saved)(tokens[0])
+    except (ValueError, IndexError):  # not a value of the record's type: it differs
+        return tokens
+    return tokens[0] if len(tokens) == 1 else tokens
 
 
 def stage_script(framework, stage):

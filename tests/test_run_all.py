@@ -283,9 +283,11 @@ def test_resume_keeps_a_finished_run_only_when_every_given_flag_matches_its_reco
            "--beta", "1", "--device", "cpu", "--no-mdistiller-weights"]
     assert job.stage_flags(cmd)["milestones"] == ["15", "30"] and "nproc_per_node" not in job.stage_flags(cmd)
     assert job.stale_setting(job.stage_flags(cmd), config) is None
+    assert job.stale_setting(job.stage_flags(cmd + ["--epochs=40", "--preset", "full"]), config) is None
     for extra, stale in [(["--epochs", "30"], ("--epochs 40", "--epochs 30")),
                          (["--milestones", "5", "7"], ("--milestones [15, 30]", "--milestones 5 7")),
                          (["--seed", "1"], ("--seed 0", "--seed 1")),
+                         (["--seed=1"], ("--seed 0", "--seed 1")), (["--seed", "0.5"], ("--seed 0", "--seed 0.5")),
                          (["--preset", "quick"], ("--preset 'full'", "--preset quick")),
                          (["--mdistiller-weights"], ("--no-mdistiller-weights", "--mdistiller-weights")),
                          (["--dot", "0.075"], ("--dot 0.05", "--dot 0.075")),
