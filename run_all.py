@@ -212,8 +212,9 @@ def run_framework(framework, args, seed, env=None):
         ckpt = ckpt_path(name, framework)
         record, wall = read_result(name, framework), None
         where = report.shown(result_path(name, framework))
-        stale = (is_tested(record) or is_diverged(record)) and stale_setting(stage_flags(cmd), record["config"])
-        if args.resume and stale:  # a run kept by --resume must be the run this command asks for
+        kept = args.resume and (is_tested(record) or is_diverged(record))  # --resume will not run it again
+        stale = kept and stale_setting(stage_flags(cmd), record["config"])
+        if stale:  # a run kept by --resume must be the run this command asks for
             raise StageFailed(f"{name}: {where} was trained with {stale[0]}, this job gives {stale[1]}: "
                               f"delete it and {report.shown(ckpt)} to retrain")
         if args.resume and is_tested(record):
