@@ -3,7 +3,8 @@
 The arrays (weights, momentum buffers) are safetensors tensors "model/<name>" and
 "optimizer/<name>" (and "regressor/<name>": FitNet's, beside the student); everything else (epoch, config, history, ...) is JSON in its header.
 Nothing is unpickled: a checkpoint from anywhere can be opened without running its code.
-Also here: what --resume checks against the checkpoint, and what a model/dataset must match.
+Also here: what --resume checks against the checkpoint, where a run's epochs ran, and what a model/dataset must
+match.
 """
 import json
 import os
@@ -15,6 +16,7 @@ import safetensors.numpy
 from common import safe_pickle
 from common.paths import CKPT_DIR
 from common.datasets import DATASETS, dataset_spec
+from common.env import num_threads
 from common.errors import CheckpointError
 from common.files import atomic_write
 from common.foreign import ARCH_FLAGS, is_torch_file, numpy_state, torch_file_dataset
@@ -31,16 +33,43 @@ def array_groups(ckpt):
 
 
 def make_checkpoint(model, config, framework, arch, dataset, optimizer=None, extra=None, epoch=-1, best_top1=None,
-                    history=(), teacher_digest=None):
+                    history=(), teacher_digest=None, ran_on=()):
     """The one checkpoint dict of this repo, whoever writes it (a stage after an epoch, convert.py) or reads a
     foreign file into one: arrays ({name: numpy array}) and plain data only.
 
     extra: {key: state} of the modules trained with the student (FitNet's regressor), saved under key.
     teacher_digest: a student's teacher weights' fingerprint (--resume refuses another teacher).
+    ran_on: where the epochs ran (ran_on_here).
     """
     return {"model": model, "optimizer": optimizer or {}, **(extra or {}), "epoch": epoch, "best_top1": best_top1,
             "config": config, "framework": framework, "arch": arch, "dataset": dataset, "history": list(history),
-            "teacher_digest": teacher_digest}
+            "teacher_digest": teacher_digest, "ran_on": list(ran_on)}
+
+
+def machine(device, processes):
+    """What a run's floats depend on beyond its flags and seed: the device kind, the CPU threads per process
+    (KD_THREADS) and the data-parallel processes, which order the sums of every reduction."""
+    return {"device": str(device).split(":")[0], "threads": num_threads(), "processes": processes}
+
+
+def ran_on_here(ran_on, here, start_epoch):
+    """Where the run's epochs ran ([{"from_epoch", **machine}], from the checkpoint when resuming; empty for a fresh
+    run or a checkpoint written before it was kept), this process's machine appended if it differs from the last.
+    Returns (ran_on, a note when it differs): the run goes on, but equals an uninterrupted run bit for bit only
+    on the same machine (docs/checkpoints.md)."""
+    last = {k: v for k, v in ran_on[-1].items() if k != "from_epoch"} if ran_on else None
+    if last == here:
+        return list(ran_on), None
+    ran_on = [*ran_on, {"from_epoch": start_epoch + 1, **here}]
+    if last is None:
+        return ran_on, None  # a fresh run, or epochs whose machine was not recorded
+    return ran_on, (f"note: epochs 1-{start_epoch} ran with {describe_machine(last)}, this run has "
+                    f"{describe_machine(here)}: it goes on, but equals the uninterrupted run bit for bit only on the "
+                    f"same (KD_THREADS={last['threads']} sets the threads)")
+
+
+def describe_machine(m):
+    return f"{m['device']}, {m['threads']} thread(s) x {m['processes']} process(es)"
 
 
 def ckpt_path(name, framework):

@@ -46,12 +46,13 @@ def empty_result(name, framework):
             "final": {}, "best_val_top1": None, "seconds": {}, "config": {}, "test": None, "test_from": {}}
 
 
-def training_result(config, framework, stage, history, best_top1, diverged=None):
-    """The record a training stage writes at its end: finished, or diverged ({"epoch", "error"})."""
+def training_result(config, framework, stage, history, best_top1, diverged=None, ran_on=()):
+    """The record a training stage writes at its end: finished, or diverged ({"epoch", "error"}); ran_on: where its
+    epochs ran (common.checkpoint.ran_on_here)."""
     last = history[-1] if history else {}
     return dict(empty_result(config["name"], framework), stage=stage, epochs=len(history), finished=diverged is None,
                 diverged=diverged, final={k: last[k] for k in last if k.startswith(("val/", "train/"))},
-                best_val_top1=best_top1, config=config,
+                best_val_top1=best_top1, config=config, ran_on=list(ran_on),
                 seconds={part: sum(h[f"time/{part}"] for h in history) for part in ("data", "train", "eval")})
 
 

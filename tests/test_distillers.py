@@ -190,7 +190,7 @@ def test_modules_trained_with_the_student_are_saved_and_restored_exactly(fw, met
     before = {key: models.get_state(module) for key, module in restored[1].items()}
     assert any(not np.array_equal(before[key][k], v) for key, module in trained[1].items()
                for k, v in models.get_state(module).items())  # the steps moved the modules: the test can tell
-    assert engine.resume(path, config, restored[0], restored[2], restored[1], "teacher-digest") == (1, 12.5, [])
+    assert engine.resume(path, config, restored[0], restored[2], restored[1], "teacher-digest") == (1, 12.5, [], [])
     pairs = [(trained[0], restored[0])] + [(trained[1][key], restored[1][key]) for key in trained[1]]
     for a, b in pairs:
         state_a, state_b = models.get_state(a), models.get_state(b)

@@ -20,7 +20,7 @@ import pytest
 
 from common.config import FRAMEWORKS
 from common.batches import epoch_seed
-from common.checkpoint import ckpt_path, load_checkpoint
+from common.checkpoint import ckpt_path, load_checkpoint, ran_on_here
 from common.files import temp_prefix
 from common.logs import read_scalars
 from common.results import read_result, result_path, run_dir
@@ -82,6 +82,7 @@ def assert_same_run(reference, resumed, fw):
             assert a[group][key].tobytes() == b[group][key].tobytes(), f"{group} {key} differs"
     assert [without_times(h) for h in a["history"]] == [without_times(h) for h in b["history"]]
     assert a["best_top1"] == b["best_top1"]
+    assert len(a["ran_on"]) == 1 and a["ran_on"] == b["ran_on"], "resumed on the same machine: one entry"
     records = [read_result(n, fw) for n in (reference, resumed)]
     assert all(r["finished"] and r["epochs"] == EPOCHS for r in records)
     assert records[0]["final"] == records[1]["final"] and records[0]["best_val_top1"] == records[1]["best_val_top1"]
@@ -101,6 +102,7 @@ def kill_and_resume(fw, stage, name, args):
     stale = plant_stale_temps(name, fw)
     proc = run_script(fw, stage, *args, "--resume")
     assert f"resuming {ckpt_path(name, fw)} after epoch 1" in proc.stdout
+    assert "note:" not in proc.stdout, "the same machine: nothing to say"
     assert not [p for p in stale if os.path.exists(p)], "stale temp files were left"
 
 
@@ -135,6 +137,31 @@ def test_teacher_killed_mid_epoch_resumes_exactly(fw, tiny_data, tmp_path):
     assert "trained with --sync-bn, this run has --no-sync-bn" in line
     # a refused resume changed nothing: same checkpoint, still the finished run
     assert_same_run("r/teacher_ref", "r/teacher_cut", fw)
+    # resumed with other CPU threads (here: one epoch more), the run goes on and says that it is no longer
+    # bit-for-bit the uninterrupted one; the checkpoint and the record keep where each epoch ran
+    first = read_result("r/teacher_cut", fw)["ran_on"][0]
+    assert first["from_epoch"] == 1 and first["processes"] == 1 and first["threads"] >= 1
+    more = cut[:cut.index("--epochs") + 1] + [EPOCHS + 1] + cut[cut.index("--epochs") + 2:]
+    proc = run_script(fw, "train_teacher", *more, "--resume", env=dict(os.environ, KD_THREADS=str(first["threads"] + 1)))
+    assert (f"note: epochs 1-{EPOCHS} ran with {first['device']}, {first['threads']} thread(s) x 1 process(es), "
+            f"this run has {first['device']}, {first['threads'] + 1} thread(s)") in proc.stdout
+    ran_on = [first, {**first, "from_epoch": EPOCHS + 1, "threads": first["threads"] + 1}]
+    assert load_checkpoint(ckpt_path("r/teacher_cut", fw))["ran_on"] == ran_on
+    assert read_result("r/teacher_cut", fw)["ran_on"] == ran_on and read_result("r/teacher_cut", fw)["epochs"] == EPOCHS + 1
+
+
+def test_ran_on_keeps_each_change_of_machine_and_notes_it():
+    here = {"device": "cpu", "threads": 1, "processes": 1}
+    fresh, note = ran_on_here([], here, 0)
+    assert fresh == [{"from_epoch": 1, **here}] and note is None
+    assert ran_on_here(fresh, dict(here), 5) == (fresh, None)  # resumed on the same machine
+    gpu = {"device": "cuda", "threads": 1, "processes": 2}
+    ran_on, note = ran_on_here(fresh, gpu, 5)
+    assert ran_on == [*fresh, {"from_epoch": 6, **gpu}]
+    assert note.startswith("note: epochs 1-5 ran with cpu, 1 thread(s) x 1 process(es), this run has cuda, 1 thread(s) "
+                           "x 2 process(es)") and "KD_THREADS=1" in note
+    # a checkpoint written before the machine was kept: this run's is recorded, and there is nothing to compare
+    assert ran_on_here([], here, 7) == ([{"from_epoch": 8, **here}], None)
 
 
 # kd, and every own-pair method with modules trained beside the student (FitNet's regressor, VID's, CRD's memory banks

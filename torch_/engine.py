@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common.batches import epoch_seed  # noqa: E402
 from common.checkpoint import (check_arch, check_dataset, ckpt_num_classes, ckpt_path, describe_checkpoint,  # noqa: E402
-                               load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint, wrong_weights)
+                               load_checkpoint, machine, make_checkpoint, ran_on_here, read_checkpoint, save_checkpoint,
+                               wrong_weights)
 from common.config import ADAMW, check_resume  # noqa: E402
 from common.datasets import DATASETS  # noqa: E402
 from common.distributed import check_batch_size, is_main  # noqa: E402
@@ -244,19 +245,20 @@ def parallel_note(config):
             f"BatchNorm statistics {'of the global batch' if config.sync_bn else 'per process'})")
 
 
-def save_run(path, config, model, optimizer, extra, epoch, best_top1, history, teacher_digest):
+def save_run(path, config, model, optimizer, extra, epoch, best_top1, history, teacher_digest, ran_on=()):
     """The run's checkpoint after an epoch: the model's weights, the optimizer's state (momentum buffers by name, the
     extra modules' included), every module of extra under its key, the history; resume() reads all of it back."""
     save_checkpoint(path, make_checkpoint(
         models.get_state(model), vars(config), FRAMEWORK, config.model, config.dataset,
         optimizer=get_optimizer_state(model, optimizer, extra),
         extra={key: models.get_state(module) for key, module in extra.items()},
-        epoch=epoch, best_top1=best_top1, history=history, teacher_digest=teacher_digest))
+        epoch=epoch, best_top1=best_top1, history=history, teacher_digest=teacher_digest, ran_on=ran_on))
 
 
 def resume(path, config, model, optimizer, extra, teacher_digest):
     """--resume: the checkpoint's weights, optimizer state and history, after checking that it was trained
-    with this very config (common.config.check_resume) and teacher. Returns (start epoch, best, history)."""
+    with this very config (common.config.check_resume) and teacher. Returns (start epoch, best, history, where the
+    epochs ran)."""
     ckpt = load_checkpoint(path)
     check_arch(ckpt, config.model, path)
     check_dataset(ckpt, config.dataset, path)
@@ -271,7 +273,7 @@ def resume(path, config, model, optimizer, extra, teacher_digest):
                                   f"without --resume")
         models.load_state(module, ckpt[key], f"{path} ({key})")
     load_optimizer_state(model, optimizer, ckpt["optimizer"], extra)
-    return ckpt["epoch"] + 1, ckpt["best_top1"], ckpt["history"]
+    return ckpt["epoch"] + 1, ckpt["best_top1"], ckpt["history"], ckpt.get("ran_on") or []
 
 
 def fit(config, label, model, device, teacher=None, extra=None, teacher_digest=None):
@@ -293,10 +295,13 @@ def fit(config, label, model, device, teacher=None, extra=None, teacher_digest=N
     path = ckpt_path(config.name, FRAMEWORK)
     if is_main():
         remove_stale_temps(path)  # left by a run killed while it wrote its checkpoint
-    start_epoch, best_top1, history = 0, 0.0, []
+    start_epoch, best_top1, history, ran_on = 0, 0.0, [], []
     if config.resume:
-        start_epoch, best_top1, history = resume(path, config, model, optimizer, extra, teacher_digest)
+        start_epoch, best_top1, history, ran_on = resume(path, config, model, optimizer, extra, teacher_digest)
         print(f"[{FRAMEWORK} {label}] resuming {path} after epoch {start_epoch}")
+    ran_on, note = ran_on_here(ran_on, machine(device, parallel.world_size()), start_epoch)
+    if note and is_main():
+        print(f"[{FRAMEWORK} {label}] {note}")
     parallel.set_sync_bn(model, config.sync_bn)
     train_model = parallel.wrap(model, device)  # after loading: every rank starts from the same weights
     train_extra = {key: parallel.wrap(parallel.set_sync_bn(module, config.sync_bn), device)
@@ -317,7 +322,7 @@ def fit(config, label, model, device, teacher=None, extra=None, teacher_digest=N
             if is_main():
                 writer.close()
                 write_result(training_result(vars(config), FRAMEWORK, label, history, best_top1,
-                                             diverged={"epoch": e.epoch, "error": str(e)}))
+                                             diverged={"epoch": e.epoch, "error": str(e)}, ran_on=ran_on))
             parallel.barrier()  # every rank saw the same loss: none exits before rank 0 recorded it
             raise
         start = time.perf_counter()
@@ -329,11 +334,11 @@ def fit(config, label, model, device, teacher=None, extra=None, teacher_digest=N
         history.append(metrics)
         if not is_main():
             continue
-        save_run(path, config, model, optimizer, extra, epoch, best_top1, history, teacher_digest)
+        save_run(path, config, model, optimizer, extra, epoch, best_top1, history, teacher_digest, ran_on)
         writer.scalars(metrics, epoch + 1)
         writer.flush()
         print(epoch_line(FRAMEWORK, label, epoch, config.epochs, metrics), flush=True)
-    record = training_result(vars(config), FRAMEWORK, label, history, best_top1)
+    record = training_result(vars(config), FRAMEWORK, label, history, best_top1, ran_on=ran_on)
     if is_main():
         writer.close()
         write_result(record)
