@@ -37,6 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from common.checkpoint import describe_machine  # noqa: E402
 from common.config import DOT_METHODS, FRAMEWORKS, METHOD_NAMES, VIT_STUDENTS  # noqa: E402
 from common.errors import die, UserError  # noqa: E402
 from common.files import atomic_write  # noqa: E402
@@ -73,7 +74,8 @@ def read_json(path):
 
 def read_framework(folder):
     """One framework's run folder -> {"scalars": {tag: {step: value}}, "test": test.py's metrics or None,
-    "finished": bool, "diverged": {"epoch", "error"} or None}, from its event files and its result record;
+    "finished": bool, "diverged": {"epoch", "error"} or None, "ran_on": where its epochs ran}, from its event files
+    and its result record;
     None when it holds neither events nor a diverged record (a run can diverge in its first epoch,
     before it logs anything)."""
     if not os.path.isdir(folder):
@@ -85,7 +87,7 @@ def read_framework(folder):
     if not scalars and not record.get("diverged"):
         return None
     return {"scalars": scalars, "test": record.get("test"), "finished": bool(record.get("finished")),
-            "diverged": record.get("diverged")}
+            "diverged": record.get("diverged"), "ran_on": record.get("ran_on") or []}
 
 
 def find_runs(tag, pattern, key=str):
@@ -343,6 +345,17 @@ def unfinished_line(groups):
             f"logged epoch in brackets): {', '.join(names)}.\n" if names else "")
 
 
+def moved_line(groups):
+    """A line naming the runs resumed on another machine (device, CPU threads or processes), which are not bit for
+    bit the uninterrupted run (docs/checkpoints.md), with where their later epochs ran."""
+    names = [f"{key}/s{seed}/{fw} (" + "; ".join(f"from epoch {m['from_epoch']}: {describe_machine(m)}"
+                                                  for m in run["ran_on"][1:]) + ")"
+             for key, seeds in groups.items() for seed, runs in sorted(seeds.items())
+             for fw, run in runs.items() if len(run["ran_on"]) > 1]
+    return (f"\nResumed on another machine (device, CPU threads or processes), so not bit for bit the uninterrupted run: "
+            f"{', '.join(names)}.\n" if names else "")
+
+
 def image_links(figures, base_dir):
     """Markdown image links, relative to the folder of the file they go into."""
     return "\n\n".join(f"![{name}]({os.path.relpath(path, base_dir).replace(os.sep, '/')})"
@@ -368,7 +381,7 @@ def stage_markdown(tag, runs, figures, base_dir, against=None):
     time_note = ("Seconds (data loading + training + evaluation): the first epoch, which holds Jittor's kernel "
                  "compilation (cached for later runs), apart from the later epochs' mean per epoch, the steady "
                  "speed; ratio of the means, jittor / torch:")
-    return "\n".join([note, unfinished_line(runs), top1, "", gain_markdown(runs), "",
+    return "\n".join([note, unfinished_line(runs), moved_line(runs), top1, "", gain_markdown(runs), "",
                       against_markdown(tag, runs, *against) if against else "", time_note, "", times, "",
                       image_links(figures, base_dir)])
 
