@@ -64,8 +64,8 @@ def ran_on_here(ran_on, here, start_epoch):
     if last is None:
         return ran_on, None  # a fresh run, or epochs whose machine was not recorded
     return ran_on, (f"note: epochs 1-{start_epoch} ran with {describe_machine(last)}, this run has "
-                    f"{describe_machine(here)}: it goes on, but equals the uninterrupted run bit for bit only on the "
-                    f"same (KD_THREADS={last['threads']} sets the threads)")
+                    f"{describe_machine(here)}: it goes on, but no longer equals the uninterrupted run bit for bit "
+                    f"(KD_THREADS={last['threads']} gives the checkpoint's threads)")
 
 
 def describe_machine(m):
