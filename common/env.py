@@ -7,7 +7,8 @@ from common.distributed import launch
 
 def num_threads():
     """CPU threads per process, equal for both frameworks (a fair comparison): KD_THREADS, else the
-    machine's cores shared among the data-parallel processes running on it (all of them for one)."""
+    machine's cores shared among the data-parallel processes running on it (all of them for one).
+    OMP_NUM_THREADS does not choose them: torch.set_num_threads and prepare_jittor override it."""
     if "KD_THREADS" in os.environ:
         return int(os.environ["KD_THREADS"])
     return max(1, (os.cpu_count() or 1) // launch().local_world_size)
@@ -36,8 +37,14 @@ def prepare_jittor():
     os.environ.setdefault("log_silent", "1")  # no info lines at import; compile progress still shows
     # Jittor's CPU parallelism is OpenMP: oneDNN's and jittor_/kernels.py's (the kernels Jittor
     # generates itself are single-threaded): same thread count as torch.set_num_threads(common.num_threads())
-    # for a fair comparison
-    os.environ.setdefault("OMP_NUM_THREADS", str(num_threads()))
+    # for a fair comparison, and the count checkpoints record (common.checkpoint.machine). Set, not defaulted:
+    # an OMP_NUM_THREADS left in the shell would give Jittor other threads than torch, and resume a run
+    # on other threads than its checkpoint says.
+    threads = str(num_threads())
+    if os.environ.get("OMP_NUM_THREADS", threads) != threads:
+        print(f"note: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} is replaced by {threads} for Jittor, the threads "
+              f"torch uses: set KD_THREADS to choose both", file=sys.stderr)
+    os.environ["OMP_NUM_THREADS"] = threads
     # Jittor names its compile cache after the git branch around its install folder: with the venv
     # inside this repo, every branch switch would recompile everything. One fixed name instead.
     os.environ.setdefault("cache_name", "default")

@@ -164,6 +164,32 @@ def test_ran_on_keeps_each_change_of_machine_and_notes_it():
     assert ran_on_here([], here, 7) == ([{"from_epoch": 8, **here}], None)
 
 
+# The threads each framework computes with, read from its own runtime (torch's pool; the OpenMP that Jittor's
+# oneDNN and jittor_/kernels.py run on), and the threads its checkpoint would record
+THREADS_SEEN = {
+    "torch": "import torch; select_device('cpu'); print(torch.get_num_threads(), machine('cpu', 1)['threads'])",
+    "jittor": "import jittor as jt; select_device('cpu'); print(jt.code((1,), 'int32', [], cpu_header='#include <omp.h>', "
+              "cpu_src='out0_p[0] = omp_get_max_threads();').numpy()[0], machine('cpu', 1)['threads'])",
+}
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_threads_recorded_are_the_threads_used_whatever_omp_num_threads_says(fw):
+    """KD_THREADS sets both frameworks' threads, and ran_on records them: an OMP_NUM_THREADS left in the shell
+    changes neither (before, Jittor ran on it while the checkpoint recorded KD_THREADS), and Jittor says so."""
+    code = (f"import sys; sys.path.insert(0, {ROOT!r}); from common.checkpoint import machine; "
+            f"from {fw}_.device import select_device; {THREADS_SEEN[fw]}")
+    for omp, note in (("3", fw == "jittor"), ("1", False), (None, False)):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        env.update({"KD_THREADS": "1", **({"OMP_NUM_THREADS": omp} if omp else {})})
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["1", "1"], (omp, proc.stdout)
+        said = "note: OMP_NUM_THREADS=3 is replaced by 1 for Jittor, the threads torch uses" in proc.stderr
+        assert said == note, (omp, proc.stderr)
+
+
 # kd, and every own-pair method with modules trained beside the student (FitNet's regressor, VID's, CRD's memory banks
 # and sampling stream) but OFD's and ReviewKD's: convolutions and BatchNorms like FitNet's regressor, which
 # test_distillers saves and restores through the engine's checkpoint (and test_data_parallel trains on 2 processes)
