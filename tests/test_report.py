@@ -411,3 +411,23 @@ def test_a_dot_student_is_a_stage_of_its_own_with_its_gain(tmp_path):
     rows, gains = tables(block)[:2]
     assert list(rows)[1:] == ["student_ce", "student_kd", "student_kd_dot"]
     assert gains["student_kd_dot − student_ce"][1:] == ["+3.50 ± 0.00", "+3.50 ± 0.00"]
+
+
+def test_seeds_keeps_the_same_seeds_in_both_frameworks(tmp_path):
+    """--seeds 0 1 while seed 2 trains: seed 2 finished in torch only, so without the flag the torch mean is over
+    3 seeds and the Jittor one over 2; with it both are over seeds 0 and 1, and the command says so."""
+    top1 = {0: 60.0, 1: 62.0, 2: 70.0}
+    for seed, value in top1.items():
+        for fw in report.FRAMEWORKS:
+            if (fw, seed) == ("jittor", 2):
+                write_run(f"sel/teacher_s{seed}", fw, seed % 2, finished=False)  # still training (curves of seed 0)
+            else:
+                write_run(f"sel/teacher_s{seed}", fw, seed % 2, test_top1=value)
+    rows = table_rows(report.main(["--tag", "sel", "--img-dir", str(tmp_path)]))
+    assert rows["teacher"][5:8] == ["64.00 ± 5.29", "61.00 ± 1.41", "-3.00"]
+    block = report.main(["--tag", "sel", "--seeds", "0", "1", "--img-dir", str(tmp_path)])
+    assert table_rows(block)["teacher"][5:8] == ["61.00 ± 1.41", "61.00 ± 1.41", "+0.00"]
+    assert "over 2 seeds (0, 1)" in block and "`python report.py --tag sel --seeds 0 1`" in block
+    assert "Still training" not in block  # seed 2 is left out, not unfinished
+    with pytest.raises(SystemExit, match=r"holds no run of seed 5 \(--seeds\)"):
+        report.main(["--tag", "sel", "--seeds", "0", "5", "--img-dir", str(tmp_path)])
