@@ -25,6 +25,7 @@ are in docs/results.md, the sweep's in docs/beta_sweep.md; --doc FILE names one,
 them). Most tags (quick, say) have no markers anywhere: then no page is changed.
 """
 import argparse
+import functools
 import glob
 import json
 import os
@@ -104,12 +105,15 @@ def find_runs(tag, pattern, key=str, seeds=None):
     runs = {}
     for name in sorted(os.listdir(root)):
         match = pattern.match(name)
-        if not match or (seeds is not None and int(match.group(2)) not in seeds):
+        if not match:
+            continue
+        seed = int(match.group(2))
+        if seeds is not None and seed not in seeds:
             continue
         found = {fw: read_framework(os.path.join(root, name, fw)) for fw in FRAMEWORKS}
         found = {fw: run for fw, run in found.items() if run}
         if found:
-            runs.setdefault(key(match.group(1)), {})[int(match.group(2))] = found
+            runs.setdefault(key(match.group(1)), {})[seed] = found
     if not runs:
         raise SystemExit(f"error: {root} holds no runs with event files named like {pattern.pattern} "
                          f"(is this a beta sweep? then add --sweep)")
@@ -621,8 +625,7 @@ def main(argv=None):
         key, out, markdown, narrow = args.tag, "report.md", stage_markdown, narrow_stage_table
         if args.against:
             other = (args.against, find_runs(args.against, STAGE_RUN, seeds=args.seeds))
-            markdown = lambda tag, runs, figures, base_dir, flags: stage_markdown(tag, runs, figures, base_dir, other,
-                                                                                   flags=flags)
+            markdown = functools.partial(stage_markdown, against=other)
     if args.doc:
         check_doc(args.doc, key)
     doc = None if args.log_only else args.doc or marked_doc(key)  # none for most tags: nothing to say then
