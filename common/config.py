@@ -101,7 +101,8 @@ PRESETS = {
     "full": dict(teacher={}, student={}),
     # The transformer track (docs/transformers.md): the ViT teacher, ViT students (DeiT's with its distillation token),
     # the ViT teacher by default (--teacher-model cifar10quick: the CNN one). Sized from images/s measured on 2 CPU
-    # cores: vit-quick about 2 minutes per framework, vit-full 3 seeds of everything in about 8 hours per framework.
+    # cores: vit-quick about 2 minutes per framework; vit-full, 3 seeds of everything, about 10 hours with both
+    # frameworks at once on one thread each (about 3 hours per seed and framework).
     "vit-quick": dict(teacher=dict(model="vit6x192", epochs=2, train_size=1500, val_size=500, lr_warmup=0),
                       student=dict(model="vit2x96", teacher_model="vit6x192", epochs=3, train_size=800, val_size=500,
                                    lr_warmup=0),
