@@ -9,6 +9,7 @@
     python align.py --stage kdsvd --steps 50       # any method of the table: nst, pkt, rkd, sp, kdsvd, vid too
     python align.py --stage rdrop --steps 50       # R-Drop on the teacher (alpha 5, dropout 0.3)
     python align.py --stage vit --steps 50         # the ViT teacher; deit, tinybert, vit-rdrop (R-Drop on vit2x96)
+    python align.py --stage deit --deit-type hard  # DeiT against the teacher's argmax (default soft)
     python align.py --pair res32x4_res8x4 --steps 50  # DKD with a CIFAR-100 pair's models and settings
     python align.py --compare-ckpt ckpt/full/teacher_s0_torch.ckpt   # same weights, same predictions?
 
@@ -165,7 +166,8 @@ def stage_config(args):
     return build_config("student", METHODS, method=args.stage, pair=args.pair, model=arch, teacher_model=teacher_arch,
                         lr=args.lr, seed=args.seed, batch_size=args.batch_size, train_size=args.train_size, val_size=0,
                         data_dir=args.data_dir,
-                        mdistiller_weights=args.mdistiller_weights or None)  # the split of batches(): CRD's memory rows
+                        mdistiller_weights=args.mdistiller_weights or None,  # the split of batches(): CRD's memory rows
+                        deit_type=args.deit_type)
 
 
 def torch_step(model, teacher, optimizer, x, y, hp, extra, index):
@@ -326,6 +328,8 @@ def parse_args(argv=None):
                         help="teacher checkpoint for kd/dkd, .ckpt or .pth (default: a seeded init)")
     parser.add_argument("--teacher-model", choices=MODELS, default=None,
                         help="the teacher's architecture instead of the stage's / pair's (e.g. for a smaller test)")
+    parser.add_argument("--deit-type", choices=["soft", "hard"], default=None,
+                        help="--stage deit: DeiT's soft or hard distillation (default the method's, soft)")
     parser.add_argument("--compare-ckpt", default=None, help="instead: evaluate this checkpoint in both frameworks")
     parser.add_argument("--model", choices=MODELS, default=None,
                         help="architecture of a .pth given to --compare-ckpt (a .ckpt names its own)")
@@ -333,6 +337,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     pair = PAIRS[args.pair] if args.pair else {}
     args.stage = args.stage or ("dkd" if args.pair else "teacher")
+    if args.deit_type and args.stage != "deit":
+        parser.error(f"--deit-type is DeiT's: give --stage deit (not {args.stage})")
     vit = STAGES[args.stage][0] in VIT_MODELS  # a ViT stage keeps its model's AdamW lr (VIT_TRAINING)
     args.lr = pair.get("lr", None if vit else 0.01) if args.lr is None else args.lr
     if not args.compare_ckpt:  # --compare-ckpt: the checkpoint's own dataset unless given

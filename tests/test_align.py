@@ -8,13 +8,15 @@ from torch_ import models as tm
 pytestmark = pytest.mark.slow  # every test here runs stages, launchers or a benchmark
 
 
-@pytest.mark.parametrize("stage", list(align.STAGES))  # every method of the table with a teacher, teacher, rdrop
-def test_step_parity(stage, tiny_data):
+@pytest.mark.parametrize("stage", [*align.STAGES, "deit --deit-type hard"])  # every method of the table with a
+def test_step_parity(stage, tiny_data):  # teacher, teacher, rdrop; DeiT's soft (its default) and hard
     """One short align.py run per stage (its tiny noise removes max-pool ties, as align.py --jitter does), judged
     as align.py judges it (align.verdict: step 1 below STEP1_TOL, then below LATE_TOL or within
     YARDSTICK_FACTOR x torch's own float32-vs-float64 drift)."""
-    rows = align.run_parity(align.parse_args(["--stage", stage, "--batch-size", "32", "--train-size", "200",
-                                              "--data-dir", tiny_data, "--steps", "4", "--jitter", "1e-3"]))
+    args = align.parse_args(["--stage", *stage.split(), "--batch-size", "32", "--train-size", "200",
+                             "--data-dir", tiny_data, "--steps", "4", "--jitter", "1e-3"])
+    assert "hard" not in stage or align.stage_config(args).deit_type == "hard"  # the flag reaches the step
+    rows = align.run_parity(args)
     assert rows[0]["rel_loss"] < align.STEP1_TOL and rows[0]["logits"] < 1e-4  # same weights, batch and maths
     ok, message = align.verdict(rows)
     assert ok and f"{align.YARDSTICK_FACTOR:g} x torch's own drift" in message, message
@@ -50,6 +52,11 @@ def test_rdrop_masks_are_shared_and_differ_between_passes(tiny_data):
     j.train()
     np.testing.assert_array_equal(j(align.jt.array(x)).numpy(), a)
     np.testing.assert_array_equal(j(align.jt.array(x)).numpy(), b)
+
+
+def test_deit_type_is_refused_off_the_deit_stage():
+    with pytest.raises(SystemExit):
+        align.parse_args(["--stage", "kd", "--deit-type", "hard"])
 
 
 def test_rdrop_stage_refuses_a_pair_without_dropout():
