@@ -52,7 +52,8 @@ import numpy as np
 
 from common.batches import iterate_batches
 from common.checkpoint import check_arch, check_dataset, ckpt_dataset, read_checkpoint
-from common.config import add_data_dir, build_config, EVAL_BATCH_SIZE, MODELS, PAIRS, SPLIT_SEED, VIT_MODELS
+from common.config import (add_data_dir, add_method_settings, build_config, EVAL_BATCH_SIZE, MODELS, PAIRS, SPLIT_SEED,
+                           VIT_MODELS)
 from common.datasets import DATASETS, load_dataset, split_indices
 from common.env import prepare_jittor
 from common.errors import die, UserError
@@ -160,14 +161,16 @@ def stage_config(args):
     """The config record the stage would run with (common.config.resolve; the pair's with --pair), at --lr;
     the step runs at distillation weight 1 (no warm-up)."""
     arch, teacher_arch = archs(args)
+    # the method settings given (--deit-type, --beta, ...); resolve() refuses one of another method in one line
+    settings = {key: getattr(args, key) for method in METHODS.values() for key in method.flags}
     if args.stage in ("teacher", "vit", *RDROP):
         return build_config("teacher", METHODS, model=arch, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
-                            **RDROP.get(args.stage, {}))
+                            **RDROP.get(args.stage, {}), **settings)
     return build_config("student", METHODS, method=args.stage, pair=args.pair, model=arch, teacher_model=teacher_arch,
                         lr=args.lr, seed=args.seed, batch_size=args.batch_size, train_size=args.train_size, val_size=0,
                         data_dir=args.data_dir,
                         mdistiller_weights=args.mdistiller_weights or None,  # the split of batches(): CRD's memory rows
-                        deit_type=args.deit_type)
+                        **settings)
 
 
 def torch_step(model, teacher, optimizer, x, y, hp, extra, index):
@@ -328,17 +331,14 @@ def parse_args(argv=None):
                         help="teacher checkpoint for kd/dkd, .ckpt or .pth (default: a seeded init)")
     parser.add_argument("--teacher-model", choices=MODELS, default=None,
                         help="the teacher's architecture instead of the stage's / pair's (e.g. for a smaller test)")
-    parser.add_argument("--deit-type", choices=["soft", "hard"], default=None,
-                        help="--stage deit: DeiT's soft or hard distillation (default the method's, soft)")
     parser.add_argument("--compare-ckpt", default=None, help="instead: evaluate this checkpoint in both frameworks")
     parser.add_argument("--model", choices=MODELS, default=None,
                         help="architecture of a .pth given to --compare-ckpt (a .ckpt names its own)")
+    add_method_settings(parser, METHODS)  # --deit-type hard, --beta 2, ...: the stage's method at that setting
     add_data_dir(parser)
     args = parser.parse_args(argv)
     pair = PAIRS[args.pair] if args.pair else {}
     args.stage = args.stage or ("dkd" if args.pair else "teacher")
-    if args.deit_type and args.stage != "deit":
-        parser.error(f"--deit-type is DeiT's: give --stage deit (not {args.stage})")
     vit = STAGES[args.stage][0] in VIT_MODELS  # a ViT stage keeps its model's AdamW lr (VIT_TRAINING)
     args.lr = pair.get("lr", None if vit else 0.01) if args.lr is None else args.lr
     if not args.compare_ckpt:  # --compare-ckpt: the checkpoint's own dataset unless given

@@ -403,19 +403,21 @@ def method_help(methods):
         f"{name}, {m.title}" for name, m in methods.items())
 
 
+def per_method(methods, key):
+    """'kd 4, dkd 4': each method's own default of a setting, for a flag's help."""
+    values = {name: m.defaults[key] for name, m in methods.items() if m.defaults.get(key) is not None}
+    return ", ".join(f"{name} {value:g}" for name, value in values.items())
+
+
 def add_method_args(parser, methods):
     """The distillation flags, made from the method table: --warmup and --ce-weight (every method), then each
-    method's own settings (Method.flags) once, a setting that several methods share (the temperature) once.
-    Defaults are None here too; resolve() takes each method's own from the table."""
-    def per_method(key):
-        values = {name: m.defaults[key] for name, m in methods.items() if m.defaults.get(key) is not None}
-        return ", ".join(f"{name} {value:g}" for name, value in values.items())
-
+    method's own settings (add_method_settings). Defaults are None here too; resolve() takes each method's own
+    from the table."""
     parser.add_argument("--warmup", type=int, default=None,
                         help=f"epochs of linear warm-up of the distillation weight (default "
-                             f"{STUDENT_DEFAULTS['warmup']}; per method: {per_method('warmup')})")
+                             f"{STUDENT_DEFAULTS['warmup']}; per method: {per_method(methods, 'warmup')})")
     parser.add_argument("--ce-weight", type=float, default=None,
-                        help=f"weight of the cross-entropy term (default per method: {per_method('ce_weight')})")
+                        help=f"weight of the cross-entropy term (default per method: {per_method(methods, 'ce_weight')})")
     parser.add_argument("--mdistiller-weights", action=argparse.BooleanOptionalAction, default=None,
                         help="on cifar10quick -> cifar10simple too, mdistiller's distillation weights instead of the "
                              "repo's own (scaled by the rule of weights.py: docs/distillers.md)")
@@ -423,13 +425,19 @@ def add_method_args(parser, methods):
                         help="DOT, the distillation-oriented trainer (Zhao et al. 2023): the CE and the distillation "
                              "gradients keep momentum buffers of their own, at momentum - DELTA and momentum + DELTA "
                              f"(mdistiller: {MDISTILLER_DOT_DELTA}; default 0: plain SGD). One process only")
+    add_method_settings(parser, methods)
+
+
+def add_method_settings(parser, methods):
+    """Each method's own settings (Method.flags) as --field-name, a setting that several methods share (the
+    temperature) once; default None (resolve() refuses one given to a method that does not have it)."""
     settings = {}  # field -> (type, help, [methods])
     for name, m in methods.items():
         for key, (kind, text) in m.flags.items():
             settings.setdefault(key, (kind, text, []))[2].append(name)
     for key, (kind, text, owners) in settings.items():
         defaults = {methods[name].defaults.get(key) for name in owners}
-        default = defaults.pop() if len(defaults) == 1 else per_method(key)
+        default = defaults.pop() if len(defaults) == 1 else per_method(methods, key)
         shown = "" if default is None else f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
         on_own_pair = {name: OWN_PAIR_WEIGHTS[name][key] for name in owners if key in OWN_PAIR_WEIGHTS.get(name, {})}
         if on_own_pair:

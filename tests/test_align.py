@@ -54,9 +54,9 @@ def test_rdrop_masks_are_shared_and_differ_between_passes(tiny_data):
     np.testing.assert_array_equal(j(align.jt.array(x)).numpy(), b)
 
 
-def test_deit_type_is_refused_off_the_deit_stage():
-    with pytest.raises(SystemExit):
-        align.parse_args(["--stage", "kd", "--deit-type", "hard"])
+def test_a_setting_of_another_method_is_refused():
+    with pytest.raises(align.UserError, match="--deit-type is a setting of --method deit, not of --method kd"):
+        align.stage_config(align.parse_args(["--stage", "kd", "--deit-type", "hard"]))
 
 
 def test_rdrop_stage_refuses_a_pair_without_dropout():
